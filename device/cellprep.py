@@ -1,0 +1,170 @@
+"""Turn any crop around one white blood cell into the canonical model input.
+
+The same function runs in training (on ALL-IDB2, C-NMC and PBC crops) and on
+the device (on crops cut around each nucleus found in a frame), so that the
+model sees one kind of picture whatever the source:
+
+1. find the stained nucleus nearest the centre (May-Grünwald-Giemsa / Wright
+   stains make chromatin purple: blue well above green);
+2. grow it into a cell mask (nucleus plus surrounding cytoplasm, never into
+   the bright smear background);
+3. blank everything outside the mask to black, so that neither a smear
+   background nor C-NMC's black background can become a cue;
+4. crop the cell's bounding square and resize it so the cell fills the input
+   (magnification differs between microscopes);
+5. Reinhard stain normalisation on the cell's own pixels in Lab space, so
+   stain intensity and hue differences between laboratories shrink.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# Target Lab statistics (OpenCV 8-bit Lab scale) for the cell's pixels: a
+# typical MGG-stained lymphoblast. Fixed, so device and training agree.
+TARGET_LAB_MEAN = (95.0, 155.0, 95.0)
+TARGET_LAB_STD = (35.0, 12.0, 14.0)
+
+# Minimum nucleus score (blue minus green, 0-255) to count as stained at all.
+MIN_STAIN_THRESHOLD = 18.0
+
+
+@dataclass(frozen=True)
+class PreparedCell:
+    image: np.ndarray  # size x size x 3 uint8, RGB, background black
+    mask_fraction: float  # share of the crop covered by the cell mask
+    found_nucleus: bool  # False when no stained nucleus was found
+
+
+def nucleus_score(rgb: np.ndarray) -> np.ndarray:
+    """Per-pixel stain score: blue minus green, clipped to 0..255 (uint8).
+
+    Chromatin stained by Romanowsky stains (MGG, Wright, Giemsa) absorbs
+    green strongly and transmits blue; red cells, plasma and glass do not.
+    """
+    rgb16 = rgb.astype(np.int16)
+    score = rgb16[..., 2] - rgb16[..., 1]
+    return np.clip(score, 0, 255).astype(np.uint8)
+
+
+def stain_threshold(score: np.ndarray) -> float:
+    """Otsu threshold of the stain score, never below MIN_STAIN_THRESHOLD."""
+    otsu, _ = cv2.threshold(score, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return max(float(otsu), MIN_STAIN_THRESHOLD)
+
+
+def _central_component(mask: np.ndarray) -> np.ndarray | None:
+    """The connected component nearest the crop centre, large ones preferred."""
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count <= 1:
+        return None
+    h, w = mask.shape
+    centre = np.array([w / 2.0, h / 2.0])
+    diag = float(np.hypot(w, h))
+    min_area = 0.002 * h * w
+    best, best_cost = None, None
+    for i in range(1, count):
+        area = stats[i, cv2.CC_STAT_AREA]
+        if area < min_area:
+            continue
+        distance = float(np.linalg.norm(centroids[i] - centre)) / diag
+        cost = distance - 0.5 * np.sqrt(area / (h * w))
+        if best_cost is None or cost < best_cost:
+            best, best_cost = i, cost
+    if best is None:
+        return None
+    return (labels == best).astype(np.uint8)
+
+
+def segment_cell(rgb: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Mask (uint8 0/1) of the white cell nearest the centre of ``rgb``.
+
+    Returns (mask, found_nucleus). Without a stained nucleus the mask is a
+    centred disc, so the caller still gets a well-defined input.
+    """
+    h, w = rgb.shape[:2]
+    score = cv2.GaussianBlur(nucleus_score(rgb), (0, 0), max(1.0, min(h, w) / 150))
+    stained = (score > stain_threshold(score)).astype(np.uint8)
+    k = max(3, int(round(min(h, w) * 0.03)) | 1)
+    closing = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    stained = cv2.morphologyEx(stained, cv2.MORPH_CLOSE, closing)
+    nucleus = _central_component(stained)
+    if nucleus is None:
+        mask = np.zeros((h, w), np.uint8)
+        cv2.circle(mask, (w // 2, h // 2), int(min(h, w) * 0.35), 1, -1)
+        return mask, False
+    # Lobed nuclei (neutrophils) fall apart into pieces: take in stained
+    # pieces that lie close to the main one.
+    area = float(nucleus.sum())
+    radius = max(2, int(round(0.25 * np.sqrt(area))))
+    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    near = cv2.dilate(nucleus, grow)
+    count, labels = cv2.connectedComponents(stained, connectivity=8)
+    touched = np.unique(labels[(near > 0) & (stained > 0)])
+    nucleus = np.isin(labels, touched[touched > 0]).astype(np.uint8) | nucleus
+    # Cytoplasm: a ring around the nucleus, excluding bright background
+    # (glass/plasma) and black background (pre-segmented crops).
+    # Cytoplasm of lymphocytes and blasts is blue-grey (blue at or above red);
+    # red cells are pink (red above blue) and are left out.
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    rgb16 = rgb.astype(np.int16)
+    bluish = (rgb16[..., 2] - rgb16[..., 0] >= 4) | (score > 0.5 * stain_threshold(score))
+    background = (gray > 225) | (gray < 12)
+    cytoplasm = (bluish & ~background).astype(np.uint8)
+    cell = (cv2.dilate(nucleus, grow) & cytoplasm) | nucleus
+    opening = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    cell = cv2.morphologyEx(cell, cv2.MORPH_OPEN, opening) | nucleus
+    cell = _central_component(cell) if cell.any() else None
+    if cell is None:
+        return nucleus, True
+    contours, _ = cv2.findContours(cell, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    filled = np.zeros_like(cell)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    # Drop the blurred rim, whose colours normalise badly.
+    rim = max(1, int(round(min(h, w) * 0.006)))
+    filled = cv2.erode(filled, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rim + 1, 2 * rim + 1)))
+    return (filled if filled.any() else nucleus), True
+
+
+def normalise_stain(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Reinhard colour transfer of the masked pixels to the fixed target."""
+    if int(mask.sum()) < 16:
+        return rgb.copy()
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
+    sel = mask.astype(bool)
+    out = lab.copy()
+    for c in range(3):
+        values = lab[..., c][sel]
+        mean, std = float(values.mean()), float(values.std())
+        std = max(std, 1.0)
+        out[..., c] = (lab[..., c] - mean) / std * TARGET_LAB_STD[c] + TARGET_LAB_MEAN[c]
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    result = cv2.cvtColor(out, cv2.COLOR_LAB2RGB)
+    result[~sel] = 0
+    return result
+
+
+def prepare_cell(rgb: np.ndarray, size: int) -> PreparedCell:
+    """Canonical ``size``×``size`` RGB input for the classifier (see module doc)."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError("prepare_cell expects an RGB image of shape (H, W, 3)")
+    mask, found = segment_cell(rgb)
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    if len(xs) == 0:
+        ys, xs = np.array([0, h - 1]), np.array([0, w - 1])
+    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    side = int(max(x1 - x0, y1 - y0) * 1.08) + 2
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+    normalised = normalise_stain(rgb, mask)
+    canvas = np.zeros((side, side, 3), np.uint8)
+    sx0, sy0 = cx - side // 2, cy - side // 2
+    src_x0, src_y0 = max(sx0, 0), max(sy0, 0)
+    src_x1, src_y1 = min(sx0 + side, w), min(sy0 + side, h)
+    canvas[src_y0 - sy0:src_y1 - sy0, src_x0 - sx0:src_x1 - sx0] = normalised[src_y0:src_y1, src_x0:src_x1]
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    image = cv2.resize(canvas, (size, size), interpolation=interp)
+    return PreparedCell(image=image, mask_fraction=float(mask.mean()), found_nucleus=found)
