@@ -28,6 +28,10 @@ import numpy as np
 TARGET_LAB_MEAN = (95.0, 155.0, 95.0)
 TARGET_LAB_STD = (35.0, 12.0, 14.0)
 
+# Identifies this preprocessing; stored in the model so a device refuses a
+# model trained with a different one.
+PREPROCESSING_ID = "cellprep-v1"
+
 # Minimum nucleus score (blue minus green, 0-255) to count as stained at all.
 MIN_STAIN_THRESHOLD = 18.0
 

@@ -1,0 +1,65 @@
+"""python -m model_conversion train|convert|evaluate|detection — the model pipeline.
+
+    python -m model_conversion train --data ../shared/data --out runs/w025_s96
+    python -m model_conversion convert --run runs/w025_s96 --out models/
+    python -m model_conversion evaluate --run runs/w025_s96 --model models/allscope_blast_int8.tflite
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _default_data() -> str:
+    here = Path(__file__).resolve().parent.parent
+    return str(here.parent / "shared" / "data")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model_conversion", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train (or resume) a run")
+    t.add_argument("--data", default=_default_data(), help="the shared data folder (default ../shared/data)")
+    t.add_argument("--out", required=True, type=Path, help="run folder (resumes when it exists)")
+    t.add_argument("--size", type=int, default=96, help="input size in pixels (default 96)")
+    t.add_argument("--width", type=float, default=0.25, help="channel width multiplier (default 0.25)")
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--batch", type=int, default=32)
+    t.add_argument("--optimizer", choices=["adam", "adamax"], default="adam")
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--limit", type=int, default=None, help="cap cells per class (smoke runs)")
+    t.add_argument("--no-augment", action="store_true")
+
+    c = sub.add_parser("convert", help="convert a run to float32 and int8 TFLite with metadata")
+    c.add_argument("--run", required=True, type=Path)
+    c.add_argument("--out", required=True, type=Path, help="folder for the .tflite files")
+    c.add_argument("--name", default="allscope_blast")
+    c.add_argument("--calibration", type=int, default=300, help="representative cells for int8 calibration")
+
+    e = sub.add_parser("evaluate", help="evaluate Keras and TFLite models on the run's validation side; write the model card")
+    e.add_argument("--run", required=True, type=Path)
+    e.add_argument("--models", required=True, type=Path, help="folder holding the converted models")
+    e.add_argument("--name", default="allscope_blast")
+    e.add_argument("--frames", default=None, help="shared data folder for the whole-frame evaluation (default: the run's)")
+
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        from model_conversion.train import TrainConfig, train
+        config = TrainConfig(data=str(Path(args.data).resolve()), input_size=args.size, width=args.width,
+                             epochs=args.epochs, batch_size=args.batch, optimizer=args.optimizer,
+                             learning_rate=args.lr, augment=not args.no_augment, limit=args.limit)
+        train(config, args.out)
+    elif args.command == "convert":
+        from model_conversion.export import export_run
+        export_run(args.run, args.out, args.name, args.calibration)
+    elif args.command == "evaluate":
+        from model_conversion.evaluate import evaluate_run
+        evaluate_run(args.run, args.models, args.name, args.frames)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

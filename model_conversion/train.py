@@ -1,0 +1,153 @@
+"""Train the Anand et al. CNN on canonical cell images, resumably.
+
+A run directory holds everything: ``config.json`` (the recipe), the split
+(``split.json``: which files and subjects are on which side), the Keras
+model after every epoch (``last.keras``), a BackupAndRestore folder so an
+interrupted run resumes at the epoch it reached, and ``history.csv``.
+The shipped model is the one after the last epoch: the validation side is
+watched, never used to pick an epoch or a threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model_conversion.data import LABEL_NAMES, Sample, load_shared_data, split_by_group
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    input_size: int = 96
+    width: float = 0.25
+    epochs: int = 30
+    batch_size: int = 32
+    optimizer: str = "adam"  # or "adamax"
+    learning_rate: float = 1e-3
+    val_fraction: float = 0.2
+    seed: int = 2025
+    augment: bool = True
+    limit: int | None = None  # per-class cap, for smoke runs and tests
+
+
+def save_split(run_dir: Path, train: list[Sample], val: list[Sample]) -> None:
+    def describe(samples: list[Sample]) -> dict:
+        return {
+            "count": len(samples),
+            "subjects": sorted({s.subject for s in samples if s.subject}),
+            "files": [[str(s.path), s.label, s.source, s.subject, s.cell_type] for s in samples],
+        }
+    _write_json(run_dir / "split.json", {"train": describe(train), "val": describe(val)})
+
+
+def load_split(run_dir: Path) -> tuple[list[Sample], list[Sample]]:
+    data = json.loads((run_dir / "split.json").read_text())
+
+    def rebuild(part: dict) -> list[Sample]:
+        return [Sample(Path(p), int(label), source, subject, cell_type, "")
+                for p, label, source, subject, cell_type in part["files"]]
+    return rebuild(data["train"]), rebuild(data["val"])
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)
+
+
+def _limit(samples: list[Sample], per_class: int | None, seed: int) -> list[Sample]:
+    if not per_class:
+        return samples
+    rng = np.random.default_rng(seed)
+    out = []
+    for label in (0, 1):
+        of_label = [s for s in samples if s.label == label]
+        picks = rng.permutation(len(of_label))[:per_class]
+        out += [of_label[i] for i in sorted(picks)]
+    return out
+
+
+def class_weights(labels: np.ndarray) -> dict[int, float]:
+    counts = np.bincount(labels, minlength=2).astype(float)
+    counts[counts == 0] = 1.0
+    return {i: float(len(labels) / (2.0 * counts[i])) for i in range(2)}
+
+
+def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, augment: bool, seed: int):
+    import tensorflow as tf
+
+    from model_conversion.augment import augment_batch
+
+    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    if augment:
+        ds = ds.map(lambda x, y: (augment_batch(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def train(config: TrainConfig, run_dir: Path, log=print) -> Path:
+    """Train (or resume) a run; returns the path of the final Keras model."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    from model_conversion.model import build_model
+    from model_conversion.prepare import prepare_images
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_file = run_dir / "config.json"
+    if config_file.is_file():
+        saved = json.loads(config_file.read_text())
+        if saved != asdict(config):
+            raise SystemExit(f"{run_dir} holds a run with another recipe; use a new --out folder")
+    else:
+        _write_json(config_file, asdict(config))
+
+    samples = load_shared_data(Path(config.data))
+    train_samples, val_samples = split_by_group(samples, config.val_fraction, config.seed)
+    train_samples = _limit(train_samples, config.limit, config.seed)
+    val_samples = _limit(val_samples, config.limit, config.seed + 1)
+    save_split(run_dir, train_samples, val_samples)
+    log(f"train {len(train_samples)} cells, validation {len(val_samples)} cells "
+        f"(validation subjects: {sorted({s.subject for s in val_samples if s.subject})})")
+
+    cache = Path(os.environ.get("ALLSCOPE_CACHE", Path(__file__).resolve().parent.parent / "cache"))
+    started = time.perf_counter()
+    x_train = prepare_images(train_samples, config.input_size, cache,
+                             progress=lambda i, n: log(f"  preparing training cells {i}/{n}"))
+    x_val = prepare_images(val_samples, config.input_size, cache,
+                           progress=lambda i, n: log(f"  preparing validation cells {i}/{n}"))
+    log(f"cells prepared in {time.perf_counter() - started:.0f} s")
+    y_train = np.array([s.label for s in train_samples], np.int32)
+    y_val = np.array([s.label for s in val_samples], np.int32)
+
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(config.input_size, config.width)
+    steps = int(np.ceil(len(x_train) / config.batch_size)) * config.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=0.02)
+    optimizer_cls = {"adam": keras.optimizers.Adam, "adamax": keras.optimizers.Adamax}[config.optimizer]
+    model.compile(optimizer=optimizer_cls(schedule), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    weights = class_weights(y_train)
+    log(f"class weights {dict((LABEL_NAMES[k], round(v, 3)) for k, v in weights.items())}")
+
+    final = run_dir / "last.keras"
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        keras.callbacks.ModelCheckpoint(str(final)),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+    ]
+    model.fit(make_dataset(x_train, y_train, config.batch_size, config.augment, config.seed),
+              validation_data=tf.data.Dataset.from_tensor_slices((x_val.astype(np.float32), y_val)).batch(64),
+              epochs=config.epochs, class_weight=weights, callbacks=callbacks, verbose=2)
+    model.save(final)
+    _write_json(run_dir / "done.json", {"epochs": config.epochs, "finished": time.time()})
+    log(f"trained model saved to {final}")
+    return final
