@@ -30,7 +30,7 @@ TARGET_LAB_STD = (35.0, 12.0, 14.0)
 
 # Identifies this preprocessing; stored in the model so a device refuses a
 # model trained with a different one.
-PREPROCESSING_ID = "cellprep-v1"
+PREPROCESSING_ID = "cellprep-v2"
 
 # Minimum nucleus score (blue minus green, 0-255) to count as stained at all.
 MIN_STAIN_THRESHOLD = 18.0
@@ -83,6 +83,12 @@ def _central_component(mask: np.ndarray) -> np.ndarray | None:
     return (labels == best).astype(np.uint8)
 
 
+def _grow(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Dilate a 0/1 mask by a disc of ``radius`` (distance transform: cost independent of radius)."""
+    distance = cv2.distanceTransform((mask == 0).astype(np.uint8), cv2.DIST_L2, 3)
+    return (distance <= radius).astype(np.uint8)
+
+
 def segment_cell(rgb: np.ndarray) -> tuple[np.ndarray, bool]:
     """Mask (uint8 0/1) of the white cell nearest the centre of ``rgb``.
 
@@ -104,8 +110,7 @@ def segment_cell(rgb: np.ndarray) -> tuple[np.ndarray, bool]:
     # pieces that lie close to the main one.
     area = float(nucleus.sum())
     radius = max(2, int(round(0.25 * np.sqrt(area))))
-    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    near = cv2.dilate(nucleus, grow)
+    near = _grow(nucleus, radius)
     count, labels = cv2.connectedComponents(stained, connectivity=8)
     touched = np.unique(labels[(near > 0) & (stained > 0)])
     nucleus = np.isin(labels, touched[touched > 0]).astype(np.uint8) | nucleus
@@ -118,7 +123,7 @@ def segment_cell(rgb: np.ndarray) -> tuple[np.ndarray, bool]:
     bluish = (rgb16[..., 2] - rgb16[..., 0] >= 4) | (score > 0.5 * stain_threshold(score))
     background = (gray > 225) | (gray < 12)
     cytoplasm = (bluish & ~background).astype(np.uint8)
-    cell = (cv2.dilate(nucleus, grow) & cytoplasm) | nucleus
+    cell = (near & cytoplasm) | nucleus
     opening = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     cell = cv2.morphologyEx(cell, cv2.MORPH_OPEN, opening) | nucleus
     cell = _central_component(cell) if cell.any() else None
@@ -152,9 +157,19 @@ def normalise_stain(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def prepare_cell(rgb: np.ndarray, size: int) -> PreparedCell:
-    """Canonical ``size``×``size`` RGB input for the classifier (see module doc)."""
+    """Canonical ``size``×``size`` RGB input for the classifier (see module doc).
+
+    Segmentation runs on a copy whose longest side is at most 2.5×``size``
+    (the output is ``size`` pixels anyway), and stain statistics are taken
+    on the final small image: both keep the cost to a few milliseconds.
+    """
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError("prepare_cell expects an RGB image of shape (H, W, 3)")
+    work_max = max(int(2.5 * size), 64)
+    if max(rgb.shape[:2]) > work_max:
+        scale = work_max / max(rgb.shape[:2])
+        new_size = (max(8, round(rgb.shape[1] * scale)), max(8, round(rgb.shape[0] * scale)))
+        rgb = cv2.resize(rgb, new_size, interpolation=cv2.INTER_AREA)
     mask, found = segment_cell(rgb)
     ys, xs = np.nonzero(mask)
     h, w = mask.shape
@@ -163,12 +178,16 @@ def prepare_cell(rgb: np.ndarray, size: int) -> PreparedCell:
     x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
     side = int(max(x1 - x0, y1 - y0) * 1.08) + 2
     cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
-    normalised = normalise_stain(rgb, mask)
     canvas = np.zeros((side, side, 3), np.uint8)
+    canvas_mask = np.zeros((side, side), np.uint8)
     sx0, sy0 = cx - side // 2, cy - side // 2
     src_x0, src_y0 = max(sx0, 0), max(sy0, 0)
     src_x1, src_y1 = min(sx0 + side, w), min(sy0 + side, h)
-    canvas[src_y0 - sy0:src_y1 - sy0, src_x0 - sx0:src_x1 - sx0] = normalised[src_y0:src_y1, src_x0:src_x1]
+    dst = (slice(src_y0 - sy0, src_y1 - sy0), slice(src_x0 - sx0, src_x1 - sx0))
+    canvas[dst] = rgb[src_y0:src_y1, src_x0:src_x1]
+    canvas_mask[dst] = mask[src_y0:src_y1, src_x0:src_x1]
     interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    image = cv2.resize(canvas, (size, size), interpolation=interp)
+    small = cv2.resize(canvas, (size, size), interpolation=interp)
+    small_mask = cv2.resize(canvas_mask, (size, size), interpolation=cv2.INTER_NEAREST)
+    image = normalise_stain(small, small_mask)
     return PreparedCell(image=image, mask_fraction=float(mask.mean()), found_nucleus=found)

@@ -1,0 +1,162 @@
+"""The ``allscope`` command line.
+
+    allscope analyze FRAME... [--json] [--model M]   whole microscope frames
+    allscope classify CROP... [--json] [--model M]   single-cell crops
+    allscope bench [--frames N]                      speed figures from one run
+
+Bad input never stops a batch: each bad file gets one line on stderr and the
+exit status is 1; the good files are still reported. Errors a user can act
+on are printed as one line, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from device.errors import AllscopeError
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "allscope_blast_int8.tflite"
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, default=None,
+                        help=f"model file (default: $ALLSCOPE_MODEL or {DEFAULT_MODEL.name} in models/)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for inference (default 1)")
+    parser.add_argument("--delegate", choices=["cpu", "edgetpu", "external"], default="cpu",
+                        help="inference backend; falls back to CPU with a warning when absent")
+    parser.add_argument("--delegate-library", default=None, help="library path for --delegate external")
+
+
+def model_path(arg: Path | None) -> Path:
+    import os
+
+    if arg is not None:
+        return arg
+    if os.environ.get("ALLSCOPE_MODEL"):
+        return Path(os.environ["ALLSCOPE_MODEL"])
+    return DEFAULT_MODEL
+
+
+def load_classifier(args: argparse.Namespace):
+    from device.delegates import DelegateConfig
+    from device.inference import CellClassifier
+
+    delegate = DelegateConfig(kind=args.delegate, num_threads=args.threads, library=args.delegate_library)
+    return CellClassifier.load(model_path(args.model), delegate)
+
+
+def _iter_inputs(paths: list[str]):
+    from device.imageio import iter_image_files
+
+    return list(iter_image_files([Path(p) for p in paths]))
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from device.analysis import DISCLAIMER, Analyzer
+    from device.imageio import load_image
+
+    analyzer = Analyzer(load_classifier(args))
+    results, failed = [], 0
+    for path in _iter_inputs(args.paths):
+        try:
+            rgb = load_image(path)
+        except AllscopeError as error:
+            print(f"allscope: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        p = float(analyzer.classify_crops([rgb])[0])
+        label = "blast" if p >= analyzer.decision.threshold else "normal"
+        results.append({"path": str(path), "label": label, "p_blast": round(p, 4)})
+        if not args.json:
+            review = "  (uncertain: review)" if analyzer.decision.review_low <= p < analyzer.decision.review_high else ""
+            print(f"{path}: {label} p_blast={p:.3f}{review}", flush=True)
+    if args.json:
+        print(json.dumps(results, indent=1))
+    elif results:
+        print(DISCLAIMER)
+    return 1 if failed else 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from device.analysis import DISCLAIMER, Analyzer
+    from device.imageio import load_image
+
+    analyzer = Analyzer(load_classifier(args))
+    results, failed = [], 0
+    for path in _iter_inputs(args.paths):
+        try:
+            rgb = load_image(path)
+        except AllscopeError as error:
+            print(f"allscope: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        result = analyzer.analyze_frame(rgb, path)
+        results.append(result.to_dict())
+        if not args.json:
+            quality = "" if result.quality.get("usable", True) else \
+                f" ({', '.join(result.quality.get('problems', []))})"
+            print(f"{path}: {result.flag}{quality}: {result.cell_count} white cells, {result.blast_count} flagged as "
+                  f"blasts ({100 * result.blast_fraction:.0f} %), {result.review_count} for review "
+                  f"[{result.timings_ms.get('total', 0):.0f} ms]", flush=True)
+    if args.json:
+        print(json.dumps(results, indent=1))
+    elif results:
+        print(DISCLAIMER)
+    return 1 if failed else 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from device.bench import run_bench
+
+    run_bench(args)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="allscope", description="allscope: white-cell finding and ALL blast "
+                                     "flagging for professional review (decision support only).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    classify = sub.add_parser("classify", help="classify single-cell crops (folders are searched recursively)")
+    classify.add_argument("paths", nargs="+")
+    classify.add_argument("--json", action="store_true", help="print a JSON list")
+    _add_model_args(classify)
+    classify.set_defaults(func=cmd_classify)
+
+    analyze = sub.add_parser("analyze", help="find and classify the white cells of whole frames")
+    analyze.add_argument("paths", nargs="+")
+    analyze.add_argument("--json", action="store_true", help="print a JSON list")
+    _add_model_args(analyze)
+    analyze.set_defaults(func=cmd_analyze)
+
+    bench = sub.add_parser("bench", help="print speed figures (per-cell int8/float32, whole frame, model size)")
+    bench.add_argument("--model", type=Path, default=None, help="int8 model (default: the shipped one)")
+    bench.add_argument("--float-model", type=Path, default=None,
+                       help="float32 model of the same network (default: *_float32.tflite beside the int8 one)")
+    bench.add_argument("--repeats", type=int, default=200, help="timed inferences per setting")
+    bench.add_argument("--frame", type=Path, default=None, help="a whole frame to time (default: a 2592x1944 demo)")
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="allscope: %(levelname)s: %(message)s")
+    try:
+        return args.func(args)
+    except AllscopeError as error:
+        print(f"allscope: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
