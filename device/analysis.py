@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from device.cellprep import prepare_cell
+from device.decision import DecisionSettings, verdict_label
 from device.detect import DetectionParams, find_cells
 from device.quality import QualityThresholds, assess_quality
 
@@ -26,24 +27,6 @@ FLAG_NO_BLASTS_SEEN = "no_blasts_seen"
 FLAG_NEEDS_REVIEW = "needs_review"
 FLAG_UNUSABLE_IMAGE = "unusable_image"
 FLAG_NO_CELLS_FOUND = "no_cells_found"
-
-
-@dataclass(frozen=True)
-class DecisionSettings:
-    """How a p_blast becomes a label; the band [review_low, review_high) goes to a human."""
-
-    threshold: float = 0.5
-    review_low: float = 0.25
-    review_high: float = 0.75
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.review_low <= self.threshold <= self.review_high <= 1.0:
-            raise ValueError("decision settings must satisfy 0 <= review_low <= threshold <= review_high <= 1")
-
-    @classmethod
-    def from_model(cls, provenance: dict) -> "DecisionSettings":
-        decision = provenance.get("decision", {}) if isinstance(provenance, dict) else {}
-        return cls(**{k: float(v) for k, v in decision.items() if k in ("threshold", "review_low", "review_high")})
 
 
 @dataclass(frozen=True)
@@ -99,11 +82,6 @@ class FrameResult:
                 "blast_count": self.blast_count, "blast_fraction": self.blast_fraction,
                 "review_count": self.review_count, "flag": self.flag,
                 "timings_ms": self.timings_ms, "disclaimer": DISCLAIMER}
-
-
-def verdict_label(p_blast: float, decision: DecisionSettings) -> tuple[str, bool]:
-    label = "blast" if p_blast >= decision.threshold else "normal"
-    return label, decision.review_low <= p_blast < decision.review_high
 
 
 def frame_flag(result: FrameResult, usable: bool) -> str:
