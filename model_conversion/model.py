@@ -24,8 +24,8 @@ def build_model(input_size: int = 96, width: float = 0.25, num_classes: int = 2,
                 dropout: float = 0.4, batch_size: int | None = None):
     """Keras model taking uint8-range float RGB (0..255), returning softmax.
 
-    Input scaling to [0, 1] is inside the graph, so the converted model's
-    normalisation is mean 0 / std 255 whatever the training code did.
+    Input scaling to [0, 1] is inside the graph, so the converted model takes
+    raw 0..255 pixels (metadata normalisation mean 0, std 1).
     A fixed ``batch_size`` of 1 gives a graph XNNPACK takes as one partition.
     """
     import keras
