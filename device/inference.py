@@ -13,7 +13,10 @@ dequantised with the output's scale and zero point.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,11 +61,38 @@ def load_interpreter_class() -> type:
     return load_runtime().interpreter_class
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence the runtime's native INFO lines ("Created TensorFlow Lite XNNPACK delegate for CPU.").
+
+    They are written by C++ straight to file descriptor 2, where they would
+    break the one-line-per-problem contract of the CLI. Kept when the
+    allscope logger is at DEBUG level.
+    """
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2 (embedded use): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _make_interpreter(runtime: Runtime, data: bytes, choice: BackendChoice, num_threads: int):
     try:
-        interpreter = runtime.interpreter_class(
-            model_content=data, experimental_delegates=list(choice.delegates) or None, num_threads=num_threads)
-        interpreter.allocate_tensors()
+        with _quiet_native_stderr():
+            interpreter = runtime.interpreter_class(
+                model_content=data, experimental_delegates=list(choice.delegates) or None, num_threads=num_threads)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         reason = " ".join(str(exc).split())
         raise ModelLoadError(f"{choice.model_path}: not a loadable TFLite model ({reason})") from None
