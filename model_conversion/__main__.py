@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--models", required=True, type=Path, help="folder holding the converted models")
     e.add_argument("--name", default="allscope_blast")
     e.add_argument("--frames", default=None, help="shared data folder for the whole-frame evaluation (default: the run's)")
+    e.add_argument("--frame-limit", type=int, default=None, help="evaluate only the first N frames of each collection")
 
     args = parser.parse_args(argv)
     if args.command == "train":
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         export_run(args.run, args.out, args.name, args.calibration)
     elif args.command == "evaluate":
         from model_conversion.evaluate import evaluate_run
-        evaluate_run(args.run, args.models, args.name, args.frames)
+        evaluate_run(args.run, args.models, args.name, args.frames, args.frame_limit)
     return 0
 
 

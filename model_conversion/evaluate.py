@@ -88,12 +88,12 @@ def _match(cells, point) -> int | None:
     return best
 
 
-def frame_level_all_idb1(analyzer, folder: Path) -> dict:
+def frame_level_all_idb1(analyzer, folder: Path, limit: int | None = None) -> dict:
     from device.imageio import load_image
 
     frames, totals = [], {"blast_centroids": 0, "blasts_found": 0, "blasts_called_blast": 0,
                           "other_centroids": 0, "others_found": 0, "others_called_normal": 0}
-    for image in sorted(folder.glob("*.jpg")):
+    for image in sorted(folder.glob("*.jpg"))[:limit]:
         result = analyzer.analyze_frame(load_image(image), image)
         blasts = _read_xyc(image.with_suffix(".xyc"))
         others = _read_xyc(folder / "other" / image.with_suffix(".xyc").name)
@@ -190,7 +190,7 @@ def plot_card_figures(out: Path, probs: dict, metrics: dict, stem: str) -> list[
 
 
 def evaluate_run(run: Path, models_dir: Path, name: str = "allscope_blast", frames_data: str | None = None,
-                 log=print) -> dict:
+                 frame_limit: int | None = None, log=print) -> dict:
     from device.analysis import Analyzer
     from device.delegates import DelegateConfig
     from device.inference import CellClassifier
@@ -207,14 +207,14 @@ def evaluate_run(run: Path, models_dir: Path, name: str = "allscope_blast", fram
     frames = {}
     if (data / "all-idb1").is_dir():
         log("whole-frame evaluation on ALL-IDB1")
-        frames["all_idb1"] = frame_level_all_idb1(analyzer, data / "all-idb1")
+        frames["all_idb1"] = frame_level_all_idb1(analyzer, data / "all-idb1", frame_limit)
     if (data / "bccd").is_dir():
         log("whole-frame evaluation on BCCD")
-        frames["bccd"] = frame_level_bccd(analyzer, data / "bccd")
+        frames["bccd"] = frame_level_bccd(analyzer, data / "bccd", frame_limit)
     log(f"frame evaluation took {time.perf_counter() - started:.0f} s")
     try:
         from model_conversion.eval_detection import evaluate_all_idb1, evaluate_bccd
-        detection = {"all_idb1": evaluate_all_idb1(data), "bccd": evaluate_bccd(data)}
+        detection = {"all_idb1": evaluate_all_idb1(data), "bccd": evaluate_bccd(data, limit=frame_limit)}
     except (ImportError, FileNotFoundError) as error:  # detection evaluation needs the frames
         detection = {"skipped": str(error)}
 
