@@ -21,12 +21,16 @@ def block_channels(width: float) -> list[int]:
 
 
 def build_model(input_size: int = 96, width: float = 0.25, num_classes: int = 2,
-                dropout: float = 0.4, batch_size: int | None = None):
+                dropout: float = 0.4, batch_size: int | None = None, bn_momentum: float = 0.9):
     """Keras model taking uint8-range float RGB (0..255), returning softmax.
 
     Input scaling to [0, 1] is inside the graph, so the converted model takes
     raw 0..255 pixels (metadata normalisation mean 0, std 1).
     A fixed ``batch_size`` of 1 gives a graph XNNPACK takes as one partition.
+    ``bn_momentum`` 0.9 (not Keras' 0.99) keeps the inference-time statistics
+    close to the weights while they still move fast: with 0.99 a model after
+    a few epochs called every cell a blast in inference mode while it was
+    right 84 % of the time in training mode.
     """
     import keras
     from keras import layers
@@ -36,7 +40,7 @@ def build_model(input_size: int = 96, width: float = 0.25, num_classes: int = 2,
     for block, (convs, channels) in enumerate(zip(BLOCK_LAYOUT, block_channels(width)), start=1):
         for i in range(1, convs + 1):
             x = layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"block{block}_conv{i}")(x)
-            x = layers.BatchNormalization(name=f"block{block}_bn{i}")(x)
+            x = layers.BatchNormalization(momentum=bn_momentum, name=f"block{block}_bn{i}")(x)
             x = layers.ReLU(name=f"block{block}_relu{i}")(x)
         x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
