@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -40,8 +41,15 @@ from PIL import Image
 
 from device.detect import CellCandidate, DetectionParams, find_cells
 
-DEFAULT_DATA = Path("/work/shared/data")
 MATCH_FACTOR = 0.6
+
+
+def default_data_dir() -> Path:
+    """$ALLSCOPE_DATA, else ../shared/data beside the clone, else /work/shared/data."""
+    if os.environ.get("ALLSCOPE_DATA"):
+        return Path(os.environ["ALLSCOPE_DATA"])
+    beside = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    return beside if beside.is_dir() else Path("/work/shared/data")
 
 
 def load_rgb(path: Path) -> np.ndarray:
@@ -250,15 +258,17 @@ def _print_report(idb: dict, bccd: dict, out=sys.stdout) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding all-idb1/ and bccd/")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="folder holding all-idb1/ and bccd/ (default: $ALLSCOPE_DATA or ../shared/data)")
     parser.add_argument("--json", action="store_true", help="print one JSON dict instead of tables")
     parser.add_argument("--bccd-limit", type=int, default=None, help="only the first N BCCD frames")
     parser.add_argument("--threads", type=int, default=1,
                         help="OpenCV threads while timing (default 1: the per-core figure)")
     args = parser.parse_args(argv)
     cv2.setNumThreads(args.threads)
-    idb = evaluate_all_idb1(args.data)
-    bccd = evaluate_bccd(args.data, limit=args.bccd_limit)
+    data = args.data or default_data_dir()
+    idb = evaluate_all_idb1(data)
+    bccd = evaluate_bccd(data, limit=args.bccd_limit)
     if args.json:
         print(json.dumps({"all_idb1": idb, "bccd": bccd}, indent=2))
     else:
