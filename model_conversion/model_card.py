@@ -48,7 +48,8 @@ def render_markdown(card: dict) -> str:
            "Fixed before training; not tuned on the validation cells.", "",
            "## Training", "",
            f"- {t['epochs']} epochs, batch {t['batch_size']}, {t['optimizer']} (lr {t['learning_rate']}, cosine decay), "
-           f"class-weighted cross-entropy, augmentation {'on' if t['augment'] else 'off'} (flips, 90° rotations, "
+           f"cross-entropy weighted so that within each source blasts and normal cells weigh the same "
+           "(single-class PBC at half weight), augmentation {'on' if t['augment'] else 'off'} (flips, 90° rotations, "
            "zoom, blur/resolution loss, colour/stain jitter, noise). Seed " + str(t["seed"]) + ".",
            "- Training cells by source: " + "; ".join(f"{s}: {c['blast']} blast, {c['normal']} normal"
                                                     for s, c in t["cells_by_source"].items()) + ".",

@@ -73,22 +73,40 @@ def _limit(samples: list[Sample], per_class: int | None, seed: int) -> list[Samp
     return out
 
 
-def class_weights(labels: np.ndarray) -> dict[int, float]:
-    counts = np.bincount(labels, minlength=2).astype(float)
-    counts[counts == 0] = 1.0
-    return {i: float(len(labels) / (2.0 * counts[i])) for i in range(2)}
+def source_balanced_weights(samples: list[Sample], single_class_weight: float = 0.5) -> np.ndarray:
+    """Per-cell loss weights that make the source useless as a cue.
+
+    Within every source that has both classes, blasts and normal cells get
+    equal total weight (C-NMC is ~70 % blasts here: unweighted, "looks like
+    C-NMC" alone would predict "blast", and an early run called the held-out
+    healthy donor's cells blasts for that reason). Sources with one class
+    only (PBC: all normal) get ``single_class_weight`` per cell. Weights are
+    scaled to a mean of 1.
+    """
+    counts: dict[tuple[str, int], int] = {}
+    for s in samples:
+        counts[(s.source, s.label)] = counts.get((s.source, s.label), 0) + 1
+    weights = np.empty(len(samples), np.float32)
+    for i, s in enumerate(samples):
+        n_source = counts.get((s.source, 0), 0) + counts.get((s.source, 1), 0)
+        if counts.get((s.source, 1 - s.label), 0) == 0:
+            weights[i] = single_class_weight
+        else:
+            weights[i] = n_source / (2.0 * counts[(s.source, s.label)])
+    return weights / weights.mean()
 
 
-def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, augment: bool, seed: int):
+def make_dataset(images: np.ndarray, labels: np.ndarray, weights: np.ndarray, batch_size: int, augment: bool,
+                 seed: int):
     import tensorflow as tf
 
     from model_conversion.augment import augment_batch
 
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    ds = tf.data.Dataset.from_tensor_slices((images, labels, weights))
     ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    ds = ds.map(lambda x, y, w: (tf.cast(x, tf.float32), y, w))
     if augment:
-        ds = ds.map(lambda x, y: (augment_batch(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda x, y, w: (augment_batch(x), y, w), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -135,8 +153,10 @@ def train(config: TrainConfig, run_dir: Path, log=print) -> Path:
     optimizer_cls = {"adam": keras.optimizers.Adam, "adamax": keras.optimizers.Adamax}[config.optimizer]
     model.compile(optimizer=optimizer_cls(schedule), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    weights = class_weights(y_train)
-    log(f"class weights {dict((LABEL_NAMES[k], round(v, 3)) for k, v in weights.items())}")
+    weights = source_balanced_weights(train_samples)
+    log("loss weight per cell: " + ", ".join(
+        f"{src}/{LABEL_NAMES[label]} {weights[i]:.2f}" for (src, label), i in
+        sorted({(s.source, s.label): i for i, s in enumerate(train_samples)}.items())))
 
     final = run_dir / "last.keras"
     callbacks = [
@@ -144,9 +164,9 @@ def train(config: TrainConfig, run_dir: Path, log=print) -> Path:
         keras.callbacks.ModelCheckpoint(str(final)),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
     ]
-    model.fit(make_dataset(x_train, y_train, config.batch_size, config.augment, config.seed),
+    model.fit(make_dataset(x_train, y_train, weights, config.batch_size, config.augment, config.seed),
               validation_data=tf.data.Dataset.from_tensor_slices((x_val.astype(np.float32), y_val)).batch(64),
-              epochs=config.epochs, class_weight=weights, callbacks=callbacks, verbose=2)
+              epochs=config.epochs, callbacks=callbacks, verbose=2)
     model.save(final)
     _write_json(run_dir / "done.json", {"epochs": config.epochs, "finished": time.time()})
     log(f"trained model saved to {final}")

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from model_conversion.data import (BLAST, NORMAL, load_cnmc, load_folder_per_class, load_shared_data,
+from model_conversion.data import (BLAST, NORMAL, Sample, load_cnmc, load_folder_per_class, load_shared_data,
                                    split_by_group)
-from model_conversion.train import class_weights
+from model_conversion.train import source_balanced_weights
 
 
 def test_real_split_is_subject_disjoint_and_holds_both_classes(shared_data):
@@ -62,7 +62,12 @@ def test_folder_per_class_layout_with_subjects(tmp_path: Path):
     assert not ({s.subject for s in train} & {s.subject for s in val})
 
 
-def test_class_weights_balance_the_classes():
-    weights = class_weights(np.array([0, 0, 0, 1]))
-    assert weights[1] == 3 * weights[0]
-    assert abs(3 * weights[0] + 1 * weights[1] - 4) < 1e-9
+def test_source_balanced_weights_make_the_source_no_cue():
+    def sample(source, label, n):
+        return [Sample(Path(f"{source}{label}{i}"), label, source, None, "", f"{source}{i}") for i in range(n)]
+    samples = sample("a", BLAST, 30) + sample("a", NORMAL, 10) + sample("b", NORMAL, 20)
+    w = source_balanced_weights(samples, single_class_weight=0.5)
+    a_blast, a_normal, b = w[:30].sum(), w[30:40].sum(), w[40:]
+    assert abs(a_blast - a_normal) < 1e-4  # within source a, both classes weigh the same
+    assert abs(w.mean() - 1.0) < 1e-6
+    assert np.allclose(b, b[0]) and b[0] < w[30]  # single-class source down-weighted
