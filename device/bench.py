@@ -56,12 +56,27 @@ def bench_cells(model: Path, size: int, count: int = 32) -> np.ndarray:
     return np.stack([prepare_cell(crops[i % len(crops)], size).image for i in range(count)])
 
 
+# A real 2592×1944 ALL-IDB1 frame with 23 blasts among its white cells, used
+# when the shared data is at hand ($ALLSCOPE_DATA or ../shared/data).
+SHARED_BENCH_FRAME = Path("all-idb1") / "Im052_1.jpg"
+
+
+def _shared_frame() -> Path | None:
+    roots = [Path(os.environ["ALLSCOPE_DATA"])] if os.environ.get("ALLSCOPE_DATA") else []
+    roots.append(Path(__file__).resolve().parent.parent.parent / "shared" / "data")
+    for root in roots:
+        if (root / SHARED_BENCH_FRAME).is_file():
+            return root / SHARED_BENCH_FRAME
+    return None
+
+
 def bench_frame(explicit: Path | None) -> tuple[np.ndarray, str]:
-    """A 2592×1944 frame: the given one, else a demo frame scaled up to that size."""
+    """A 2592×1944 frame: the given one, else a real ALL-IDB1 frame, else a demo frame scaled up."""
     import cv2
 
     from device.imageio import load_image
 
+    explicit = explicit or _shared_frame()
     if explicit is not None:
         return load_image(explicit), str(explicit)
     demo = sorted(DEMO_DIR.glob("*.jpg"))[0]

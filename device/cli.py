@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--float-model", type=Path, default=None,
                        help="float32 model of the same network (default: *_float32.tflite beside the int8 one)")
     bench.add_argument("--repeats", type=int, default=200, help="timed inferences per setting")
-    bench.add_argument("--frame", type=Path, default=None, help="a whole frame to time (default: a 2592x1944 demo)")
+    bench.add_argument("--frame", type=Path, default=None, help="a whole frame to time (default: ALL-IDB1 Im052_1 when ../shared/data is there, "
+                       "else a demo frame scaled to 2592x1944)")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
     return parser
