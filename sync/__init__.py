@@ -1,0 +1,1 @@
+"""Encrypted store-and-forward sync over MQTT: arrives with the sync issue."""

@@ -1,0 +1,1 @@
+"""Touchscreen web UI (Flask): arrives with the web UI issue."""
