@@ -49,25 +49,25 @@ def load_classifier(args: argparse.Namespace):
     return CellClassifier.load(model_path(args.model), delegate)
 
 
-def _iter_inputs(paths: list[str]):
-    from device.imageio import iter_image_files
+def _load_each(paths: list[str], failures: list[str]):
+    """Yield (path, rgb) for every readable image; print one line per bad file and record it."""
+    from device.imageio import iter_image_files, load_image
 
-    return list(iter_image_files([Path(p) for p in paths]))
+    for path in iter_image_files([Path(p) for p in paths]):
+        try:
+            rgb = load_image(path)
+        except AllscopeError as error:
+            print(f"allscope: {error}", file=sys.stderr, flush=True)
+            failures.append(str(path))
+            continue
+        yield path, rgb
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
     from device.analysis import DISCLAIMER, Analyzer
-    from device.imageio import load_image
-
     analyzer = Analyzer(load_classifier(args))
-    results, failed = [], 0
-    for path in _iter_inputs(args.paths):
-        try:
-            rgb = load_image(path)
-        except AllscopeError as error:
-            print(f"allscope: {error}", file=sys.stderr)
-            failed += 1
-            continue
+    results, failures = [], []
+    for path, rgb in _load_each(args.paths, failures):
         p = float(analyzer.classify_crops([rgb])[0])
         label = "blast" if p >= analyzer.decision.threshold else "normal"
         results.append({"path": str(path), "label": label, "p_blast": round(p, 4)})
@@ -78,22 +78,14 @@ def cmd_classify(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=1))
     elif results:
         print(DISCLAIMER)
-    return 1 if failed else 0
+    return 1 if failures else 0
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from device.analysis import DISCLAIMER, Analyzer
-    from device.imageio import load_image
-
     analyzer = Analyzer(load_classifier(args))
-    results, failed = [], 0
-    for path in _iter_inputs(args.paths):
-        try:
-            rgb = load_image(path)
-        except AllscopeError as error:
-            print(f"allscope: {error}", file=sys.stderr)
-            failed += 1
-            continue
+    results, failures = [], []
+    for path, rgb in _load_each(args.paths, failures):
         result = analyzer.analyze_frame(rgb, path)
         results.append(result.to_dict())
         if not args.json:
@@ -106,7 +98,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=1))
     elif results:
         print(DISCLAIMER)
-    return 1 if failed else 0
+    return 1 if failures else 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
