@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -32,8 +33,6 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def model_path(arg: Path | None) -> Path:
-    import os
-
     if arg is not None:
         return arg
     if os.environ.get("ALLSCOPE_MODEL"):
@@ -65,7 +64,10 @@ def _load_each(paths: list[str], failures: list[str]):
 
 def cmd_classify(args: argparse.Namespace) -> int:
     from device.analysis import DISCLAIMER, Analyzer
+
     analyzer = Analyzer(load_classifier(args))
+    if not args.json:
+        _print_model_line(analyzer.classifier)
     results, failures = [], []
     for path, rgb in _load_each(args.paths, failures):
         p = float(analyzer.classify_crops([rgb])[0])
@@ -81,9 +83,17 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _print_model_line(classifier) -> None:
+    info = classifier.info
+    print(f"model {info.path.name} (sha256 {info.short_id}) on {classifier.backend}", flush=True)
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from device.analysis import DISCLAIMER, Analyzer
+
     analyzer = Analyzer(load_classifier(args))
+    if not args.json:
+        _print_model_line(analyzer.classifier)
     results, failures = [], []
     for path, rgb in _load_each(args.paths, failures):
         result = analyzer.analyze_frame(rgb, path)
@@ -149,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
