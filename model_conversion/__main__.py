@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--limit", type=int, default=None, help="cap cells per class (smoke runs)")
     t.add_argument("--no-augment", action="store_true")
+    t.add_argument("--no-holdout", action="store_true",
+                   help="final refit on every cell (no validation side): only with a recipe already validated "
+                        "by a held-out run")
 
     c = sub.add_parser("convert", help="convert a run to float32 and int8 TFLite with metadata")
     c.add_argument("--run", required=True, type=Path)
@@ -45,20 +48,23 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--name", default="allscope_blast")
     e.add_argument("--frames", default=None, help="shared data folder for the whole-frame evaluation (default: the run's)")
     e.add_argument("--frame-limit", type=int, default=None, help="evaluate only the first N frames of each collection")
+    e.add_argument("--holdout-card", type=Path, default=None,
+                   help="for a --no-holdout refit: model_card.json of the validated held-out run of the same recipe")
 
     args = parser.parse_args(argv)
     if args.command == "train":
         from model_conversion.train import TrainConfig, train
         config = TrainConfig(data=str(Path(args.data).resolve()), input_size=args.size, width=args.width,
                              epochs=args.epochs, batch_size=args.batch, optimizer=args.optimizer,
-                             learning_rate=args.lr, augment=not args.no_augment, limit=args.limit)
+                             learning_rate=args.lr, augment=not args.no_augment, limit=args.limit,
+                             holdout=not args.no_holdout)
         train(config, args.out)
     elif args.command == "convert":
         from model_conversion.export import export_run
         export_run(args.run, args.out, args.name, args.calibration)
     elif args.command == "evaluate":
         from model_conversion.evaluate import evaluate_run
-        evaluate_run(args.run, args.models, args.name, args.frames, args.frame_limit)
+        evaluate_run(args.run, args.models, args.name, args.frames, args.frame_limit, args.holdout_card)
     return 0
 
 

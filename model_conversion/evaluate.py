@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from model_conversion.data import LABEL_NAMES
-from model_conversion.metrics import agreement, binary_metrics
+from model_conversion.metrics import agreement, binary_metrics, triage_metrics
 from model_conversion.train import load_split
 
 
@@ -61,6 +61,9 @@ def cell_level(run: Path, models: dict[str, Path], log=print) -> tuple[dict, dic
         m = binary_metrics(y[idx], probs["int8"][idx])
         result["int8_by_subject"][subject] = {"cells": m["count"], "true_label": LABEL_NAMES[int(y[idx][0])],
                                               "accuracy": m["accuracy"]}
+    from device.decision import DecisionSettings
+    decision = DecisionSettings()
+    result["int8_triage"] = triage_metrics(y, probs["int8"], decision.review_low, decision.review_high)
     result["agreement_int8_vs_float32"] = agreement(probs["int8"], probs["float32"])
     result["agreement_int8_vs_keras"] = agreement(probs["int8"], probs["keras"])
     return result, {"y": y, **probs}
@@ -189,8 +192,29 @@ def plot_card_figures(out: Path, probs: dict, metrics: dict, stem: str) -> list[
     return [name]
 
 
+def refit_cell_level(run: Path, models: dict[str, Path], holdout_card: Path, log=print) -> dict:
+    """Cell figures for a final refit on every cell: the validated run's held-out figures, plus this
+    model's own int8-vs-float32 agreement (a quantisation check, on cells it was trained on)."""
+    from model_conversion.prepare import prepare_images
+
+    recipe = json.loads(holdout_card.read_text())
+    train, _ = load_split(run)
+    size = json.loads((run / "config.json").read_text())["input_size"]
+    pick = np.random.default_rng(0).permutation(len(train))[:1000]
+    images = prepare_images(train, size, _cache_dir())[np.sort(pick)]
+    log(f"refit: held-out figures from {holdout_card}; int8/float32 agreement on {len(images)} cells")
+    p_int8, p_float = tflite_probabilities(models["int8"], images), tflite_probabilities(models["float32"], images)
+    cells = {k: v for k, v in recipe["cell_level"].items() if not k.startswith("agreement")}
+    cells["holdout_run"] = {"validation_subjects": recipe["provenance"]["training"]["validation_subjects"],
+                            "train_subjects": recipe["provenance"]["training"]["train_subjects"],
+                            "agreement_int8_vs_float32": recipe["cell_level"]["agreement_int8_vs_float32"]}
+    cells["agreement_int8_vs_float32"] = agreement(p_int8, p_float)
+    cells["agreement_int8_vs_keras"] = recipe["cell_level"]["agreement_int8_vs_keras"]
+    return cells
+
+
 def evaluate_run(run: Path, models_dir: Path, name: str = "allscope_blast", frames_data: str | None = None,
-                 frame_limit: int | None = None, log=print) -> dict:
+                 frame_limit: int | None = None, holdout_card: Path | None = None, log=print) -> dict:
     from device.analysis import Analyzer
     from device.delegates import DelegateConfig
     from device.inference import CellClassifier
@@ -199,7 +223,14 @@ def evaluate_run(run: Path, models_dir: Path, name: str = "allscope_blast", fram
     from model_conversion.model_card import render_markdown
 
     models = {"float32": models_dir / f"{name}_float32.tflite", "int8": models_dir / f"{name}_int8.tflite"}
-    cells, probs = cell_level(run, models, log)
+    _, val = load_split(run)
+    if val:
+        cells, probs = cell_level(run, models, log)
+    elif holdout_card is not None:
+        cells, probs = refit_cell_level(run, models, holdout_card, log), None
+    else:
+        raise SystemExit(f"{run} has no held-out cells: give --holdout-card, the model_card.json of the "
+                         "validated run of the same recipe")
     log(json.dumps({k: cells[k] for k in ("keras", "float32", "int8")}, indent=1))
     data = Path(frames_data or json.loads((run / "config.json").read_text())["data"])
     analyzer = Analyzer(CellClassifier.load(models["int8"], DelegateConfig(kind="cpu", num_threads=1)))
@@ -222,12 +253,20 @@ def evaluate_run(run: Path, models_dir: Path, name: str = "allscope_blast", fram
     card = {"name": name, "provenance": provenance, "cell_level": cells, "frame_level": frames,
             "detection": detection,
             "model_files": {k: {"file": p.name, "bytes": p.stat().st_size} for k, p in models.items()}}
-    card["figures"] = plot_card_figures(models_dir, probs, cells, name)
+    if probs is not None:
+        card["figures"] = plot_card_figures(models_dir, probs, cells, name)
+    else:  # the held-out run's figure is the one that describes the recipe
+        figures = json.loads(holdout_card.read_text()).get("figures", [])
+        for figure in figures:
+            write_atomic(models_dir / figure, (holdout_card.parent / figure).read_bytes())
+        card["figures"] = figures
     # Put the headline validation figures into the models themselves, so a
     # device's report can quote them without side files.
     headline = {k: cells["int8"][k] for k in ("accuracy", "precision", "sensitivity", "specificity", "f1",
                                               "weighted_f1", "roc_auc", "count")}
-    headline["split"] = "subject-disjoint held-out cells (see model_card.md)"
+    headline["split"] = ("subject-disjoint held-out cells (see model_card.md)" if val else
+                         "subject-disjoint held-out cells of the validation run of this recipe; this model is its "
+                         "refit on every cell (see model_card.md)")
     headline["int8_float32_label_agreement"] = cells["agreement_int8_vs_float32"]["label_agreement"]
     written = write_models(run, models_dir, name, {**provenance, "validation": headline})
     for kind, path in written.items():

@@ -44,3 +44,18 @@ def agreement(p_a: np.ndarray, p_b: np.ndarray, threshold: float = 0.5) -> dict:
         "mean_abs_prob_diff": round(float(diff.mean()), 4) if len(a) else None,
         "max_abs_prob_diff": round(float(diff.max()), 4) if len(a) else None,
     }
+
+
+def triage_metrics(y_true: np.ndarray, p_blast: np.ndarray, review_low: float, review_high: float) -> dict:
+    """What reaches a human: a cell is brought to the reviewer when called blast or in the review band."""
+    y_true = np.asarray(y_true).astype(int)
+    p_blast = np.asarray(p_blast, dtype=float)
+    flagged = p_blast >= review_low
+    in_band = (p_blast >= review_low) & (p_blast < review_high)
+    blasts, normals = y_true == 1, y_true == 0
+    return {
+        "review_low": review_low, "review_high": review_high,
+        "blasts_brought_to_human": round(float(flagged[blasts].mean()), 4) if blasts.any() else None,
+        "normals_left_alone": round(float((~flagged)[normals].mean()), 4) if normals.any() else None,
+        "share_in_review_band": round(float(in_band.mean()), 4) if len(y_true) else None,
+    }

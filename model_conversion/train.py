@@ -34,6 +34,7 @@ class TrainConfig:
     seed: int = 2025
     augment: bool = True
     limit: int | None = None  # per-class cap, for smoke runs and tests
+    holdout: bool = True  # False: final refit on every cell with the recipe validated on a held-out run
 
 
 def save_split(run_dir: Path, train: list[Sample], val: list[Sample]) -> None:
@@ -129,7 +130,10 @@ def train(config: TrainConfig, run_dir: Path, log=print) -> Path:
         _write_json(config_file, asdict(config))
 
     samples = load_shared_data(Path(config.data))
-    train_samples, val_samples = split_by_group(samples, config.val_fraction, config.seed)
+    if config.holdout:
+        train_samples, val_samples = split_by_group(samples, config.val_fraction, config.seed)
+    else:
+        train_samples, val_samples = samples, []
     train_samples = _limit(train_samples, config.limit, config.seed)
     val_samples = _limit(val_samples, config.limit, config.seed + 1)
     save_split(run_dir, train_samples, val_samples)
@@ -141,7 +145,8 @@ def train(config: TrainConfig, run_dir: Path, log=print) -> Path:
     x_train = prepare_images(train_samples, config.input_size, cache,
                              progress=lambda i, n: log(f"  preparing training cells {i}/{n}"))
     x_val = prepare_images(val_samples, config.input_size, cache,
-                           progress=lambda i, n: log(f"  preparing validation cells {i}/{n}"))
+                           progress=lambda i, n: log(f"  preparing validation cells {i}/{n}")) \
+        if val_samples else np.zeros((0, config.input_size, config.input_size, 3), np.uint8)
     log(f"cells prepared in {time.perf_counter() - started:.0f} s")
     y_train = np.array([s.label for s in train_samples], np.int32)
     y_val = np.array([s.label for s in val_samples], np.int32)
@@ -165,7 +170,8 @@ def train(config: TrainConfig, run_dir: Path, log=print) -> Path:
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
     ]
     model.fit(make_dataset(x_train, y_train, weights, config.batch_size, config.augment, config.seed),
-              validation_data=tf.data.Dataset.from_tensor_slices((x_val.astype(np.float32), y_val)).batch(64),
+              validation_data=(tf.data.Dataset.from_tensor_slices((x_val.astype(np.float32), y_val)).batch(64)
+                               if len(x_val) else None),
               epochs=config.epochs, callbacks=callbacks, verbose=2)
     model.save(final)
     _write_json(run_dir / "done.json", {"epochs": config.epochs, "finished": time.time()})
