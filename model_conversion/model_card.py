@@ -116,6 +116,19 @@ def render_markdown(card: dict) -> str:
                 f"{b['wbc_found']} of {b['wbc_boxes']}, called normal {b['wbc_called_normal']} (specificity "
                 f"{_fmt(b['cell_specificity_of_found_wbc'])}); frames flagged `blasts_seen`: "
                 f"{b['frames_flagged_blasts_seen']}; flags {b['flags']}.", ""]
+    detection = card.get("detection", {})
+    if "all_idb1" in detection and "bccd" in detection:
+        d, b = detection["all_idb1"], detection["bccd"]
+        out += ["## Cell finding (device/detect.py, no model involved)", "",
+                f"- ALL-IDB1: {_fmt(d['blast_recall'])} of the {d.get('totals', {}).get('blasts', 109)} annotated "
+                f"blast centres found; {d['detections_per_frame']:.1f} cells reported per frame, "
+                f"{d['unmatched_per_frame']:.1f} of them on neither annotation list (mostly unlisted white cells, "
+                "smudge cells and cells cut by the border; the other/ list is not exhaustive and includes platelets, "
+                "which are rejected on purpose).",
+                f"- BCCD ({b['frames']} frames): white-cell recall {_fmt(b['wbc_recall'])}; false finds "
+                f"{b['false_per_frame']:.3f} per frame ({b['false_at_edge']} of them unboxed cells cut by the frame "
+                f"edge); the same cell reported twice {b['duplicates_per_frame']:.3f} per frame; median box IoU "
+                f"{_fmt(b['median_box_iou'])}.", ""]
     out += ["## Limits", "",
             "- Blasts in training come from 6 C-NMC patients (bone marrow, one laboratory) and ALL-IDB (one "
             "laboratory); normal cells from one C-NMC donor, ALL-IDB and PBC. Other laboratories, stains, "
