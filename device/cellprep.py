@@ -112,8 +112,10 @@ def segment_cell(rgb: np.ndarray) -> tuple[np.ndarray, bool]:
     radius = max(2, int(round(0.25 * np.sqrt(area))))
     near = _grow(nucleus, radius)
     count, labels = cv2.connectedComponents(stained, connectivity=8)
-    touched = np.unique(labels[(near > 0) & (stained > 0)])
-    nucleus = np.isin(labels, touched[touched > 0]).astype(np.uint8) | nucleus
+    keep = np.zeros(count, np.uint8)
+    keep[labels[(near > 0) & (stained > 0)]] = 1
+    keep[0] = 0
+    nucleus = keep[labels] | nucleus
     # Cytoplasm: a ring around the nucleus, excluding bright background
     # (glass/plasma) and black background (pre-segmented crops).
     # Cytoplasm of lymphocytes and blasts is blue-grey (blue at or above red);
@@ -171,11 +173,11 @@ def prepare_cell(rgb: np.ndarray, size: int) -> PreparedCell:
         new_size = (max(8, round(rgb.shape[1] * scale)), max(8, round(rgb.shape[0] * scale)))
         rgb = cv2.resize(rgb, new_size, interpolation=cv2.INTER_AREA)
     mask, found = segment_cell(rgb)
-    ys, xs = np.nonzero(mask)
     h, w = mask.shape
-    if len(xs) == 0:
-        ys, xs = np.array([0, h - 1]), np.array([0, w - 1])
-    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    bx, by, bw, bh = cv2.boundingRect(mask)
+    if bw == 0 or bh == 0:
+        bx, by, bw, bh = 0, 0, w, h
+    x0, x1, y0, y1 = bx, bx + bw, by, by + bh
     side = int(max(x1 - x0, y1 - y0) * 1.08) + 2
     cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
     canvas = np.zeros((side, side, 3), np.uint8)
