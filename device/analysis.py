@@ -108,11 +108,13 @@ class Analyzer:
         self.detection = detection or DetectionParams()
         self.quality = quality or QualityThresholds()
 
-    def prepare(self, crops: list[np.ndarray]) -> np.ndarray:
+    def prepare(self, crops: list[np.ndarray], excludes: list[np.ndarray | None] | None = None) -> np.ndarray:
+        """Canonical model inputs; ``excludes`` masks out neighbouring cells' nuclei per crop."""
         size = self.classifier.input_size
         batch = np.zeros((len(crops), size, size, 3), np.uint8)
-        for i, crop in enumerate(crops):
-            batch[i] = prepare_cell(crop, size).image
+        excludes = excludes or [None] * len(crops)
+        for i, (crop, exclude) in enumerate(zip(crops, excludes)):
+            batch[i] = prepare_cell(crop, size, exclude).image
         return batch
 
     def classify_crops(self, crops: list[np.ndarray]) -> np.ndarray:
@@ -133,7 +135,7 @@ class Analyzer:
             return result
         candidates = find_cells(rgb, self.detection)
         t_detect = time.perf_counter()
-        batch = self.prepare([c.crop for c in candidates])
+        batch = self.prepare([c.crop for c in candidates], [c.neighbours for c in candidates])
         t_prepare = time.perf_counter()
         probabilities = self.classifier.predict(batch) if len(batch) else np.zeros((0,), np.float32)
         t_classify = time.perf_counter()

@@ -89,11 +89,14 @@ def _grow(mask: np.ndarray, radius: int) -> np.ndarray:
     return (distance <= radius).astype(np.uint8)
 
 
-def segment_cell(rgb: np.ndarray) -> tuple[np.ndarray, bool]:
+def segment_cell(rgb: np.ndarray, exclude: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
     """Mask (uint8 0/1) of the white cell nearest the centre of ``rgb``.
 
-    Returns (mask, found_nucleus). Without a stained nucleus the mask is a
-    centred disc, so the caller still gets a well-defined input.
+    ``exclude`` (0/1, same size) marks pixels that belong to other cells, e.g.
+    the touching neighbours that cell finding separated in a crowded frame;
+    they never become part of this cell. Returns (mask, found_nucleus).
+    Without a stained nucleus the mask is a centred disc, so the caller still
+    gets a well-defined input.
     """
     h, w = rgb.shape[:2]
     score = cv2.GaussianBlur(nucleus_score(rgb), (0, 0), max(1.0, min(h, w) / 150))
@@ -101,6 +104,11 @@ def segment_cell(rgb: np.ndarray) -> tuple[np.ndarray, bool]:
     k = max(3, int(round(min(h, w) * 0.03)) | 1)
     closing = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     stained = cv2.morphologyEx(stained, cv2.MORPH_CLOSE, closing)
+    if exclude is not None and exclude.any():
+        # Widen the neighbours a little so the contact line between two
+        # touching nuclei is cut too.
+        exclude = cv2.dilate(exclude.astype(np.uint8), closing)
+        stained[exclude > 0] = 0
     nucleus = _central_component(stained)
     if nucleus is None:
         mask = np.zeros((h, w), np.uint8)
@@ -124,6 +132,8 @@ def segment_cell(rgb: np.ndarray) -> tuple[np.ndarray, bool]:
     rgb16 = rgb.astype(np.int16)
     bluish = (rgb16[..., 2] - rgb16[..., 0] >= 4) | (score > 0.5 * stain_threshold(score))
     background = (gray > 225) | (gray < 12)
+    if exclude is not None and exclude.any():
+        background |= exclude > 0
     cytoplasm = (bluish & ~background).astype(np.uint8)
     cell = (near & cytoplasm) | nucleus
     opening = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
@@ -158,12 +168,14 @@ def normalise_stain(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return result
 
 
-def prepare_cell(rgb: np.ndarray, size: int) -> PreparedCell:
+def prepare_cell(rgb: np.ndarray, size: int, exclude: np.ndarray | None = None) -> PreparedCell:
     """Canonical ``size``×``size`` RGB input for the classifier (see module doc).
 
     Segmentation runs on a copy whose longest side is at most 2.5×``size``
     (the output is ``size`` pixels anyway), and stain statistics are taken
     on the final small image: both keep the cost to a few milliseconds.
+    ``exclude`` (0/1 mask of ``rgb``'s size) marks other cells' nuclei, as
+    given by cell finding (``CellCandidate.neighbours``); see segment_cell.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError("prepare_cell expects an RGB image of shape (H, W, 3)")
@@ -172,7 +184,11 @@ def prepare_cell(rgb: np.ndarray, size: int) -> PreparedCell:
         scale = work_max / max(rgb.shape[:2])
         new_size = (max(8, round(rgb.shape[1] * scale)), max(8, round(rgb.shape[0] * scale)))
         rgb = cv2.resize(rgb, new_size, interpolation=cv2.INTER_AREA)
-    mask, found = segment_cell(rgb)
+        if exclude is not None:
+            exclude = cv2.resize(exclude.astype(np.uint8), new_size, interpolation=cv2.INTER_NEAREST)
+    if exclude is not None and exclude.shape != rgb.shape[:2]:
+        raise ValueError("prepare_cell: exclude mask must have the image's height and width")
+    mask, found = segment_cell(rgb, exclude)
     h, w = mask.shape
     bx, by, bw, bh = cv2.boundingRect(mask)
     if bw == 0 or bh == 0:

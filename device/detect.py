@@ -116,6 +116,9 @@ class CellCandidate:
     h: float  # cell bounding box height
     crop: np.ndarray  # RGB uint8 crop of the original frame centred on the cell
     touches_edge: bool  # the cell is cut by the frame border
+    # uint8 0/1 mask, crop-sized: nuclei of OTHER cells found in this crop, so
+    # that preparing this cell does not swallow its touching neighbours.
+    neighbours: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------
@@ -437,14 +440,18 @@ class _Nucleus:
     cy: float
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
     area: int
+    label: int = 0  # its value in the label map returned beside it
 
 
-def _nuclei(score: np.ndarray, threshold: float, r: float, params: DetectionParams) -> list[_Nucleus]:
+def _nuclei(score: np.ndarray, threshold: float, r: float, params: DetectionParams
+            ) -> tuple[list[_Nucleus], np.ndarray]:
+    """Accepted nuclei, and a working-size label map (0 = none, n = the nucleus with label n)."""
     mask = _stained_mask(score, threshold, r, params)
     pieces = _pieces(mask, _contact_lines(score, threshold, r, params), r, params)
     groups = _merge_lobes(pieces, mask.shape, r, params)
     area_unit = np.pi * r * r
     found: list[_Nucleus] = []
+    label_map = np.zeros(mask.shape, np.int32)
     for members in groups:
         area = sum(pieces[i].area for i in members)
         if area < params.min_nucleus_area * area_unit:
@@ -462,12 +469,31 @@ def _nuclei(score: np.ndarray, threshold: float, r: float, params: DetectionPara
             x0, y0, x1, y1 = min(x0, bx0), min(y0, by0), max(x1, bx1), max(y1, by1)
         if stain / area < params.min_mean_stain * threshold:
             continue
-        found.append(_Nucleus(sx / area, sy / area, (x0, y0, x1, y1), area))
-    return found
+        label = len(found) + 1
+        for i in members:
+            p = pieces[i]
+            h, w = p.mask.shape
+            label_map[p.y0:p.y0 + h, p.x0:p.x0 + w][p.mask > 0] = label
+        found.append(_Nucleus(sx / area, sy / area, (x0, y0, x1, y1), area, label))
+    return found, label_map
+
+
+def _neighbour_mask(label_map: np.ndarray, own: int, window: tuple[int, int, int, int],
+                    scale: tuple[float, float], out_shape: tuple[int, int]) -> np.ndarray:
+    """Other nuclei inside a crop window (original pixels), as a crop-sized 0/1 mask."""
+    c0, r0, c1, r1 = window
+    sx, sy = scale
+    wc0, wr0 = int(np.floor(c0 * sx)), int(np.floor(r0 * sy))
+    wc1, wr1 = max(wc0 + 1, int(np.ceil(c1 * sx))), max(wr0 + 1, int(np.ceil(r1 * sy)))
+    labels = label_map[wr0:wr1, wc0:wc1]
+    others = ((labels > 0) & (labels != own)).astype(np.uint8)
+    if not others.any():
+        return np.zeros(out_shape, np.uint8)
+    return cv2.resize(others, (out_shape[1], out_shape[0]), interpolation=cv2.INTER_NEAREST)
 
 
 def _candidate(rgb: np.ndarray, nucleus: _Nucleus, r: float, params: DetectionParams,
-               work_shape: tuple[int, int]) -> CellCandidate:
+               work_shape: tuple[int, int], label_map: np.ndarray | None = None) -> CellCandidate:
     """Map a nucleus from working to original pixels and cut its crop."""
     height, width = rgb.shape[:2]
     sx, sy = work_shape[1] / width, work_shape[0] / height
@@ -487,8 +513,11 @@ def _candidate(rgb: np.ndarray, nucleus: _Nucleus, r: float, params: DetectionPa
     c0, c1 = int(max(0, round(cx - half))), int(min(width, round(cx + half)))
     r0, r1 = int(max(0, round(cy - half))), int(min(height, round(cy + half)))
     crop = np.ascontiguousarray(rgb[r0:r1, c0:c1])
+    neighbours = None
+    if label_map is not None:
+        neighbours = _neighbour_mask(label_map, nucleus.label, (c0, r0, c1, r1), (sx, sy), crop.shape[:2])
     return CellCandidate(x=float(cx), y=float(cy), w=float(bx1 - bx0), h=float(by1 - by0), crop=crop,
-                         touches_edge=bool(touches))
+                         touches_edge=bool(touches), neighbours=neighbours)
 
 
 def find_cells(rgb: np.ndarray, params: DetectionParams = DetectionParams()) -> list[CellCandidate]:
@@ -508,7 +537,7 @@ def find_cells(rgb: np.ndarray, params: DetectionParams = DetectionParams()) -> 
     threshold = max(stain_threshold(score) * params.stain_factor, params.min_stain)
     stained = (score > threshold).astype(np.uint8)
     r = estimate_rbc_radius(small, stained, params)
-    nuclei = _nuclei(score, threshold, r, params)
-    cells = [_candidate(rgb, n, r, params, small.shape[:2]) for n in nuclei]
+    nuclei, label_map = _nuclei(score, threshold, r, params)
+    cells = [_candidate(rgb, n, r, params, small.shape[:2], label_map) for n in nuclei]
     cells.sort(key=lambda c: (c.y, c.x))
     return cells

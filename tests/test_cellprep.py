@@ -88,3 +88,25 @@ def test_real_cells_are_found_and_masked_alike(shared_data, folder):
         border_black += (border.max(axis=1) == 0).mean() > 0.5
     assert found >= 0.9 * len(picks)
     assert border_black >= 0.8 * len(picks)
+
+
+def test_touching_neighbour_is_kept_out_when_cell_finding_marks_it():
+    """In crowded frames cell finding hands over the neighbours' nuclei; the cell must not swallow them."""
+    from device.detect import find_cells
+
+    img = np.full((300, 420, 3), (225, 215, 220), np.uint8)
+    cv2.circle(img, (160, 150), 62, (170, 170, 205), -1)
+    cv2.circle(img, (270, 150), 62, (170, 170, 205), -1)
+    cv2.circle(img, (160, 150), 50, (95, 45, 140), -1)
+    cv2.circle(img, (262, 150), 50, (95, 45, 140), -1)  # nuclei touch
+    merged, _ = segment_cell(img)
+    assert merged[150, 160] and merged[150, 262]  # without help the two become one blob
+    cells = find_cells(img)
+    assert len(cells) == 2
+    for cell in cells:
+        assert cell.neighbours is not None and cell.neighbours.shape == cell.crop.shape[:2]
+        assert cell.neighbours.any()
+        own, _ = segment_cell(cell.crop, cell.neighbours)
+        h, w = own.shape
+        assert own[h // 2, w // 2]  # its own nucleus
+        assert own.sum() < 0.75 * merged.sum()  # not both cells
