@@ -117,7 +117,8 @@ class CellCandidate:
     crop: np.ndarray  # RGB uint8 crop of the original frame centred on the cell
     touches_edge: bool  # the cell is cut by the frame border
     # uint8 0/1 mask, crop-sized: nuclei of OTHER cells found in this crop, so
-    # that preparing this cell does not swallow its touching neighbours.
+    # that preparing this cell does not swallow its touching neighbours
+    # (None: no other nucleus in the crop).
     neighbours: np.ndarray | None = None
 
 
@@ -479,8 +480,8 @@ def _nuclei(score: np.ndarray, threshold: float, r: float, params: DetectionPara
 
 
 def _neighbour_mask(label_map: np.ndarray, own: int, window: tuple[int, int, int, int],
-                    scale: tuple[float, float], out_shape: tuple[int, int]) -> np.ndarray:
-    """Other nuclei inside a crop window (original pixels), as a crop-sized 0/1 mask."""
+                    scale: tuple[float, float], out_shape: tuple[int, int]) -> np.ndarray | None:
+    """Other nuclei inside a crop window (original pixels), as a crop-sized 0/1 mask; None when there are none."""
     c0, r0, c1, r1 = window
     sx, sy = scale
     wc0, wr0 = int(np.floor(c0 * sx)), int(np.floor(r0 * sy))
@@ -488,7 +489,7 @@ def _neighbour_mask(label_map: np.ndarray, own: int, window: tuple[int, int, int
     labels = label_map[wr0:wr1, wc0:wc1]
     others = ((labels > 0) & (labels != own)).astype(np.uint8)
     if not others.any():
-        return np.zeros(out_shape, np.uint8)
+        return None
     return cv2.resize(others, (out_shape[1], out_shape[0]), interpolation=cv2.INTER_NEAREST)
 
 
