@@ -62,12 +62,10 @@ SHARED_BENCH_FRAME = Path("all-idb1") / "Im052_1.jpg"
 
 
 def _shared_frame() -> Path | None:
-    roots = [Path(os.environ["ALLSCOPE_DATA"])] if os.environ.get("ALLSCOPE_DATA") else []
-    roots.append(Path(__file__).resolve().parent.parent.parent / "shared" / "data")
-    for root in roots:
-        if (root / SHARED_BENCH_FRAME).is_file():
-            return root / SHARED_BENCH_FRAME
-    return None
+    from model_conversion.data import find_shared_data
+
+    root = find_shared_data()
+    return root / SHARED_BENCH_FRAME if root and (root / SHARED_BENCH_FRAME).is_file() else None
 
 
 def bench_frame(explicit: Path | None) -> tuple[np.ndarray, str]:

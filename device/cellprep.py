@@ -100,7 +100,8 @@ def segment_cell(rgb: np.ndarray, exclude: np.ndarray | None = None) -> tuple[np
     """
     h, w = rgb.shape[:2]
     score = cv2.GaussianBlur(nucleus_score(rgb), (0, 0), max(1.0, min(h, w) / 150))
-    stained = (score > stain_threshold(score)).astype(np.uint8)
+    threshold = stain_threshold(score)
+    stained = (score > threshold).astype(np.uint8)
     k = max(3, int(round(min(h, w) * 0.03)) | 1)
     closing = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     stained = cv2.morphologyEx(stained, cv2.MORPH_CLOSE, closing)
@@ -130,7 +131,7 @@ def segment_cell(rgb: np.ndarray, exclude: np.ndarray | None = None) -> tuple[np
     # red cells are pink (red above blue) and are left out.
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     rgb16 = rgb.astype(np.int16)
-    bluish = (rgb16[..., 2] - rgb16[..., 0] >= 4) | (score > 0.5 * stain_threshold(score))
+    bluish = (rgb16[..., 2] - rgb16[..., 0] >= 4) | (score > 0.5 * threshold)
     background = (gray > 225) | (gray < 12)
     if exclude is not None and exclude.any():
         background |= exclude > 0

@@ -13,8 +13,9 @@ from pathlib import Path
 
 
 def _default_data() -> str:
-    here = Path(__file__).resolve().parent.parent
-    return str(here.parent / "shared" / "data")
+    from model_conversion.data import find_shared_data
+
+    return str(find_shared_data() or Path("../shared/data"))
 
 
 def main(argv: list[str] | None = None) -> int:

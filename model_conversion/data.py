@@ -28,6 +28,18 @@ class Sample:
     group: str  # split unit: subject, or the file (with known duplicates merged)
 
 
+def find_shared_data() -> Path | None:
+    """The real data set: $ALLSCOPE_DATA, else ../shared/data beside the clone, else /work/shared/data."""
+    import os
+
+    candidates = [Path(os.environ["ALLSCOPE_DATA"])] if os.environ.get("ALLSCOPE_DATA") else []
+    candidates += [Path(__file__).resolve().parent.parent.parent / "shared" / "data", Path("/work/shared/data")]
+    for candidate in candidates:
+        if (candidate / "README.md").is_file():
+            return candidate
+    return None
+
+
 def _read_labels(folder: Path) -> list[dict[str, str]]:
     labels = folder / "labels.csv"
     if not labels.is_file():

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -37,24 +36,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
-
 from device.detect import CellCandidate, DetectionParams, find_cells
+from device.imageio import load_image
+from model_conversion.data import find_shared_data
 
 MATCH_FACTOR = 0.6
 
-
-def default_data_dir() -> Path:
-    """$ALLSCOPE_DATA, else ../shared/data beside the clone, else /work/shared/data."""
-    if os.environ.get("ALLSCOPE_DATA"):
-        return Path(os.environ["ALLSCOPE_DATA"])
-    beside = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-    return beside if beside.is_dir() else Path("/work/shared/data")
-
-
-def load_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 def read_points(path: Path) -> list[tuple[float, float]]:
@@ -142,7 +129,7 @@ def evaluate_all_idb1(data_dir: Path | str, params: DetectionParams = DetectionP
     per_frame, times = [], defaultdict(list)
     totals = defaultdict(int)
     for path in frames:
-        rgb = load_rgb(path)
+        rgb = load_image(path)
         cells, ms = timed_find(rgb, params)
         times[_size_key(rgb.shape)].append(ms)
         widths = [max(c.w, c.h) for c in cells]
@@ -189,7 +176,7 @@ def evaluate_bccd(data_dir: Path | str, limit: int | None = None, params: Detect
         image_path = folder / "JPEGImages" / (xml_path.stem + ".jpg")
         if not image_path.is_file():
             continue
-        rgb = load_rgb(image_path)
+        rgb = load_image(image_path)
         boxes = read_voc_boxes(xml_path)
         cells, ms = timed_find(rgb, params)
         times[_size_key(rgb.shape)].append(ms)
@@ -266,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="OpenCV threads while timing (default 1: the per-core figure)")
     args = parser.parse_args(argv)
     cv2.setNumThreads(args.threads)
-    data = args.data or default_data_dir()
+    data = args.data or find_shared_data() or Path("../shared/data")
     idb = evaluate_all_idb1(data)
     bccd = evaluate_bccd(data, limit=args.bccd_limit)
     if args.json:

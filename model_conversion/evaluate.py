@@ -12,20 +12,15 @@ device pipeline: quality check, cell finding, preparation, int8 inference.
 from __future__ import annotations
 
 import json
-import os
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 
 from model_conversion.data import LABEL_NAMES
+from model_conversion.eval_detection import read_points, read_voc_boxes
 from model_conversion.metrics import agreement, binary_metrics, triage_metrics
 from model_conversion.train import load_split
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("ALLSCOPE_CACHE", Path(__file__).resolve().parent.parent / "cache"))
 
 
 def tflite_probabilities(model_path: Path, images: np.ndarray) -> np.ndarray:
@@ -39,12 +34,12 @@ def tflite_probabilities(model_path: Path, images: np.ndarray) -> np.ndarray:
 def cell_level(run: Path, models: dict[str, Path], log=print) -> tuple[dict, dict]:
     import keras
 
-    from model_conversion.prepare import prepare_images
+    from model_conversion.prepare import default_cache_dir, prepare_images
 
     _, val = load_split(run)
     model = keras.models.load_model(run / "last.keras")
     size = int(model.inputs[0].shape[1])
-    images = prepare_images(val, size, _cache_dir())
+    images = prepare_images(val, size, default_cache_dir())
     y = np.array([s.label for s in val])
     log(f"cell-level evaluation on {len(val)} held-out cells")
     probs = {"keras": model.predict(images.astype(np.float32), batch_size=64, verbose=0)[:, 1]}
@@ -69,17 +64,6 @@ def cell_level(run: Path, models: dict[str, Path], log=print) -> tuple[dict, dic
     return result, {"y": y, **probs}
 
 
-def _read_xyc(path: Path) -> list[tuple[float, float]]:
-    if not path.is_file():
-        return []
-    points = []
-    for line in path.read_text().split("\n"):
-        parts = line.replace("\t", " ").split()
-        if len(parts) >= 2:
-            points.append((float(parts[0]), float(parts[1])))
-    return points
-
-
 def _match(cells, point) -> int | None:
     """Index of the detected cell whose box holds the point (nearest centre first)."""
     best, best_d = None, None
@@ -98,8 +82,8 @@ def frame_level_all_idb1(analyzer, folder: Path, limit: int | None = None) -> di
                           "other_centroids": 0, "others_found": 0, "others_called_normal": 0}
     for image in sorted(folder.glob("*.jpg"))[:limit]:
         result = analyzer.analyze_frame(load_image(image), image)
-        blasts = _read_xyc(image.with_suffix(".xyc"))
-        others = _read_xyc(folder / "other" / image.with_suffix(".xyc").name)
+        blasts = read_points(image.with_suffix(".xyc"))
+        others = read_points(folder / "other" / image.with_suffix(".xyc").name)
         row = {"frame": image.name, "has_blasts": image.stem.endswith("_1"), "flag": result.flag,
                "cells": result.cell_count, "called_blast": result.blast_count, "for_review": result.review_count,
                "blast_centroids": len(blasts), "ms": result.timings_ms.get("total")}
@@ -144,14 +128,9 @@ def frame_level_bccd(analyzer, folder: Path, limit: int | None = None) -> dict:
         xml = folder / "Annotations" / (image.stem + ".xml")
         if not xml.is_file():
             continue
-        for obj in ET.parse(xml).getroot().iter("object"):
-            if obj.findtext("name") != "WBC":
-                continue
-            box = obj.find("bndbox")
-            x = (float(box.findtext("xmin")) + float(box.findtext("xmax"))) / 2
-            y = (float(box.findtext("ymin")) + float(box.findtext("ymax"))) / 2
+        for x0, y0, x1, y1 in read_voc_boxes(xml):
             wbc += 1
-            i = _match(result.cells, (x, y))
+            i = _match(result.cells, ((x0 + x1) / 2, (y0 + y1) / 2))
             if i is not None:
                 wbc_found += 1
                 wbc_normal += result.cells[i].label == "normal"
@@ -195,13 +174,13 @@ def plot_card_figures(out: Path, probs: dict, metrics: dict, stem: str) -> list[
 def refit_cell_level(run: Path, models: dict[str, Path], holdout_card: Path, log=print) -> dict:
     """Cell figures for a final refit on every cell: the validated run's held-out figures, plus this
     model's own int8-vs-float32 agreement (a quantisation check, on cells it was trained on)."""
-    from model_conversion.prepare import prepare_images
+    from model_conversion.prepare import default_cache_dir, prepare_images
 
     recipe = json.loads(holdout_card.read_text())
     train, _ = load_split(run)
     size = json.loads((run / "config.json").read_text())["input_size"]
     pick = np.random.default_rng(0).permutation(len(train))[:1000]
-    images = prepare_images(train, size, _cache_dir())[np.sort(pick)]
+    images = prepare_images(train, size, default_cache_dir())[np.sort(pick)]
     log(f"refit: held-out figures from {holdout_card}; int8/float32 agreement on {len(images)} cells")
     p_int8, p_float = tflite_probabilities(models["int8"], images), tflite_probabilities(models["float32"], images)
     cells = {k: v for k, v in recipe["cell_level"].items() if not k.startswith("agreement")}

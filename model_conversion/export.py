@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +25,12 @@ LICENSE = "Apache-2.0 (model weights); trained on ALL-IDB (research use), C-NMC 
 MODEL_VERSION = "1.0.0"
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("ALLSCOPE_CACHE", Path(__file__).resolve().parent.parent / "cache"))
-
-
 def representative_cells(run: Path, size: int, count: int, seed: int = 7) -> np.ndarray:
     """Calibration cells from the TRAINING side, both classes, prepared as on the device."""
-    from model_conversion.prepare import prepare_images
+    from model_conversion.prepare import default_cache_dir, prepare_images
 
     train, _ = load_split(run)
-    images = prepare_images(train, size, _cache_dir())
+    images = prepare_images(train, size, default_cache_dir())
     labels = np.array([s.label for s in train])
     rng = np.random.default_rng(seed)
     picks = []

@@ -38,7 +38,7 @@ def render_markdown(card: dict) -> str:
            "not from a clinical study.", "",
            "## What it is", "",
            f"- Network: {p['model']}; width multiplier {p['width']}, input {p['input_size']}×{p['input_size']} RGB.",
-           f"- Files: " + ", ".join(f"`{v['file']}` ({v['bytes'] / 1e6:.2f} MB)" for v in card["model_files"].values())
+           "- Files: " + ", ".join(f"`{v['file']}` ({v['bytes'] / 1e6:.2f} MB)" for v in card["model_files"].values())
            + ". The int8 model is full-integer (uint8 in/out); labels, input normalisation and provenance are "
              "embedded as TFLite metadata (`labels.txt`, `allscope.json`).",
            f"- Input: {p['input']}; preprocessing `{p['preprocessing']}` (device/cellprep.py), the same code in "

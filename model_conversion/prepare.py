@@ -20,6 +20,11 @@ from device.imageio import load_image
 from model_conversion.data import Sample
 
 
+def default_cache_dir() -> Path:
+    """$ALLSCOPE_CACHE, else cache/ in the repository (git-ignored)."""
+    return Path(os.environ.get("ALLSCOPE_CACHE", Path(__file__).resolve().parent.parent / "cache"))
+
+
 def _prepare_one(args: tuple[str, int]) -> np.ndarray:
     path, size = args
     return prepare_cell(load_image(path), size).image

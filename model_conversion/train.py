@@ -57,9 +57,9 @@ def load_split(run_dir: Path) -> tuple[list[Sample], list[Sample]]:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
+    from model_conversion.convert import write_atomic
+
+    write_atomic(path, json.dumps(payload, indent=1).encode())
 
 
 def _limit(samples: list[Sample], per_class: int | None, seed: int) -> list[Sample]:
@@ -118,7 +118,7 @@ def train(config: TrainConfig, run_dir: Path, log=print) -> Path:
     import tensorflow as tf
 
     from model_conversion.model import build_model
-    from model_conversion.prepare import prepare_images
+    from model_conversion.prepare import default_cache_dir, prepare_images
 
     run_dir.mkdir(parents=True, exist_ok=True)
     config_file = run_dir / "config.json"
@@ -140,7 +140,7 @@ def train(config: TrainConfig, run_dir: Path, log=print) -> Path:
     log(f"train {len(train_samples)} cells, validation {len(val_samples)} cells "
         f"(validation subjects: {sorted({s.subject for s in val_samples if s.subject})})")
 
-    cache = Path(os.environ.get("ALLSCOPE_CACHE", Path(__file__).resolve().parent.parent / "cache"))
+    cache = default_cache_dir()
     started = time.perf_counter()
     x_train = prepare_images(train_samples, config.input_size, cache,
                              progress=lambda i, n: log(f"  preparing training cells {i}/{n}"))

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from model_conversion.data import find_shared_data
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def find_shared_data() -> Path | None:
-    """The real data set: $ALLSCOPE_DATA, else ../shared/data beside the clone, else /work/shared/data."""
-    candidates = []
-    if os.environ.get("ALLSCOPE_DATA"):
-        candidates.append(Path(os.environ["ALLSCOPE_DATA"]))
-    candidates += [REPO_ROOT.parent / "shared" / "data", Path("/work/shared/data")]
-    for candidate in candidates:
-        if (candidate / "README.md").is_file():
-            return candidate
-    return None
 
 
 @pytest.fixture(scope="session")
