@@ -118,6 +118,54 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_records(data_dir):
+    from device.records import open_database
+    from device.storage import DataDir
+
+    data = DataDir.resolve(data_dir)
+    open_database(data.database)
+    return data
+
+
+def _read_password() -> str:
+    """The password comes from stdin, never from argv (argv is visible to every user via ps)."""
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass("Password: ")
+        if first != getpass.getpass("Password again: "):
+            raise AllscopeError("the two passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from device import accounts
+    from device.records import User
+
+    _open_records(args.data_dir)
+    if args.users_command == "create":
+        user = accounts.create_user(args.username, _read_password(), args.role, full_name=args.full_name or "",
+                                    actor=f"cli:{os.environ.get('USER', 'unknown')}")
+        print(f"created {user.username} ({user.roles.replace(',', ', ')})")
+    elif args.users_command == "list":
+        for user in User.select().order_by(User.username):
+            state = "disabled" if user.disabled else "active"
+            last = user.last_login_at.isoformat(timespec="minutes") if user.last_login_at else "never"
+            print(f"{user.username}\t{user.roles}\t{state}\tlast login {last}")
+    elif args.users_command in ("disable", "enable"):
+        user = accounts.set_disabled(args.username, args.users_command == "disable",
+                                     actor=f"cli:{os.environ.get('USER', 'unknown')}")
+        print(f"{user.username} {'disabled' if user.disabled else 'enabled'}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from webui.server import serve
+
+    return serve(data_dir=args.data_dir, host=args.host, port=args.port, model=args.model)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="allscope", description="allscope: white-cell finding and ALL blast "
                                      "flagging for professional review (decision support only).")
@@ -145,6 +193,30 @@ def build_parser() -> argparse.ArgumentParser:
                        "else a demo frame scaled to 2592x1944)")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
+
+    serve = sub.add_parser("serve", help="serve the touchscreen web UI (waitress)")
+    serve.add_argument("--data-dir", default=None, help="records and images (default: $ALLSCOPE_DATA_DIR or ./var)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--model", type=Path, default=None, help="model file (default: the shipped one)")
+    serve.set_defaults(func=cmd_serve)
+
+    users = sub.add_parser("users", help="manage accounts (passwords are read from stdin)")
+    users.add_argument("--data-dir", default=None, help="records and images (default: $ALLSCOPE_DATA_DIR or ./var)")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    create = users_sub.add_parser("create", help="create an account; the password is read from stdin")
+    create.add_argument("username")
+    create.add_argument("--role", required=True,
+                        help="technician, pathologist or admin; several as a comma-separated list")
+    create.add_argument("--full-name", default="")
+    create.add_argument("--data-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    users_sub.add_parser("list", help="list accounts").add_argument("--data-dir", default=argparse.SUPPRESS,
+                                                                    help=argparse.SUPPRESS)
+    for verb in ("disable", "enable"):
+        sub_verb = users_sub.add_parser(verb, help=f"{verb} an account")
+        sub_verb.add_argument("username")
+        sub_verb.add_argument("--data-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    users.set_defaults(func=cmd_users)
     return parser
 
 

@@ -1,0 +1,86 @@
+"""The device's data directory: database, images by content hash, and secrets.
+
+Layout (default ``./var``, or ``--data-dir`` / ``$ALLSCOPE_DATA_DIR``)::
+
+    allscope.db            SQLite records (WAL)
+    images/ab/abcdef….png  captured and uploaded frames, named by SHA-256
+    crops/<capture>/…png   cell crops cut from a frame after analysis
+    secret_key             Flask session key, generated, mode 0600
+
+Every file is written to a temporary name in the same directory, flushed and
+renamed, so a crash leaves either the old state or the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DATA_DIR = Path("var")
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` via a temp file + fsync + rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+@dataclass(frozen=True)
+class DataDir:
+    root: Path
+
+    @classmethod
+    def resolve(cls, path: str | Path | None = None) -> "DataDir":
+        chosen = Path(path or os.environ.get("ALLSCOPE_DATA_DIR") or DEFAULT_DATA_DIR).expanduser().resolve()
+        chosen.mkdir(parents=True, exist_ok=True)
+        return cls(chosen)
+
+    @property
+    def database(self) -> Path:
+        return self.root / "allscope.db"
+
+    def absolute(self, relative: str) -> Path:
+        """Absolute path of a stored relative path; refuses anything that would leave the data directory."""
+        target = (self.root / relative).resolve()
+        if self.root not in target.parents:
+            raise ValueError(f"path outside the data directory: {relative}")
+        return target
+
+    def store_image(self, png_bytes: bytes) -> tuple[str, str]:
+        """Store an encoded image by content hash; returns (relative path, sha256). Idempotent."""
+        digest = hashlib.sha256(png_bytes).hexdigest()
+        relative = f"images/{digest[:2]}/{digest}.png"
+        target = self.root / relative
+        if not target.exists():
+            write_atomic(target, png_bytes)
+        return relative, digest
+
+    def store_crop(self, capture_id: int, index: int, png_bytes: bytes) -> str:
+        relative = f"crops/{capture_id}/{index:04d}.png"
+        write_atomic(self.root / relative, png_bytes)
+        return relative
+
+    def secret_key(self) -> bytes:
+        """The session signing key: generated once, kept with mode 0600, never a default."""
+        path = self.root / "secret_key"
+        if not path.exists():
+            write_atomic(path, secrets.token_hex(32).encode(), mode=0o600)
+        os.chmod(path, 0o600)
+        return path.read_bytes().strip()

@@ -1,0 +1,89 @@
+"""Log in, log out, and the one-time set-up page that creates the first admin while no user exists."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlsplit
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_user, logout_user
+
+from device import accounts
+from device.records import audit, db_proxy
+from webui.access import ANY_USER, allow, allow_anonymous
+
+bp = Blueprint("auth", __name__)
+
+
+def safe_next(target: str | None) -> str:
+    """Only same-site relative paths: no scheme, no host, no '//' or backslash tricks."""
+    if not target:
+        return url_for("patients.patient_list")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return url_for("patients.patient_list")
+    return target
+
+
+def client_address() -> str:
+    return request.remote_addr or "unknown"
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@allow_anonymous
+def login():
+    if not accounts.any_user_exists():
+        return redirect(url_for("auth.setup"))
+    error = ""
+    if request.method == "POST":
+        user, error = accounts.authenticate(request.form.get("username", ""), request.form.get("password", ""),
+                                            client_address())
+        if user is not None:
+            next_url = safe_next(request.form.get("next") or request.args.get("next"))
+            session.clear()  # no pre-login session data survives (session fixation)
+            login_user(user)
+            session["last_seen"] = time.time()
+            if user.role_set == {"admin"} and next_url == url_for("patients.patient_list"):
+                next_url = url_for("admin.status")
+            return redirect(next_url)
+    return render_template("auth/login.html", error=error, next=request.args.get("next", "")), (401 if error else 200)
+
+
+@bp.post("/logout")
+@allow(*ANY_USER)
+def logout():
+    with db_proxy.atomic():
+        audit("logout", "user", current_user.id, username=current_user.username, address=client_address(),
+              detail="idle" if request.form.get("idle") else "")
+    logout_user()
+    session.clear()
+    if request.form.get("idle"):
+        flash("Logged out after a period without activity.", "info")
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/setup", methods=["GET", "POST"])
+@allow_anonymous
+def setup():
+    """Create the first admin account. Works only while the database has no user at all."""
+    if accounts.any_user_exists():
+        abort(404)
+    error = ""
+    if request.method == "POST":
+        password = request.form.get("password", "")
+        if password != request.form.get("password_again", ""):
+            error = "The two passwords differ."
+        else:
+            try:
+                with db_proxy.atomic():
+                    if accounts.any_user_exists():  # lost a race with another set-up request
+                        abort(404)
+                    accounts.create_user(request.form.get("username", ""), password,
+                                         request.form.getlist("roles") or ["admin"],
+                                         full_name=request.form.get("full_name", ""), actor="setup-page")
+            except accounts.AccountError as err:
+                error = str(err)
+            else:
+                flash("Administrator created: log in.", "info")
+                return redirect(url_for("auth.login"))
+    return render_template("auth/setup.html", error=error), (400 if error else 200)

@@ -1,0 +1,5 @@
+"""Blueprint 'reports' (being built; see issue 3)."""
+
+from flask import Blueprint
+
+bp = Blueprint("reports", __name__)

@@ -1,0 +1,56 @@
+"""``allscope serve``: the web UI behind waitress, a production WSGI server that runs on a Pi."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def first_run_hint(host: str, port: int, data_dir: str) -> str:
+    return (f"No account exists yet. Either open http://{host}:{port}/setup on this device to create the "
+            f"administrator, or run:\n  allscope users create ADMIN_NAME --role admin --data-dir {data_dir}\n"
+            f"(the password is read from stdin). Then create technician and pathologist accounts from Admin > Users.")
+
+
+def serve(data_dir: str | None, host: str = "127.0.0.1", port: int = 8080, model: Path | None = None,
+          threads: int = 8) -> int:
+    import waitress
+
+    from device import accounts
+    from webui import create_app
+
+    overrides = {}
+    if model is not None:
+        overrides["ALLSCOPE_MODEL"] = str(model)
+    elif os.environ.get("ALLSCOPE_MODEL"):
+        overrides["ALLSCOPE_MODEL"] = os.environ["ALLSCOPE_MODEL"]
+    app = create_app(data_dir, overrides)
+    data_root = app.config["ALLSCOPE_DATA_DIR"]
+    print(f"allscope web UI on http://{host}:{port}/  (data in {data_root})", flush=True)
+    with app.app_context():
+        if not accounts.any_user_exists():
+            print(first_run_hint(host, port, data_root), flush=True)
+    stop = app.extensions.get("allscope_stop")
+
+    def _terminate(signum, _frame):
+        # waitress stops on KeyboardInterrupt; the services then finish or abandon the analysis in flight cleanly.
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        waitress.serve(app, host=host, port=port, threads=threads, ident="allscope",
+                       clear_untrusted_proxy_headers=True, max_request_body_size=app.config["MAX_CONTENT_LENGTH"])
+    except KeyboardInterrupt:
+        pass
+    except OSError as error:
+        print(f"allscope: cannot serve on {host}:{port}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    finally:
+        if callable(stop):
+            stop()
+    return 0
