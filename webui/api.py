@@ -1,5 +1,13 @@
-"""Blueprint 'api' (being built; see issue 3)."""
+"""The JSON API under /api/: the same operations and role rules as the pages.
+
+Each area adds its routes to this blueprint from its own module (imported at
+the end). Session cookie auth; state-changing calls send the CSRF token in
+the ``X-CSRFToken`` header (see static/app.js ``allscopeFetch``). Errors are
+``{"error": "one line"}`` with a 4xx status.
+"""
 
 from flask import Blueprint
 
-bp = Blueprint("api", __name__)
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+from webui import api_captures, api_patients, api_review  # noqa: E402,F401  (routes register on bp)

@@ -1,0 +1,3 @@
+"""JSON API: patients (being built; see issue 3)."""
+
+from webui.api import bp  # noqa: F401
