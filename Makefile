@@ -24,15 +24,25 @@ $(VENV)/.test-installed: pyproject.toml | $(PY)
 	$(PIP) install --quiet --no-deps 'tflite-support==0.4.4'
 	touch $@
 
-# Debian packages the tests need: libusb (loaded by tflite-support's writer).
+# Debian packages the tests need: libusb (loaded by tflite-support's writer),
+# chromium (browser tests drive it with Playwright; no browser download) and
+# DejaVu fonts (PDF reports with non-Latin-1 names).
+DEB_TEST_PACKAGES := libusb-1.0-0 chromium fonts-dejavu-core
 system-deps:
-	@if ldconfig -p | grep -q 'libusb-1.0.so.0'; then :; \
+	@missing=""; \
+	ldconfig -p | grep -q 'libusb-1.0.so.0' || missing="$$missing libusb-1.0-0"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing="$$missing fonts-dejavu-core"; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0 >/dev/null; \
-	else echo "note: install libusb-1.0-0 (sudo apt-get install libusb-1.0-0) for the metadata writer"; fi
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "note: install$$missing (sudo apt-get install$$missing); the tests that need them will skip"; fi
 
+# The web UI on http://127.0.0.1:8080 with the replay camera over the bundled
+# demo frames; data (records, images, secret key) in ./var.
 run: $(VENV)/.device-installed
-	$(VENV)/bin/allscope analyze device/demo
+	$(VENV)/bin/allscope serve --data-dir var --host 127.0.0.1 --port 8080
 
 test: $(VENV)/.test-installed
 	$(VENV)/bin/pytest

@@ -84,3 +84,63 @@ class Auth:
 @pytest.fixture
 def auth(client):
     return Auth(client)
+
+
+# --- a real server process on loopback (browser tests, web benchmark) -----------------------------------
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def live_server(tmp_path):
+    """`allscope serve` as a real subprocess (waitress) on a free loopback port, with one user per role.
+
+    Polls until the login page answers, checks the process is alive, and always terminates it.
+    Yields the base URL; the data directory is ``tmp_path / "var"``.
+    """
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    data_dir = tmp_path / "var"
+    for username, roles in ROLE_USERS.items():
+        subprocess.run([sys.executable, "-m", "device.cli", "users", "create", username, "--role", roles,
+                        "--data-dir", str(data_dir)], input=TEST_PASSWORD + "\n", text=True, check=True,
+                       capture_output=True, cwd=REPO_ROOT)
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    env = dict(os.environ, ALLSCOPE_DATA_DIR=str(data_dir))
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "device.cli", "serve", "--data-dir", str(data_dir),
+                                    "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=log,
+                                   cwd=REPO_ROOT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"allscope serve exited early:\n{log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(base + "/login", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"allscope serve did not answer within 60 s:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
