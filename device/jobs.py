@@ -1,0 +1,265 @@
+"""AnalysisWorker: one background thread that analyses stored captures, one at a time.
+
+    worker = AnalysisWorker(data_dir, model_path).start()
+    worker.enqueue(capture.id)      # after the capture row is committed
+    worker.stage(capture.id)        # "queued", "analysing: finding cells", "classifying 12 cells", or None
+                                    # once finished (then the capture row's status says done / failed)
+    worker.stop()
+
+The model is loaded once, on the first job (start-up stays fast and a bad
+model file fails jobs with one line instead of the server). For each capture
+the cell crops are written first, then the cells and the capture's result in
+one transaction: a crash leaves at most orphan crop files, never rows
+without files or half a result. Captures left queued or analysing by a crash
+are re-queued on start and re-run from scratch. A failing job marks its
+capture failed with one line and the thread goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from device.analysis import Analyzer, FrameResult
+from device.errors import AllscopeError, ImageLoadError
+from device.records import Capture, Cell, audit, db_proxy, utcnow
+from device.storage import DataDir
+
+log = logging.getLogger(__name__)
+
+SYSTEM_USER = "allscope"  # the audit trail's name for changes made by the device itself
+CROP_MARGIN = 0.25  # of the cell's box, each side: enough context for a reviewer to see the neighbourhood
+
+
+class _ReportingAnalyzer(Analyzer):
+    """An Analyzer that says when classification starts and of how many cells (for the progress line)."""
+
+    on_stage = staticmethod(lambda _stage: None)
+
+    def prepare(self, crops, excludes=None):
+        self.on_stage(f"classifying {len(crops)} cells")
+        return super().prepare(crops, excludes)
+
+
+class JobAbandoned(Exception):
+    """The worker is stopping: the job is left for the next start, nothing written."""
+
+
+class AnalysisWorker:
+    def __init__(self, data: DataDir | str | Path, model_path: str | Path, delegate=None, decision=None,
+                 username: str = SYSTEM_USER):
+        self.data = data if isinstance(data, DataDir) else DataDir.resolve(data)
+        self.model_path = Path(model_path)
+        self.delegate = delegate
+        self.decision = decision
+        self.username = username
+        self._analyzer: _ReportingAnalyzer | None = None
+        self._queue: queue.Queue[int] = queue.Queue()
+        self._stages: dict[int, str] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._recovered = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="allscope-analysis", daemon=True)
+
+    # --- control -----------------------------------------------------------------------------------------
+    def start(self) -> "AnalysisWorker":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish or abandon the job in flight (never half-written), then join."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def enqueue(self, capture_id: int) -> None:
+        self._set_stage(capture_id, "queued")
+        self._queue.put(int(capture_id))
+
+    def stage(self, capture_id: int) -> str | None:
+        with self._lock:
+            return self._stages.get(int(capture_id))
+
+    def idle(self) -> bool:
+        return self._recovered.is_set() and self._queue.unfinished_tasks == 0
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """For tests and shutdown scripts: wait until every queued job has run."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.idle():
+                return True
+            time.sleep(0.05)
+        return self.idle()
+
+    def _set_stage(self, capture_id: int, stage: str) -> None:
+        with self._lock:
+            self._stages[int(capture_id)] = stage
+
+    def _forget(self, capture_id: int) -> None:
+        with self._lock:
+            self._stages.pop(int(capture_id), None)
+
+    # --- thread ------------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._requeue_interrupted()
+        except Exception:  # noqa: BLE001 - the worker must come up even if recovery cannot read the database
+            log.exception("could not re-queue interrupted captures")
+        self._recovered.set()
+        while not self._stop.is_set():
+            try:
+                capture_id = self._queue.get(timeout=0.25)
+            except queue.Empty:
+                continue
+            try:
+                self._with_connection(self._process, capture_id)
+            except JobAbandoned:
+                log.info("capture %s: analysis abandoned on shutdown; it is re-run on the next start", capture_id)
+            except Exception as error:  # noqa: BLE001 - never let one capture kill the worker
+                if not isinstance(error, AllscopeError):
+                    log.exception("capture %s: analysis failed", capture_id)
+                    error = AllscopeError(f"analysis failed unexpectedly ({type(error).__name__}); see the device log")
+                self._fail_safely(capture_id, error)
+            finally:
+                self._queue.task_done()
+
+    @staticmethod
+    def _with_connection(function, *args):
+        """Each job on its own connection, closed afterwards (peewee connections are per thread)."""
+        db_proxy.connect(reuse_if_open=True)
+        try:
+            return function(*args)
+        finally:
+            if not db_proxy.is_closed():
+                db_proxy.close()
+
+    def _requeue_interrupted(self) -> None:
+        def pending():
+            return [c.id for c in Capture.select(Capture.id).where(Capture.status.in_(("queued", "analysing")))
+                    .order_by(Capture.id)]
+
+        for capture_id in self._with_connection(pending):
+            self.enqueue(capture_id)
+
+    # --- one job -----------------------------------------------------------------------------------------
+    def _process(self, capture_id: int) -> None:
+        capture = Capture.get_or_none(Capture.id == capture_id)
+        if capture is None or capture.status in ("done", "failed"):
+            self._forget(capture_id)
+            return
+        with db_proxy.atomic():
+            # A crash during an earlier run can only have left crop files (rows are written in one
+            # transaction), but an 'analysing' capture is cleared anyway before it is run again.
+            Cell.delete().where(Cell.capture == capture_id).execute()
+            Capture.update(status="analysing", error="", version=Capture.version + 1) \
+                .where(Capture.id == capture_id).execute()
+        self._set_stage(capture_id, "analysing: loading the model" if self._analyzer is None
+                        else "analysing: finding cells")
+        analyzer = self._load_analyzer()
+        self._set_stage(capture_id, "analysing: finding cells")
+        try:
+            rgb = _load_stored(self.data, capture.image_path)
+        except ImageLoadError as error:
+            raise AllscopeError(f"stored image unreadable: {error.reason}") from None
+        analyzer.on_stage = lambda stage: self._set_stage(capture_id, stage)
+        try:
+            result = analyzer.analyze_frame(rgb, capture.image_path)
+        finally:
+            analyzer.on_stage = _ReportingAnalyzer.on_stage
+        self._set_stage(capture_id, "saving results")
+        started = time.perf_counter()
+        crop_paths = [self.data.store_crop(capture_id, i, _png(_crop(rgb, cell))) for i, cell in enumerate(result.cells)]
+        timings = dict(result.timings_ms, crops=round((time.perf_counter() - started) * 1000.0, 1))
+        if self._stop.is_set():
+            raise JobAbandoned()
+        self._write_result(capture_id, result, crop_paths, timings, analyzer.classifier.info.short_id)
+        self._forget(capture_id)  # final states are read from the capture row
+
+    def _write_result(self, capture_id: int, result: FrameResult, crop_paths: list[str], timings: dict,
+                      model_id: str) -> None:
+        with db_proxy.atomic():
+            capture = Capture.get_by_id(capture_id)
+            Cell.delete().where(Cell.capture == capture_id).execute()
+            if result.cells:
+                Cell.insert_many([
+                    {"capture": capture_id, "x": c.x, "y": c.y, "w": c.w, "h": c.h, "crop_path": path,
+                     "ai_label": c.label, "p_blast": c.p_blast, "needs_review": c.needs_review, "edge": c.edge}
+                    for c, path in zip(result.cells, crop_paths)]).execute()
+            after = {"status": "done", "flag": result.flag, "cell_count": result.cell_count,
+                     "blast_count": result.blast_count, "review_count": result.review_count, "model_id": model_id}
+            Capture.update(**after, quality=result.quality, timings_ms=timings, error="", analysed_at=utcnow(),
+                           version=Capture.version + 1).where(Capture.id == capture_id).execute()
+            audit("analyse", "capture", capture_id, username=self.username,
+                  before={"status": capture.status}, after=after)
+
+    def _fail_safely(self, capture_id: int, error: BaseException) -> None:
+        message = " ".join(str(error).split())[:300] or "analysis failed"
+        self._forget(capture_id)
+        try:
+            def mark():
+                with db_proxy.atomic():
+                    Capture.update(status="failed", error=message, version=Capture.version + 1) \
+                        .where(Capture.id == capture_id).execute()
+                    audit("analyse_failed", "capture", capture_id, username=self.username, detail=message)
+            self._with_connection(mark)
+        except Exception:  # noqa: BLE001
+            log.exception("capture %s: could not record the failure", capture_id)
+
+    def _load_analyzer(self) -> _ReportingAnalyzer:
+        if self._analyzer is None:
+            from device.delegates import DelegateConfig
+            from device.inference import CellClassifier
+
+            classifier = CellClassifier.load(self.model_path, self.delegate or DelegateConfig())
+            self._analyzer = _ReportingAnalyzer(classifier, decision=self.decision)
+            log.info("analysis worker: model %s (sha256 %s) on %s", self.model_path.name,
+                     classifier.info.short_id, classifier.backend)
+        return self._analyzer
+
+
+def _load_stored(data: DataDir, relative: str) -> np.ndarray:
+    from device.imageio import load_image
+
+    try:
+        path = data.absolute(relative)
+    except ValueError:
+        raise ImageLoadError(relative, "stored path is outside the data directory") from None
+    return load_image(path)
+
+
+def crop_box(x: float, y: float, w: float, h: float, width: int, height: int,
+             margin: float = CROP_MARGIN) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of a cell's box (centre x, y) grown by ``margin`` each side, clipped to the frame."""
+    half_w, half_h = w * (0.5 + margin), h * (0.5 + margin)
+    x0, y0 = max(0, int(np.floor(x - half_w))), max(0, int(np.floor(y - half_h)))
+    x1, y1 = min(width, int(np.ceil(x + half_w))), min(height, int(np.ceil(y + half_h)))
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+
+def _crop(rgb: np.ndarray, cell) -> np.ndarray:
+    x0, y0, x1, y1 = crop_box(cell.x, cell.y, cell.w, cell.h, rgb.shape[1], rgb.shape[0])
+    return rgb[y0:y1, x0:x1]
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buffer = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise AllscopeError("could not encode an image as PNG")
+    return buffer.tobytes()
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """PNG bytes of an RGB uint8 frame (lossless: what is stored is what was analysed)."""
+    return _png(rgb)
