@@ -159,6 +159,26 @@ def field_errors(changes: Mapping[str, Any]) -> dict[str, str]:
     return errors
 
 
+# app.config keys of the web UI (webui.DEFAULTS) that give a setting its default on this device
+CONFIG_KEYS = {"ALLSCOPE_IDLE_MINUTES": "idle_minutes", "ALLSCOPE_MAX_UPLOAD_MB": "max_upload_mb",
+               "ALLSCOPE_MODEL": "model_path", "ALLSCOPE_CAMERA": "camera_kind",
+               "ALLSCOPE_CAMERA_SOURCE": "camera_source"}
+
+
+def defaults_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults from the web UI's config (command line, environment), for keys an admin has not set."""
+    out = {}
+    for config_key, key in CONFIG_KEYS.items():
+        value = config.get(config_key)
+        if value is None:
+            continue
+        try:
+            out[key] = _coerce(key, value)
+        except SettingsError as error:
+            log.warning("ignoring %s (%s)", config_key, error)
+    return out
+
+
 def decision_settings(defaults: Mapping[str, Any] | None = None) -> DecisionSettings:
     """The decision threshold and review band in force (stored values over defaults)."""
     return DeviceSettings.load(defaults).decision()
