@@ -13,6 +13,7 @@ import math
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
+from wtforms.fields.choices import SelectChoice
 
 from device import account_rules, accounts
 from device.accounts import AccountError
@@ -244,7 +245,7 @@ def audit():
     form = AuditFilterForm(request.args)
     for name, field in (("user", AuditEvent.username), ("action", AuditEvent.action),
                         ("entity", AuditEvent.entity)):
-        form[name].choices = [("", "Any")] + [(v, v) for v in _distinct(field)]
+        form[name].choices = [SelectChoice("", "Any")] + [SelectChoice(v, v) for v in _distinct(field)]
     query = AuditEvent.select()
     if form.user.data:
         query = query.where(AuditEvent.username == form.user.data)

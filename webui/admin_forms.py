@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, SelectField, SelectMultipleField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import EqualTo, InputRequired, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
@@ -11,7 +12,7 @@ from device.accounts import MIN_PASSWORD_LENGTH
 from device.records import ROLES
 from device.settings import CAMERA_KINDS, DESCRIPTIONS, LABELS
 
-ROLE_CHOICES = [(role, role.capitalize()) for role in ROLES]
+ROLE_CHOICES = [SelectChoice(role, role.capitalize()) for role in ROLES]
 
 
 class CheckboxesField(SelectMultipleField):
@@ -67,7 +68,7 @@ class SettingsForm(FlaskForm):
     threshold = _setting(StringField, "threshold", render_kw={"inputmode": "decimal"})
     review_low = _setting(StringField, "review_low", render_kw={"inputmode": "decimal"})
     review_high = _setting(StringField, "review_high", render_kw={"inputmode": "decimal"})
-    camera_kind = _setting(SelectField, "camera_kind", choices=[(k, k) for k in CAMERA_KINDS])
+    camera_kind = _setting(SelectField, "camera_kind", choices=[SelectChoice(k, k) for k in CAMERA_KINDS])
     camera_source = _setting(StringField, "camera_source", render_kw={"autocapitalize": "none"})
     model_path = _setting(StringField, "model_path", render_kw={"autocapitalize": "none"})
     idle_minutes = _setting(StringField, "idle_minutes", render_kw={"inputmode": "numeric"})

@@ -84,14 +84,19 @@ def model_checks(app, settings) -> list[Check]:
     path = model_path(app, settings)
     checks = [Check("Model file", str(path), "info")]
     try:
-        stat = path.stat()
-        key = (str(path), stat.st_mtime_ns, stat.st_size)
-        info = _model_cache.get(key) or read_model_info(path)
-        _model_cache.clear()
-        _model_cache[key] = info
-    except (OSError, AllscopeError) as error:
-        checks.append(Check("Model", str(error) if isinstance(error, AllscopeError) else
-                            f"{path}: cannot read ({error.strerror or error})", "error"))
+        try:
+            stat = path.stat()
+            key = (str(path), stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            key = None  # read_model_info below names the reason in one line
+        info = _model_cache.get(key) if key else None
+        if info is None:
+            info = read_model_info(path)
+            if key:
+                _model_cache.clear()
+                _model_cache[key] = info
+    except AllscopeError as error:
+        checks.append(Check("Model", str(error), "error"))
         info = None
     if info is not None:
         size = info.provenance.get("input_size")
