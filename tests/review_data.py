@@ -1,0 +1,71 @@
+"""Test data for the review and report tests: a patient, a sample and a capture of a real demo frame,
+with cells whose crops are cut from that frame (stored through DataDir like the analysis worker does)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import cv2
+
+from device.imageio import load_image
+from device.records import Capture, Cell, Patient, Sample, db_proxy
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_FRAME = REPO_ROOT / "device" / "demo" / "BloodImage_00000.jpg"
+
+# id order = creation order; positions inside the 640x480 demo frame
+STANDARD_CELLS = [
+    dict(x=100, y=100, w=60, h=60, ai_label="blast", p_blast=0.92, needs_review=False, edge=False),
+    dict(x=250, y=120, w=60, h=60, ai_label="normal", p_blast=0.08, needs_review=False, edge=False),
+    dict(x=400, y=200, w=70, h=70, ai_label="blast", p_blast=0.58, needs_review=True, edge=False),
+    dict(x=520, y=300, w=60, h=60, ai_label="normal", p_blast=0.44, needs_review=True, edge=False),
+    dict(x=10, y=240, w=40, h=60, ai_label="blast", p_blast=0.97, needs_review=False, edge=True),
+    dict(x=630, y=50, w=30, h=50, ai_label="normal", p_blast=0.47, needs_review=True, edge=True),
+]
+
+
+def png_bytes(rgb) -> bytes:
+    ok, buffer = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    return buffer.tobytes()
+
+
+def add_capture(app, sample_id: int, cells: list[dict], status: str = "done", flag: str = "needs_review") -> list[int]:
+    with app.app_context():
+        data = app.extensions["allscope_data"]
+        rgb = load_image(DEMO_FRAME)
+        height, width = rgb.shape[:2]
+        relative, digest = data.store_image(png_bytes(rgb))
+        ids = []
+        with db_proxy.atomic():
+            capture = Capture.create(sample=sample_id, image_path=relative, sha256=digest, source="upload",
+                                     original_name=DEMO_FRAME.name, width=width, height=height, status=status,
+                                     flag=flag if status == "done" else "", model_id="test-model",
+                                     quality={"usable": True, "problems": []}, created_by="tech")
+            for index, spec in enumerate(cells):
+                x0, y0 = max(int(spec["x"] - spec["w"] / 2), 0), max(int(spec["y"] - spec["h"] / 2), 0)
+                x1, y1 = min(int(spec["x"] + spec["w"] / 2), width), min(int(spec["y"] + spec["h"] / 2), height)
+                crop_path = data.store_crop(capture.id, index, png_bytes(rgb[y0:y1, x0:x1]))
+                ids.append(Cell.create(capture=capture, crop_path=crop_path, **spec).id)
+        return ids
+
+
+def add_sample(app, cells: list[dict] | None = None, identifier: str = "MRN-0042", name: str = "Anna Grünwald",
+               status: str = "done") -> tuple[int, list[int]]:
+    """(sample id, cell ids) of a new sample with one capture of the demo frame."""
+    with app.app_context():
+        with db_proxy.atomic():
+            patient = Patient.get_or_none(Patient.identifier == identifier) or Patient.create(
+                identifier=identifier, name=name, date_of_birth=dt.date(1961, 4, 2), sex="female",
+                referring_clinician="Dr. Ōkubo", symptoms="fatigue, bruising", wbc=38.5, hemoglobin=8.9,
+                platelets=41)
+            sample = Sample.create(patient=patient, collected_at=dt.datetime(2026, 1, 5, 9, 30), created_by="tech")
+    return sample.id, add_capture(app, sample.id, STANDARD_CELLS if cells is None else cells, status=status)
+
+
+def api_headers(client, path: str = "/review") -> dict:
+    """The CSRF header for JSON calls, read from a page's meta tag (as allscopeFetch does)."""
+    from conftest import csrf_from
+
+    return {"X-CSRFToken": csrf_from(client.get(path).get_data(as_text=True))}
