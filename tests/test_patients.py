@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
-
 from conftest import csrf_from
 from device.records import AuditEvent, Capture, Patient, Report, Sample, db_proxy
 
@@ -69,11 +67,11 @@ def test_technician_registers_a_patient_and_it_is_audited(app, client, auth):
     assert created.after["identifier"] == "MRN-0001" and created.after["platelets"] == 31.0
 
 
-@pytest.mark.parametrize("field,value,message", [
+INVALID = [  # (field, value, message shown next to it)
     ("date_of_birth", (dt.date.today() + dt.timedelta(days=1)).isoformat(), "cannot be in the future"),
     ("date_of_birth", "1899-12-31", "cannot be before 1900"),
     ("date_of_birth", "17/05/1980", "Not a valid date"),
-    ("wbc", "1000.5", "Enter a value from 0 to 1000 10^9/L"),
+    ("wbc", "1000.5", "Enter a value from 0 to 1000 ×10⁹/L"),
     ("hemoglobin", "-1", "from 0 to 30 g/dL"),
     ("platelets", "nan", "Enter a number"),
     ("identifier", "MRN 0001", "Use only letters, digits"),
@@ -81,14 +79,17 @@ def test_technician_registers_a_patient_and_it_is_audited(app, client, auth):
     ("identifier", "  ", "Enter the patient identifier"),
     ("name", "", "Enter the patient&#39;s name"),
     ("sex", "robot", "Not a valid choice"),
-])
-def test_invalid_fields_are_refused_with_a_message_next_to_the_field(app, client, auth, field, value, message):
-    auth.login("tech")
-    response = register(client, **{field: value})
-    html = response.get_data(as_text=True)
-    assert response.status_code == 400
-    assert message in html
-    assert f'id="{field}-error"' in html  # the message sits with its field
+]
+
+
+def test_invalid_fields_are_refused_with_a_message_next_to_the_field(app, client, auth):
+    auth.login("tech")  # one log-in for all cases: password hashing is the slow part
+    for field, value, message in INVALID:
+        response = register(client, **{field: value})
+        html = response.get_data(as_text=True)
+        assert response.status_code == 400, (field, value)
+        assert message in html, (field, value)
+        assert f'id="{field}-error"' in html, (field, value)  # the message sits with its field
     with app.app_context():
         assert Patient.select().count() == 0
     assert events(app, "create", "patient") == []
@@ -231,10 +232,8 @@ def test_new_sample_is_created_audited_and_opens_capture(app, client, auth):
         local = sample.collected_at.replace(tzinfo=dt.timezone.utc).astimezone().replace(tzinfo=None)
         assert local == dt.datetime(2026, 1, 2, 8, 15)  # stored in UTC, typed in device time
     expected = (f"/samples/{sample.id}/capture" if "capture.sample_capture" in app.view_functions
-                else f"/patients/{patient.id}")
-    assert response.headers["Location"].startswith(expected.split("/capture")[0])
-    if "capture.sample_capture" not in app.view_functions:
-        assert response.headers["Location"] == expected
+                else f"/patients/{patient.id}")  # the capture area may not be built yet
+    assert response.headers["Location"] == expected
     [created] = events(app, "create", "sample")
     assert created.after["specimen_type"] == "bone marrow aspirate" and created.after["patient"] == patient.id
 
@@ -270,6 +269,11 @@ def test_sample_page_lists_captures_with_counts_and_flags(app, client, auth):
     assert "12 cells · 5 called blast · 2 to review" in html and 'class="badge blasts_seen"' in html
     assert "The image is not a readable picture." in html
     assert [e.entity_id for e in events(app, "view", "sample")] == [str(sample.id)]
+    if "review.sample_review" in app.view_functions:
+        assert f'href="/samples/{sample.id}/review"' in html
+        auth.logout()
+        auth.login("tech")
+        assert f'href="/samples/{sample.id}/review"' not in client.get(f"/samples/{sample.id}").get_data(as_text=True)
 
 
 def test_pages_carry_no_inline_script_or_style(client, auth):

@@ -71,9 +71,9 @@ class PatientForm(FlaskForm):
     referring_clinician = StringField("Referring clinician", filters=[_strip],
                                       validators=[Length(max=200, message="At most 200 characters.")])
     symptoms = TextAreaField("Symptoms", filters=[_strip])
-    wbc = _number("WBC", "10^9/L", 1000)
+    wbc = _number("WBC", "×10⁹/L", 1000)
     hemoglobin = _number("Haemoglobin", "g/dL", 30)
-    platelets = _number("Platelets", "10^9/L", 5000)
+    platelets = _number("Platelets", "×10⁹/L", 5000)
     notes = TextAreaField("Notes", filters=[_strip])
 
     def __init__(self, *args, patient_id: int | None = None, **kwargs):
