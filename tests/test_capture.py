@@ -93,9 +93,9 @@ def test_capture_without_a_running_camera_is_one_line(app, client, auth):
     auth.login("tech")
     response = client.post(f"/samples/{sample_id}/capture", data={"csrf_token": _page_token(client, sample_id)},
                            follow_redirects=True)
-    assert "cannot capture: no camera is running on this device" in response.get_data(as_text=True)
+    assert "Cannot capture: no camera is running on this device" in response.get_data(as_text=True)
     api = client.post(f"/api/samples/{sample_id}/capture", headers={"X-CSRFToken": _page_token(client, sample_id)})
-    assert api.status_code == 503 and api.get_json() == {"error": "cannot capture: no camera is running on this device"}
+    assert api.status_code == 503 and api.get_json() == {"error": "Cannot capture: no camera is running on this device"}
 
 
 def test_api_upload_per_file_results_and_errors(app, client, auth):
@@ -240,6 +240,7 @@ def test_camera_still_is_stored_analysed_and_served(live_app):
     auth = Auth(client)
     sample_id = _sample(live_app)
     auth.login("tech")
+    live_app.extensions["allscope_camera"].hold_s = 3600  # the microscope stays on one field
     grabber = live_app.extensions["allscope_grabber"]
     grabber.wait_for_frame(0, timeout=10)
     assert client.get("/api/camera/poll").get_json()["ok"] is True
@@ -252,6 +253,10 @@ def test_camera_still_is_stored_analysed_and_served(live_app):
         assert capture.camera_meta["file"].endswith(".jpg")
     body, stages = _wait_status(client, capture.id)
     assert body["status"] == "done", body
+    assert all(re.fullmatch(r"queued|analysing: (loading the model|finding cells)|classifying \d+ cells|saving results"
+                            r"|done", stage) for stage in stages), stages
+    again = client.post(f"/api/samples/{sample_id}/capture", headers={"X-CSRFToken": _page_token(client, sample_id)})
+    assert again.status_code == 409 and again.get_json()["error"].startswith("This frame is identical to capture #")
     detail = client.get(f"/api/captures/{capture.id}").get_json()
     assert detail["cell_count"] == sum(1 for c in detail["cells"] if not c["edge"]) > 0
     assert {"id", "x", "y", "w", "h", "ai_label", "p_blast", "needs_review", "edge", "reviewer_label"} <= \

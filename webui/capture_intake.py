@@ -55,9 +55,10 @@ def store_frame(sample: Sample, rgb: np.ndarray, source: str, original_name: str
     png = encode_png(rgb)
     digest = hashlib.sha256(png).hexdigest()
     earlier = Capture.get_or_none((Capture.sample == sample.id) & (Capture.sha256 == digest))
-    label = original_name or "this frame"
     if earlier is not None:
-        raise IntakeError(f"{label}: the same image is already capture #{earlier.id} of this sample", 409)
+        if source == "camera":
+            raise IntakeError(f"This frame is identical to capture #{earlier.id} of this sample: move to a new field", 409)
+        raise IntakeError(f"{original_name}: the same image is already capture #{earlier.id} of this sample", 409)
     data = current_app.extensions["allscope_data"]
     relative, digest = data.store_image(png)
     height, width = rgb.shape[:2]
@@ -107,11 +108,11 @@ def store_still(sample: Sample) -> Capture:
 
     found = grabber()
     if found is None:
-        raise IntakeError(f"cannot capture: {camera_status()}", 503)
+        raise IntakeError(f"Cannot capture: {camera_status()}", 503)
     try:
         rgb, meta = found.capture_still()
     except CameraError as error:
-        raise IntakeError(f"cannot capture: {error}", 503) from None
+        raise IntakeError(f"Cannot capture: {error}", 503) from None
     return store_frame(sample, rgb, "camera", camera_meta=meta)
 
 

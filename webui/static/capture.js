@@ -77,7 +77,7 @@
     window.allscopeFetch(item.dataset.pollUrl).then(function (body) {
       var status = setField(item, "status", body.status);
       status.className = "badge " + body.status;
-      setField(item, "stage", body.stage);
+      setField(item, "stage", body.stage).classList.toggle("hidden", body.status === "done");
       if (body.flag) {
         var flag = setField(item, "flag", body.flag.replace(/_/g, " "));
         flag.className = "badge " + body.flag;
