@@ -16,7 +16,6 @@ keeps working (uploads, review) while the status line says what is wrong.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from pathlib import Path
 
@@ -28,6 +27,8 @@ log = logging.getLogger(__name__)
 
 DEMO_FRAMES = Path(__file__).resolve().parent / "demo"
 CAMERA_KINDS = ("replay", "opencv", "picamera2")
+__all__ = ["Camera", "CameraError", "FrameGrabber", "OpenCVCamera", "Picamera2Camera", "ReplayCamera",
+           "jetson_pipeline", "make_camera", "picamera2_metadata"]
 
 
 class CameraError(AllscopeError):
