@@ -80,8 +80,8 @@ def test_draft_report_page_shows_the_banner_and_is_audited(app, client, auth):
     assert "DRAFT — not signed" in text and "Looks reactive." in text and "Anna Grünwald" in text
     assert "Decision support only" in text and "fhir.json" not in text
     with app.app_context():
-        view = AuditEvent.get(AuditEvent.action == "view")
-        assert (view.entity, view.username) == ("report", "tech")
+        view = AuditEvent.get(AuditEvent.action == "view", AuditEvent.entity == "report")
+        assert view.username == "tech"
     assert client.get(f"/reports/{Report.select().first().id}/fhir.json").status_code == 409
 
 

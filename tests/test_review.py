@@ -189,7 +189,7 @@ def test_label_form_without_javascript_redirects_back_to_the_tile(app, client, a
         assert Cell.get_by_id(cells[3]).reviewer_label == "unusable"
 
 
-def test_review_page_outlines_cells_and_puts_the_hardest_first(client, auth, sample):
+def test_review_page_outlines_cells_and_puts_the_hardest_first(app, client, auth, sample):
     sample_id, cells = sample
     auth.login("path")
     page = client.get(f"/samples/{sample_id}/review").get_data(as_text=True)
@@ -200,6 +200,9 @@ def test_review_page_outlines_cells_and_puts_the_hardest_first(client, auth, sam
     # counted cells by |p - 0.5| (0.06, 0.08, 0.42, 0.42), then the edge cells (0.03, 0.47)
     assert order == [cells[3], cells[2], cells[0], cells[1], cells[5], cells[4]]
     assert "needs-review" in page and page.count('class="btn label-btn') == 4 * len(STANDARD_CELLS)
+    with app.app_context():
+        view = AuditEvent.get(AuditEvent.action == "view")
+        assert (view.entity, view.entity_id, view.username) == ("sample", str(sample_id), "path")
     # strict CSP: no inline script, style or handlers
     assert not re.search(r"<script(?![^>]*\bsrc=)", page)
     assert "style=" not in page and not re.search(r"\son[a-z]+=", page)

@@ -15,7 +15,7 @@ from wtforms import StringField, TextAreaField
 from wtforms.validators import AnyOf, InputRequired, Length
 
 from device import reporting, signoff
-from device.records import CELL_LABELS, Capture, Cell, Report, Sample
+from device.records import CELL_LABELS, Capture, Cell, Report, Sample, audit, db_proxy
 from webui.access import PATHOLOGIST, allow
 
 bp = Blueprint("review", __name__)
@@ -105,7 +105,10 @@ def _render_review(sample: Sample, form: ReportForm | None = None, amend_form: A
 @bp.get("/samples/<int:sample_id>/review")
 @allow(PATHOLOGIST)
 def sample_review(sample_id: int):
-    return _render_review(get_sample(sample_id))
+    sample = get_sample(sample_id)
+    with db_proxy.atomic():  # the page shows the patient's record: viewing it is audited
+        audit("view", "sample", sample.id, username=current_user.username, address=address(), detail="review")
+    return _render_review(sample)
 
 
 @bp.post("/cells/<int:cell_id>/label")
