@@ -215,16 +215,35 @@ class AnalysisWorker:
         except Exception:  # noqa: BLE001
             log.exception("capture %s: could not record the failure", capture_id)
 
+    def set_decision(self, decision) -> None:
+        """New decision settings (an admin change; None: the model's own), used from the next job on."""
+        with self._lock:
+            self.decision = decision
+
+    def set_model(self, model_path: str | Path) -> None:
+        """Another model file, loaded by the next job (the job in flight finishes with the old one)."""
+        with self._lock:
+            self.model_path = Path(model_path)
+            self._analyzer = None
+
     def _load_analyzer(self) -> _ReportingAnalyzer:
-        if self._analyzer is None:
+        """The loaded analyzer (loading it on first use), with the decision settings in force for this job."""
+        with self._lock:
+            analyzer, model_path, decision = self._analyzer, self.model_path, self.decision
+        if analyzer is None:
             from device.delegates import DelegateConfig
             from device.inference import CellClassifier
 
-            classifier = CellClassifier.load(self.model_path, self.delegate or DelegateConfig())
-            self._analyzer = _ReportingAnalyzer(classifier, decision=self.decision)
-            log.info("analysis worker: model %s (sha256 %s) on %s", self.model_path.name,
+            classifier = CellClassifier.load(model_path, self.delegate or DelegateConfig())
+            analyzer = _ReportingAnalyzer(classifier)
+            analyzer.model_decision = analyzer.decision  # from the model card: the default
+            log.info("analysis worker: model %s (sha256 %s) on %s", model_path.name,
                      classifier.info.short_id, classifier.backend)
-        return self._analyzer
+            with self._lock:
+                if self.model_path == model_path:
+                    self._analyzer = analyzer
+        analyzer.decision = decision or analyzer.model_decision
+        return analyzer
 
 
 def _load_stored(data: DataDir, relative: str) -> np.ndarray:

@@ -267,6 +267,23 @@ def test_camera_still_is_stored_analysed_and_served(live_app):
         assert Cell.select().where(Cell.capture == capture.id).count() == len(detail["cells"])
 
 
+def test_camera_setting_change_restarts_the_grabber_and_a_bad_device_is_a_status_line(live_app):
+    from device.settings import DeviceSettings
+
+    client = live_app.test_client()
+    Auth(client).login("tech")
+    old = live_app.extensions["allscope_grabber"]
+    for listener in live_app.extensions["allscope_settings_listeners"]:
+        listener(DeviceSettings(camera_kind="opencv", camera_source="/dev/video-gone"), {"camera_kind", "camera_source"})
+    assert not old.running and live_app.extensions["allscope_camera"].name == "opencv"
+    deadline = time.monotonic() + 10
+    while "retrying" not in client.get("/api/camera/poll").get_json()["status"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    body = client.get("/api/camera/poll").get_json()
+    assert body["ok"] is False and body["status"].startswith(
+        "camera unavailable: opencv camera: cannot open device '/dev/video-gone'")
+
+
 def test_live_jpeg_and_mjpeg_stream_ends_when_the_client_goes(live_app):
     client = live_app.test_client()
     Auth(client).login("path")

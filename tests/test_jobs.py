@@ -131,3 +131,26 @@ def test_stop_with_a_queue_leaves_unstarted_captures_queued(data, demo_png):
 ])
 def test_crop_box_margin_and_clipping(box, expected):
     assert crop_box(*box, width=100, height=80) == expected
+
+
+def test_decision_override_applies_from_the_next_job_and_none_restores_the_models(data, demo_png):
+    from device.decision import DecisionSettings
+
+    first = _capture(data, demo_png)
+    worker = _run(data, first.id)
+    try:
+        worker.set_decision(DecisionSettings(threshold=0.0, review_low=0.0, review_high=0.0))  # everything a blast
+        second = _capture(data, demo_png)
+        worker.enqueue(second.id)
+        assert worker.wait_idle(60)
+        labels = {c.ai_label for c in Cell.select().where(Cell.capture == second.id)}
+        assert labels == {"blast"} and Capture.get_by_id(second.id).flag == "blasts_seen"
+        worker.set_decision(None)
+        third = _capture(data, demo_png)
+        worker.enqueue(third.id)
+        assert worker.wait_idle(60)
+        as_model = [(c.ai_label, c.needs_review) for c in Cell.select().where(Cell.capture == first.id).order_by(Cell.id)]
+        again = [(c.ai_label, c.needs_review) for c in Cell.select().where(Cell.capture == third.id).order_by(Cell.id)]
+        assert again == as_model
+    finally:
+        worker.stop()

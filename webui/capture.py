@@ -28,31 +28,59 @@ bp = Blueprint("capture", __name__)
 THUMB_WIDTHS = (16, 2048)  # ?w= is clamped to this range
 
 
+DECISION_KEYS = {"threshold", "review_low", "review_high"}
+
+
 def init_app(app) -> None:
     if not app.config.get("ALLSCOPE_START_WORKERS"):
         return
-    from device.camera import CameraError, FrameGrabber, make_camera
     from device.cli import DEFAULT_MODEL
     from device.jobs import AnalysisWorker
+    from device.settings import DeviceSettings, defaults_from_config
 
-    frame_grabber = None
-    try:
-        camera = make_camera(app.config.get("ALLSCOPE_CAMERA"), app.config.get("ALLSCOPE_CAMERA_SOURCE"))
-        frame_grabber = FrameGrabber(camera).start()
-    except CameraError as error:  # a bad camera setting must not stop uploads and review
-        log.error("camera: %s", error)
-        app.extensions["allscope_camera_problem"] = str(error)
-    worker = AnalysisWorker(app.extensions["allscope_data"], app.config.get("ALLSCOPE_MODEL") or DEFAULT_MODEL).start()
-    app.extensions["allscope_grabber"] = frame_grabber
-    app.extensions["allscope_camera"] = frame_grabber.camera if frame_grabber else None
+    with app.app_context():  # an admin's stored settings win over the start-up configuration
+        settings = DeviceSettings.load(defaults_from_config(app.config))
+        stored = DeviceSettings.stored_keys()
+    decision = settings.decision() if stored & DECISION_KEYS else None  # None: the model card's own
+    worker = AnalysisWorker(app.extensions["allscope_data"], settings.model_path or DEFAULT_MODEL,
+                            decision=decision).start()
     app.extensions["allscope_worker"] = worker
+    _start_camera(app, settings.camera_kind, settings.camera_source or None)
+
+    def on_settings_saved(updated, changed: set) -> None:
+        if changed & DECISION_KEYS:
+            worker.set_decision(updated.decision())
+        if "model_path" in changed:
+            worker.set_model(updated.model_path or DEFAULT_MODEL)
+        if changed & {"camera_kind", "camera_source"}:
+            _start_camera(app, updated.camera_kind, updated.camera_source or None)
+
+    app.extensions.setdefault("allscope_settings_listeners", []).append(on_settings_saved)
 
     def stop() -> None:
-        if frame_grabber is not None:
-            frame_grabber.stop()
+        old = app.extensions.get("allscope_grabber")
+        if old is not None:
+            old.stop()
         worker.stop()
 
     app.extensions["allscope_stop"] = stop
+
+
+def _start_camera(app, kind: str, source: str | None) -> None:
+    """(Re)start the camera grabber; a bad camera setting is a status line, never a failed start."""
+    from device.camera import CameraError, FrameGrabber, make_camera
+
+    old = app.extensions.get("allscope_grabber")
+    if old is not None:
+        old.stop()
+    app.extensions.update(allscope_grabber=None, allscope_camera=None, allscope_camera_problem=None)
+    try:
+        camera = make_camera(kind, source)
+    except CameraError as error:
+        log.error("camera: %s", error)
+        app.extensions["allscope_camera_problem"] = str(error)
+        return
+    app.extensions.update(allscope_grabber=FrameGrabber(camera).start(), allscope_camera=camera)
 
 
 class CaptureForm(FlaskForm):
