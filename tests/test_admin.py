@@ -342,3 +342,23 @@ def test_audit_trail_is_newest_first_filtered_and_paginated(app, admin):
     assert admin.get("/admin/audit?page=999").status_code == 200  # clamped to the last page
     token = csrf_from(admin.get("/admin/audit").get_data(as_text=True))
     assert admin.post("/admin/audit", data={"csrf_token": token}).status_code == 405  # read-only
+
+
+# --- web load benchmark (a smoke run: the numbers are printed, never asserted) ---------------------------------
+
+def test_web_bench_smoke_run_prints_figures_and_returns_them(app, tmp_path, capsys):
+    from webui.bench_web import DEFAULT_PAGES, Page, run_web_bench
+
+    pages = DEFAULT_PAGES + (Page("not built", "nowhere.page"),)
+    report = run_web_bench(clients=2, duration_s=2, pages=pages, patients=12, json_path=tmp_path / "web.json")
+    printed = capsys.readouterr().out
+    assert "p95 ms" in printed and "server peak RSS" in printed and "skipped not built" in printed
+    assert report == json.loads((tmp_path / "web.json").read_text())
+    assert report["clients"] == 2 and report["client_roles"] == {"technician": 1, "admin": 1}
+    assert report["error_count"] == 0, report["errors"]
+    assert report["pages"]["admin status"]["requests"] > 0 and report["pages"]["patient list"]["requests"] > 0
+    assert report["overall"]["requests"] == sum(p["requests"] for p in report["pages"].values())
+    assert "review queue" in report["skipped"]  # no pathologist among two clients
+    assert report["server"]["peak_rss_mb"] > 0 and report["data"]["patients"] == 12
+    with app.app_context():  # the caller's database is bound again afterwards
+        assert User.select().count() == 4
