@@ -362,3 +362,22 @@ def test_web_bench_smoke_run_prints_figures_and_returns_them(app, tmp_path, caps
     assert report["server"]["peak_rss_mb"] > 0 and report["data"]["patients"] == 12
     with app.app_context():  # the caller's database is bound again afterwards
         assert User.select().count() == 4
+
+
+def test_running_services_are_told_about_a_save_and_a_failure_to_apply_is_one_line(app, admin):
+    seen = []
+    app.extensions["allscope_settings_listeners"] = [lambda settings, changed: seen.append(changed)]
+    admin.post("/admin/settings", data=settings_form(admin, threshold="0.4"))
+    assert seen == [{"threshold"}]
+    assert "Settings saved." in admin.get("/admin/settings").get_data(as_text=True)
+
+    def broken(settings, changed):
+        raise RuntimeError("camera\nunplugged")
+
+    app.extensions["allscope_settings_listeners"] = [broken]
+    response = admin.post("/admin/settings", data=settings_form(admin, threshold="0.4", camera_kind="opencv"))
+    assert response.status_code == 302
+    page = admin.get("/admin/settings").get_data(as_text=True)
+    assert "Settings saved, but applying them failed (camera unplugged): restart the device." in page
+    with app.app_context():
+        assert Setting.get_by_id("camera_kind").value == "opencv"

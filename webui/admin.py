@@ -9,6 +9,7 @@ transaction that makes the change.
 
 from __future__ import annotations
 
+import logging
 import math
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
@@ -25,6 +26,7 @@ from webui.admin_forms import (ActionForm, AuditFilterForm, CreateUserForm, Pass
                                SettingsForm)
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+log = logging.getLogger(__name__)
 
 AUDIT_PAGE_SIZE = 50
 RESTART_KEYS = {"model_path", "camera_kind", "camera_source"}  # read by the services when they start
@@ -61,6 +63,19 @@ def apply_to_config(app, settings: DeviceSettings, keys: set[str]) -> None:
         app.config["ALLSCOPE_CAMERA"] = settings.camera_kind
     if "camera_source" in keys:
         app.config["ALLSCOPE_CAMERA_SOURCE"] = settings.camera_source or None
+
+
+def _notify(app, updated: DeviceSettings, changed: set[str]) -> str:
+    """Tell the running services (worker, camera) about a save; the first failure as one line, or ""."""
+    if not changed:
+        return ""
+    for listener in app.extensions.get(LISTENERS, []):
+        try:
+            listener(updated, changed)
+        except Exception as error:  # noqa: BLE001 - the settings are stored; say what did not take effect
+            log.exception("applying saved settings failed")
+            return " ".join(str(error).split())[:200] or type(error).__name__
+    return ""
 
 
 def _address() -> str:
@@ -216,9 +231,10 @@ def settings():
             else:
                 changed = {k for k in DeviceSettings.keys() if getattr(updated, k) != getattr(current, k)}
                 apply_to_config(app, updated, changed)
-                for listener in app.extensions.get(LISTENERS, []):
-                    listener(updated, changed)
-                if not changed:
+                failed = _notify(app, updated, changed)
+                if failed:
+                    flash(f"Settings saved, but applying them failed ({failed}): restart the device.", "error")
+                elif not changed:
                     flash("Nothing changed.", "info")
                 elif changed & RESTART_KEYS and not app.extensions.get(LISTENERS):
                     flash("Settings saved. Model and camera changes take effect when the device restarts.", "info")
