@@ -112,6 +112,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "web":
+        from webui.bench_web import run_web_bench
+
+        run_web_bench(clients=args.clients, duration_s=args.duration, think_s=args.think, model=args.model,
+                      json_path=args.json_out)
+        return 0
     from device.bench import run_bench
 
     run_bench(args)
@@ -184,7 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(analyze)
     analyze.set_defaults(func=cmd_analyze)
 
-    bench = sub.add_parser("bench", help="print speed figures (per-cell int8/float32, whole frame, model size)")
+    bench = sub.add_parser("bench", help="print speed figures: core (per-cell int8/float32, whole frame, model "
+                           "size) or web (the served UI under concurrent clients)")
+    bench.add_argument("what", nargs="?", choices=["core", "web"], default="core",
+                       help="core (default) or web")
+    bench.add_argument("--clients", type=int, default=20, help="web: concurrent logged-in clients (default 20)")
+    bench.add_argument("--duration", type=float, default=20.0, help="web: seconds of load (default 20)")
+    bench.add_argument("--think", type=float, default=0.0,
+                       help="web: mean pause between a client's pages in seconds (default 0: back to back)")
+    bench.add_argument("--json-out", type=Path, default=None, help="web: also write the figures to this JSON file")
     bench.add_argument("--model", type=Path, default=None, help="int8 model (default: the shipped one)")
     bench.add_argument("--float-model", type=Path, default=None,
                        help="float32 model of the same network (default: *_float32.tflite beside the int8 one)")

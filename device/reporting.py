@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from device.analysis import DISCLAIMER
-from device.records import CELL_LABELS, Capture, Cell, Report, Sample, User, utcnow
+from device.records import CELL_LABELS, Capture, Cell, Patient, Report, Sample, User, db_proxy, utcnow
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 MODEL_CARD = MODELS_DIR / "model_card.json"
@@ -340,3 +340,59 @@ def fhir_diagnostic_report(report: Report, signer_name: str = "") -> dict:
         "conclusion": report.conclusion,
     }
     return resource
+
+
+QUEUE_SQL = """
+WITH latest AS (
+    SELECT r.sample_id, r.version, r.status, r.supersedes_id
+    FROM report r
+    JOIN (SELECT sample_id, MAX(version) AS version FROM report GROUP BY sample_id) m
+      ON m.sample_id = r.sample_id AND m.version = r.version
+),
+caps AS (
+    SELECT sample_id, COUNT(*) AS total,
+           SUM(status = 'done') AS analysed,
+           SUM(status IN ('queued', 'analysing')) AS pending
+    FROM capture GROUP BY sample_id
+),
+cells AS (
+    SELECT c.sample_id,
+           SUM(NOT e.edge) AS counted,
+           SUM(NOT e.edge AND COALESCE(e.reviewer_label, e.ai_label) = 'blast') AS blasts,
+           SUM(NOT e.edge AND e.needs_review) AS flagged,
+           SUM(NOT e.edge AND e.needs_review AND e.reviewer_label IS NULL) AS unreviewed
+    FROM cell e JOIN capture c ON c.id = e.capture_id GROUP BY c.sample_id
+)
+SELECT s.id, caps.total, caps.analysed, caps.pending,
+       COALESCE(cells.counted, 0), COALESCE(cells.blasts, 0), COALESCE(cells.flagged, 0),
+       COALESCE(cells.unreviewed, 0), latest.version, latest.supersedes_id
+FROM sample s
+JOIN caps ON caps.sample_id = s.id AND caps.analysed > 0
+LEFT JOIN cells ON cells.sample_id = s.id
+LEFT JOIN latest ON latest.sample_id = s.id
+WHERE latest.status IS NULL OR latest.status = 'draft'
+ORDER BY s.created_at, s.id
+LIMIT ?
+"""
+
+
+def review_queue(limit: int = 200) -> list[dict]:
+    """Samples waiting for a pathologist, oldest first, with their counts, in two queries.
+
+    Same rules as :func:`sample_summary` (edge cells not counted; final label = reviewer's or AI's), computed
+    by SQLite so that the queue stays fast with thousands of samples.
+    """
+    rows = db_proxy.execute_sql(QUEUE_SQL, (limit,)).fetchall()
+    samples = {s.id: s for s in Sample.select(Sample, Patient).join(Patient)
+               .where(Sample.id.in_([r[0] for r in rows]))} if rows else {}
+    queue = []
+    for (sample_id, total, analysed, pending, counted, blasts, flagged, unreviewed, version, supersedes) in rows:
+        sample = samples[sample_id]
+        queue.append({
+            "sample": sample, "patient": sample.patient,
+            "latest": {"version": version, "supersedes_id": supersedes} if version is not None else None,
+            "summary": {"captures_total": total, "captures_analysed": analysed, "captures_pending": pending,
+                        "counted_cells": counted, "blast_count": blasts, "needs_review": flagged,
+                        "unreviewed": unreviewed},
+        })
+    return queue

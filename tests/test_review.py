@@ -250,3 +250,37 @@ def test_real_analysis_rows_flow_into_the_review(app, client, auth):
     assert body["counts"]["blast_count"] == result.blast_count
     assert body["unreviewed"] == result.review_count
     assert client.get(f"/samples/{sample_id}/review").status_code == 200
+
+
+def test_queue_counts_match_the_sample_summary(app):
+    """The SQL queue and the per-sample summary follow the same counting rules."""
+    import random
+
+    from device import reporting
+    from device.records import Capture, Cell, Patient, Report, Sample
+
+    rng = random.Random(3)
+    with app.app_context():
+        expected = {}
+        for i in range(6):
+            sample = Sample.create(patient=Patient.create(identifier=f"Q-{i}", name="Q"))
+            for status in ("done", "done", "queued")[: 1 + i % 3]:
+                capture = Capture.create(sample=sample, image_path="images/x.png", sha256=f"{i}{status}",
+                                         source="upload", status=status)
+                for _ in range(rng.randint(0, 6)):
+                    Cell.create(capture=capture, x=1, y=1, w=1, h=1, ai_label=rng.choice(["blast", "normal"]),
+                                p_blast=rng.random(), needs_review=rng.random() < 0.5, edge=rng.random() < 0.2,
+                                reviewer_label=rng.choice([None, None, "blast", "normal", "other"]))
+            if i == 4:
+                Report.create(sample=sample, status="signed", conclusion="x")  # leaves the queue
+            elif i == 5:
+                Report.create(sample=sample, status="draft", conclusion="")    # stays
+            else:
+                pass
+            expected[sample.id] = reporting.sample_summary(sample)
+        queue = reporting.review_queue()
+        assert [row["sample"].id for row in queue] == [sid for sid in expected if sid != list(expected)[4]]
+        for row in queue:
+            summary = expected[row["sample"].id]
+            for key, value in row["summary"].items():
+                assert value == summary[key], (row["sample"].id, key)

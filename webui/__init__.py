@@ -63,7 +63,8 @@ def create_app(data_dir: str | Path | None = None, overrides: dict | None = None
         SESSION_COOKIE_SECURE=bool(app.config["ALLSCOPE_TLS"]),
         SESSION_COOKIE_NAME="allscope_session",
         MAX_CONTENT_LENGTH=int(app.config["ALLSCOPE_MAX_UPLOAD_MB"]) * 1024 * 1024,
-        WTF_CSRF_TIME_LIMIT=None,  # tied to the session, which the idle timeout already bounds
+        WTF_CSRF_TIME_LIMIT=None,
+        SEND_FILE_MAX_AGE_DEFAULT=3600,  # static files: one request per hour per browser, not one per page  # tied to the session, which the idle timeout already bounds
     )
     database = open_database(data.database)
     app.extensions["allscope_db"] = database
@@ -78,18 +79,16 @@ def create_app(data_dir: str | Path | None = None, overrides: dict | None = None
         user = User.get_or_none(User.id == int(user_id)) if user_id.isdigit() else None
         return user if user is not None and not user.disabled else None
 
+    # One SQLite connection per server thread, opened on first use and kept (peewee's connections are
+    # thread-local): opening one per request costs more than most pages. Static files never touch it.
     @app.before_request
     def _open_db():
-        database.connect(reuse_if_open=True)
-
-    @app.teardown_request
-    def _close_db(_exc):
-        if not database.is_closed():
-            database.close()
+        if request.endpoint != "static":
+            database.connect(reuse_if_open=True)
 
     @app.before_request
     def _idle_logout():
-        if not current_user.is_authenticated:
+        if request.endpoint == "static" or not current_user.is_authenticated:
             return None
         now = time.time()
         last = session.get("last_seen", now)

@@ -65,20 +65,15 @@ def address() -> str:
     return request.remote_addr or ""
 
 
+QUEUE_PAGE = 50  # oldest first: a pathologist works from the top; signing one brings the next in
+
+
 @bp.get("/review")
 @allow(PATHOLOGIST)
 def queue():
     """Samples with analysed captures whose latest report is not signed, oldest first."""
-    samples = (Sample.select().join(Capture).where(Capture.status == "done").distinct()
-               .order_by(Sample.created_at, Sample.id))
-    rows = []
-    for sample in samples:
-        latest = signoff.latest_report(sample)
-        if latest is not None and latest.status != "draft":
-            continue
-        rows.append({"sample": sample, "patient": sample.patient, "latest": latest,
-                     "summary": reporting.sample_summary(sample)})
-    return render_template("review/queue.html", rows=rows)
+    rows = reporting.review_queue(limit=QUEUE_PAGE + 1)  # one extra row tells whether more are waiting
+    return render_template("review/queue.html", rows=rows[:QUEUE_PAGE], more=len(rows) > QUEUE_PAGE)
 
 
 def _render_review(sample: Sample, form: ReportForm | None = None, amend_form: AmendForm | None = None,
