@@ -160,8 +160,12 @@ def cmd_users(args: argparse.Namespace) -> int:
             last = user.last_login_at.isoformat(timespec="minutes") if user.last_login_at else "never"
             print(f"{user.username}\t{user.roles}\t{state}\tlast login {last}")
     elif args.users_command in ("disable", "enable"):
-        user = accounts.set_disabled(args.username, args.users_command == "disable",
-                                     actor=f"cli:{os.environ.get('USER', 'unknown')}")
+        from device.account_rules import set_enabled
+
+        target = User.get_or_none(User.username == args.username.strip().lower())
+        if target is None:
+            raise accounts.AccountError(f"no such user: {args.username}")
+        user = set_enabled(target, args.users_command == "enable", actor=f"cli:{os.environ.get('USER', 'unknown')}")
         print(f"{user.username} {'disabled' if user.disabled else 'enabled'}")
     return 0
 
