@@ -235,7 +235,27 @@ def build_parser() -> argparse.ArgumentParser:
         sub_verb.add_argument("username")
         sub_verb.add_argument("--data-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     users.set_defaults(func=cmd_users)
+    _add_sync_commands(sub)
     return parser
+
+
+# Modules that add the sync and central commands (each has ``register(subparsers)``); see sync/.
+SYNC_COMMANDS = {
+    "central": ("central server: fleet PKI, enrolment, ingestion, admin UI",
+                ("sync.cli_pki", "sync.cli_central", "sync.cli_central_web")),
+    "device": ("this device's sync identity (enrolment bundle, signing key)", ("sync.cli_pki",)),
+    "sync": ("encrypted store-and-forward sync to the central server", ("sync.cli_agent",)),
+}
+
+
+def _add_sync_commands(sub) -> None:
+    import importlib
+
+    for name, (help_text, modules) in SYNC_COMMANDS.items():
+        parser = sub.add_parser(name, help=help_text)
+        commands = parser.add_subparsers(dest=f"{name}_command", required=True)
+        for module in modules:
+            importlib.import_module(module).register(name, commands)
 
 
 def main(argv: list[str] | None = None) -> int:

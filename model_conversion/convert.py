@@ -16,12 +16,11 @@ fixed and the weights copied over.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
+from device.storage import write_atomic  # noqa: F401  (re-exported: export and evaluate write through it)
 
 log = logging.getLogger("allscope.convert")
 
@@ -94,36 +93,3 @@ def convert_keras_model(model, representative_images: np.ndarray, quantize: bool
     tflite = converter.convert()
     log.info("converted %s to %s TFLite (%d bytes)", model.name, "int8" if quantize else "float32", len(tflite))
     return bytes(tflite)
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the new one, never a partial one.
-
-    Temp file in the same directory (os.replace is only atomic within one
-    file system), fsync before the rename, fsync of the directory after it so
-    the rename survives a power cut (the appliance is often just unplugged).
-    """
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    # mkstemp creates 0600; the device service may run as another user.
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp_name, mode)
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    if hasattr(os, "O_DIRECTORY"):
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)

@@ -31,17 +31,32 @@ ROLE_USERS = {  # username -> roles; one account per role plus a doctor who is b
 TEST_PASSWORD = "microscope-42!"
 
 
+@pytest.fixture(scope="session")
+def users_database(tmp_path_factory):
+    """A migrated database holding the ROLE_USERS accounts, made once: Argon2 hashing is slow on purpose."""
+    from device import accounts
+    from device.records import open_database
+
+    path = tmp_path_factory.mktemp("users-db") / "allscope.db"
+    database = open_database(path)
+    for username, roles in ROLE_USERS.items():
+        accounts.create_user(username, TEST_PASSWORD, roles, actor="test")
+    database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    database.close()
+    return path
+
+
 @pytest.fixture
-def app(tmp_path):
-    """A web UI app with its own data directory; no background threads unless a test starts them."""
+def app(tmp_path, users_database):
+    """A web UI app with its own data directory (a copy of the users database); no background threads."""
+    import shutil
+
     from webui import create_app
 
-    application = create_app(tmp_path / "var", {"ALLSCOPE_START_WORKERS": False, "TESTING": True})
-    with application.app_context():
-        from device import accounts
-
-        for username, roles in ROLE_USERS.items():
-            accounts.create_user(username, TEST_PASSWORD, roles, actor="test")
+    data_dir = tmp_path / "var"
+    data_dir.mkdir()
+    shutil.copyfile(users_database, data_dir / "allscope.db")
+    application = create_app(data_dir, {"ALLSCOPE_START_WORKERS": False, "TESTING": True})
     yield application
     stop = application.extensions.get("allscope_stop")
     if callable(stop):

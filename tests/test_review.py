@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from device.records import AuditEvent, Capture, Cell, Report
+from device.records import AuditEvent, Cell, Report
 from conftest import csrf_from
 from review_data import STANDARD_CELLS, add_capture, add_sample, api_headers
 

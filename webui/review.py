@@ -15,7 +15,7 @@ from wtforms import StringField, TextAreaField
 from wtforms.validators import AnyOf, InputRequired, Length
 
 from device import reporting, signoff
-from device.records import CELL_LABELS, Capture, Cell, Report, Sample, audit, db_proxy
+from device.records import CELL_LABELS, Cell, Report, Sample, audit, db_proxy
 from webui.access import PATHOLOGIST, allow
 
 bp = Blueprint("review", __name__)
