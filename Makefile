@@ -25,14 +25,18 @@ $(VENV)/.test-installed: pyproject.toml | $(PY)
 	touch $@
 
 # Debian packages the tests need: libusb (loaded by tflite-support's writer),
-# chromium (browser tests drive it with Playwright; no browser download) and
-# DejaVu fonts (PDF reports with non-Latin-1 names).
-DEB_TEST_PACKAGES := libusb-1.0-0 chromium fonts-dejavu-core
+# chromium (browser tests drive it with Playwright; no browser download),
+# DejaVu fonts (PDF reports with non-Latin-1 names), mosquitto (the sync tests
+# run a real TLS broker), postgresql (the central database is tested on it) and
+# openssl (certificate checks).
 system-deps:
 	@missing=""; \
 	ldconfig -p | grep -q 'libusb-1.0.so.0' || missing="$$missing libusb-1.0-0"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing="$$missing fonts-dejavu-core"; \
+	[ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing Debian packages:$$missing"; \
