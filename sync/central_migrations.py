@@ -18,7 +18,31 @@ def _v1_initial(database: pw.Database) -> None:
     database.create_tables(CENTRAL_MODELS)
 
 
-MIGRATIONS = [_v1_initial]
+APPEND_ONLY_TABLES = ("audit_event", "received_record")
+
+
+def _v2_append_only(database: pw.Database) -> None:
+    """The audit trail and the received record versions are append-only, enforced by the database itself.
+
+    Keeping every version is the point of the central store: not even a bug in a later
+    admin page may rewrite or drop what a device sent.
+    """
+    if isinstance(database, pw.SqliteDatabase):
+        for table in APPEND_ONLY_TABLES:
+            for verb in ("UPDATE", "DELETE"):
+                database.execute_sql(
+                    f'CREATE TRIGGER "{table}_no_{verb.lower()}" BEFORE {verb} ON "{table}" '
+                    f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END")
+        return
+    database.execute_sql(
+        "CREATE OR REPLACE FUNCTION allscope_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN RAISE EXCEPTION '%% is append-only', TG_TABLE_NAME; END $$")
+    for table in APPEND_ONLY_TABLES:
+        database.execute_sql(f'CREATE TRIGGER "{table}_append_only" BEFORE UPDATE OR DELETE ON "{table}" '
+                             f"FOR EACH ROW EXECUTE FUNCTION allscope_append_only()")
+
+
+MIGRATIONS = [_v1_initial, _v2_append_only]
 
 
 def schema_version(database: pw.Database) -> int:

@@ -1,0 +1,382 @@
+"""Central ingestion: one envelope in, acknowledgements out. Pure logic, no MQTT (see central_service.py).
+
+Checks, in order (the first failure rejects the message)::
+
+    parse -> device known (unknown_device) -> not revoked (revoked) -> topic device == envelope device
+    (device_mismatch) -> hello: pin the signing key (key_mismatch) -> signature with the pinned key
+    (no_key, bad_signature) -> plaintext only when allowed (plaintext_refused) -> decrypt
+    (decrypt_failed, hash_mismatch) -> replay check per (device, entity, record_id, version):
+    same content = duplicate, other content = replay_conflict -> store in ONE transaction -> "stored".
+
+Every rejection becomes an ``IngestError`` row and a log line; :meth:`Ingestor.handle`
+never raises, so a hostile or broken message cannot stop a receiver. The same
+path serves MQTT (``allscope central run``) and USB exports (``allscope central import``).
+
+File chunks (kind "chunk", record "file:<sha256>", extra {index, count, size, name}) are
+stored idempotently per (file, index). The agent cuts a file into equal chunks with a
+shorter last one, so every chunk's length is checked against the others and the declared
+size; the file is assembled, hash-checked and written atomically under the central data
+directory when the last chunk arrives, and its chunk rows are then dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import peewee as pw
+
+from device.records import db_proxy, utcnow
+from device.storage import write_atomic
+from sync import envelope as env_mod
+from sync import keys
+from sync.acks import ack_item
+from sync.central_models import ENTITIES, Device, FileChunk, IngestError, ReceivedFile, ReceivedRecord
+
+log = logging.getLogger("allscope.central")
+
+MAX_FILE_BYTES = 256 * 1024 * 1024     # a full microscope frame is a few MiB; anything near this is hostile
+MAX_CHUNKS = 65_536
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_RECORD_RE = re.compile(r"^([a-z]+):([0-9]{1,18})$")
+
+
+class Rejected(Exception):
+    """A message refused for a reason from the protocol's list (IngestError.reason, at most 32 characters)."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class Ingestor:
+    """Stores what devices send into the central database bound to ``db_proxy``.
+
+    ``server_private`` is the central's X25519 key (``central_enc_x25519.key``);
+    ``data_dir`` receives assembled files under ``files/``. ``allow_plaintext``
+    accepts unencrypted envelopes (the bench's encryption-off run only).
+    """
+
+    server_private: object
+    data_dir: Path
+    allow_plaintext: bool = False
+    counts: collections.Counter = field(default_factory=collections.Counter)
+
+    def __post_init__(self):
+        self.data_dir = Path(self.data_dir)
+
+    # --- entry points ------------------------------------------------------------------------------------
+
+    def handle(self, topic_device_id: str | None, payload: bytes) -> list[dict]:
+        """Ingest one envelope; return the acks for the device (empty when nothing identifies an entry).
+
+        ``topic_device_id`` is the device the transport authenticated (the MQTT topic, which the
+        broker's ACL ties to the TLS certificate), or the export's device for a USB import.
+        """
+        envelope = None
+        try:
+            envelope = env_mod.parse(payload)
+            ack = self._ingest(topic_device_id, envelope)
+        except env_mod.EnvelopeError as error:
+            return self._rejection(topic_device_id, envelope, payload, error.reason, str(error))
+        except Rejected as error:
+            return self._rejection(topic_device_id, envelope, payload, error.reason, error.detail)
+        except Exception as error:  # noqa: BLE001 - a receiver must survive anything a message causes
+            log.exception("internal error on a message from %s", topic_device_id)
+            return self._rejection(topic_device_id, envelope, payload, "internal_error",
+                                   f"{type(error).__name__}: {' '.join(str(error).split())}"[:500])
+        self.counts[ack["status"]] += 1
+        return [ack]
+
+    def handle_status(self, topic_device_id: str, payload: bytes) -> None:
+        """A device's retained status ({"state": "online", "backlog": N} or the last will "offline")."""
+        if not payload:
+            return  # a cleared retained message
+        try:
+            status = json.loads(payload.decode("utf-8"))
+            if not isinstance(status, dict) or status.get("state") not in ("online", "offline"):
+                raise ValueError("expected {\"state\": \"online\"|\"offline\", ...}")
+            backlog = status.get("backlog")
+            if backlog is not None and (not isinstance(backlog, int) or isinstance(backlog, bool) or backlog < 0):
+                raise ValueError("backlog must be a non-negative integer")
+            update = {Device.online: status["state"] == "online", Device.last_seen_at: utcnow()}
+            if backlog is not None:
+                update[Device.backlog] = backlog
+            with db_proxy.atomic():
+                changed = Device.update(update).where(Device.device_id == topic_device_id).execute()
+            if not changed:
+                self._record_error(topic_device_id, "unknown_device", "status from a device that is not enrolled")
+        except (ValueError, UnicodeDecodeError) as error:
+            self._record_error(topic_device_id, "malformed_status", " ".join(str(error).split())[:500])
+        except Exception as error:  # noqa: BLE001
+            log.exception("internal error on a status from %s", topic_device_id)
+            self._record_error(topic_device_id, "internal_error", f"status: {type(error).__name__}: {error}"[:500])
+
+    # --- the checks --------------------------------------------------------------------------------------
+
+    def _ingest(self, topic_device_id: str | None, envelope) -> dict:
+        device = Device.get_or_none(Device.device_id == envelope.device)
+        if device is None:
+            raise Rejected("unknown_device", f"device {envelope.device!r} is not enrolled")
+        if device.state == "revoked":
+            raise Rejected("revoked", f"device {envelope.device!r} was revoked")
+        if topic_device_id is not None and topic_device_id != envelope.device:
+            raise Rejected("device_mismatch", f"envelope of {envelope.device!r} arrived as {topic_device_id!r}")
+        if envelope.kind == "hello":
+            return self._hello(device, envelope)
+        if not device.signing_public_key:
+            raise Rejected("no_key", "no signing key pinned yet: the device must send its hello first")
+        env_mod.verify(envelope, keys.ed25519_public_from_pem(device.signing_public_key))
+        plaintext = self._open(envelope)
+        self._touch(device)
+        if envelope.kind == "chunk":
+            return self._chunk(device, envelope, plaintext)
+        return self._record(device, envelope, plaintext)
+
+    def _open(self, envelope) -> bytes:
+        return env_mod.decrypt(envelope, self.server_private, require_encryption=not self.allow_plaintext)
+
+    def _hello(self, device: Device, envelope) -> dict:
+        """Pin the device's Ed25519 key from its self-signed hello (trust on first use over mTLS).
+
+        The broker only lets the holder of the device's TLS certificate publish on its topic, so the
+        first hello comes from the enrolled appliance; afterwards the key can only change by re-enrolment.
+        """
+        public = env_mod.hello_key(envelope)
+        env_mod.verify(envelope, public)
+        pem = keys.public_pem(public).decode("ascii")
+        pinned = device.signing_public_key
+        if pinned and keys.raw_public(keys.ed25519_public_from_pem(pinned)) != keys.raw_public(public):
+            raise Rejected("key_mismatch", "hello with another signing key than the pinned one (re-enrol the device)")
+        with db_proxy.atomic():
+            # Guarded on the column so two receivers cannot pin two different keys.
+            changed = Device.update(signing_public_key=pinned or pem, last_seen_at=utcnow()).where(
+                (Device.id == device.id) & (Device.signing_public_key == pinned)).execute()
+        if not changed:
+            raise Rejected("key_mismatch", "another signing key was pinned meanwhile")
+        if not pinned:
+            log.info("pinned the signing key of %s (%s)", device.device_id, keys.fingerprint(public))
+        return ack_item(envelope, "duplicate" if pinned else "stored")
+
+    def _record(self, device: Device, envelope, plaintext: bytes) -> dict:
+        if envelope.kind != "record":
+            raise Rejected("malformed", f"unknown kind {envelope.kind!r}")
+        entity, record_id = _split_record(envelope.record)
+        if entity not in ENTITIES:
+            raise Rejected("malformed", f"unknown entity {entity!r}")
+        if envelope.version < 1:
+            raise Rejected("malformed", f"version {envelope.version} < 1")
+        try:
+            payload = json.loads(plaintext.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise Rejected("malformed", "record payload is not JSON") from None
+        if not isinstance(payload, dict):
+            raise Rejected("malformed", "record payload is not a JSON object")
+        if "id" in payload and payload["id"] != record_id:
+            raise Rejected("malformed", f"payload id {payload['id']!r} differs from {envelope.record!r}")
+        key = (ReceivedRecord.device == device) & (ReceivedRecord.entity == entity) & \
+              (ReceivedRecord.record_id == record_id) & (ReceivedRecord.version == envelope.version)
+        existing = ReceivedRecord.get_or_none(key)
+        if existing is None:
+            try:
+                with db_proxy.atomic():
+                    ReceivedRecord.create(
+                        device=device, entity=entity, record_id=record_id, version=envelope.version,
+                        content_sha256=envelope.content_sha256, payload=payload,
+                        created_at=_parse_time(envelope.created),
+                        patient_identifier=_patient_identifier(entity, payload))
+                return ack_item(envelope, "stored")
+            except pw.IntegrityError:  # another receiver stored it a moment ago
+                existing = ReceivedRecord.get_or_none(key)
+                if existing is None:
+                    raise
+        if existing.content_sha256 == envelope.content_sha256:
+            return ack_item(envelope, "duplicate")
+        raise Rejected("replay_conflict", f"{envelope.record} version {envelope.version} already stored with "
+                                          f"other content")
+
+    # --- files -------------------------------------------------------------------------------------------
+
+    def _chunk(self, device: Device, envelope, data: bytes) -> dict:
+        sha, index, count, size, name = _chunk_header(envelope)
+        file_key = (ReceivedFile.device == device) & (ReceivedFile.sha256 == sha)
+        received = ReceivedFile.get_or_none(file_key)
+        if received is None:
+            try:
+                with db_proxy.atomic():
+                    received = ReceivedFile.create(device=device, sha256=sha, name=name, size=size, chunks=count)
+            except pw.IntegrityError:
+                received = ReceivedFile.get(file_key)
+        if (received.size, received.chunks) != (size, count):
+            raise Rejected("chunk_mismatch", f"file {sha[:12]}: chunk says {count} chunks/{size} bytes, first "
+                                             f"chunk said {received.chunks}/{received.size}")
+        if received.complete:
+            return self._chunk_of_complete_file(received, envelope, index, data)
+        existing = FileChunk.get_or_none((FileChunk.file == received) & (FileChunk.index == index))
+        if existing is not None:
+            return self._same_chunk(envelope, bytes(existing.data) == data, sha, index)
+        stored_lengths = {row.index: row.length for row in FileChunk.select(
+            FileChunk.index, pw.fn.LENGTH(FileChunk.data).alias("length")).where(FileChunk.file == received)}
+        _check_chunk_length(size, count, index, len(data), stored_lengths)
+        try:
+            with db_proxy.atomic():
+                FileChunk.create(file=received, index=index, data=data)
+                ReceivedFile.update(received_chunks=ReceivedFile.received_chunks + 1).where(
+                    ReceivedFile.id == received.id).execute()
+        except pw.IntegrityError:
+            existing = FileChunk.get((FileChunk.file == received) & (FileChunk.index == index))
+            return self._same_chunk(envelope, bytes(existing.data) == data, sha, index)
+        if FileChunk.select().where(FileChunk.file == received).count() == count:
+            self._assemble(received, envelope)
+        return ack_item(envelope, "stored")
+
+    @staticmethod
+    def _same_chunk(envelope, same: bool, sha: str, index: int) -> dict:
+        if same:
+            return ack_item(envelope, "duplicate")
+        raise Rejected("replay_conflict", f"file {sha[:12]} chunk {index} already stored with other content")
+
+    def _chunk_of_complete_file(self, received: ReceivedFile, envelope, index: int, data: bytes) -> dict:
+        content = (self.data_dir / received.stored_path).read_bytes()
+        offset = received.size - len(data) if index == received.chunks - 1 else index * len(data)
+        return self._same_chunk(envelope, offset >= 0 and content[offset:offset + len(data)] == data,
+                                received.sha256, index)
+
+    def _assemble(self, received: ReceivedFile, envelope) -> None:
+        """Join the chunks, check size and hash, write the file atomically, then drop the chunk rows."""
+        rows = FileChunk.select(FileChunk.data).where(FileChunk.file == received).order_by(FileChunk.index)
+        content = b"".join(bytes(row.data) for row in rows)
+        if len(content) != received.size or hashlib.sha256(content).hexdigest() != received.sha256:
+            with db_proxy.atomic():  # start over: the device resends the file from its first chunk
+                FileChunk.delete().where(FileChunk.file == received).execute()
+                ReceivedFile.delete().where(ReceivedFile.id == received.id).execute()
+            raise Rejected("file_hash_mismatch", f"file {received.sha256[:12]}: assembled {len(content)} bytes do "
+                                                 f"not match the declared size and SHA-256; chunks discarded")
+        suffix = Path(received.name).suffix.lower()
+        relative = f"files/{received.sha256[:2]}/{received.sha256}{suffix if suffix in IMAGE_SUFFIXES else ''}"
+        write_atomic(self.data_dir / relative, content)
+        with db_proxy.atomic():
+            ReceivedFile.update(complete=True, stored_path=relative, received_chunks=received.chunks).where(
+                ReceivedFile.id == received.id).execute()
+            FileChunk.delete().where(FileChunk.file == received).execute()
+        received.complete, received.stored_path = True, relative
+        log.info("file %s from %s complete (%d bytes)", received.sha256[:12], envelope.device, received.size)
+
+    # --- bookkeeping -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _touch(device: Device) -> None:
+        now = utcnow()
+        if device.last_seen_at is None or now - device.last_seen_at > dt.timedelta(seconds=10):
+            Device.update(last_seen_at=now).where(Device.id == device.id).execute()
+
+    def _rejection(self, topic_device_id, envelope, payload: bytes, reason: str, detail: str) -> list[dict]:
+        claimed = getattr(envelope, "device", None) or topic_device_id or ""
+        where = f" ({envelope.kind} {envelope.record} v{envelope.version} entry {envelope.entry})" if envelope else ""
+        self._record_error(claimed, reason, f"{detail}{where}")
+        self.counts["rejected"] += 1
+        entry = _entry_of(envelope, payload)
+        if entry is None:
+            return []
+        if envelope is not None:
+            return [ack_item(envelope, "rejected", reason)]
+        return [{"entry": entry[0], "record": entry[1], "version": entry[2], "status": "rejected", "reason": reason}]
+
+    def _record_error(self, device_id: str, reason: str, detail: str) -> None:
+        self.counts[f"error:{reason}"] += 1
+        log.warning("rejected a message from %s: %s: %s", device_id or "?", reason, detail)
+        try:
+            with db_proxy.atomic():
+                IngestError.create(device_id=str(device_id)[:64], reason=reason[:32], detail=detail[:2000])
+        except Exception:  # noqa: BLE001 - the database itself may be what failed
+            log.exception("could not record the ingestion error")
+
+
+# --- helpers -----------------------------------------------------------------------------------------------
+
+def _entry_of(envelope, payload: bytes):
+    """(entry, record, version) of a rejected message: from the parsed envelope, else best effort from the JSON."""
+    if envelope is not None:
+        return envelope.entry, envelope.record, envelope.version
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, TypeError):
+        return None
+    if isinstance(data, dict) and type(data.get("entry")) is int and isinstance(data.get("record"), str):
+        version = data.get("version") if type(data.get("version")) is int else 0
+        return data["entry"], data["record"][:80], version
+    return None
+
+
+def _split_record(record: str) -> tuple[str, int]:
+    match = _RECORD_RE.match(record)
+    if not match:
+        raise Rejected("malformed", f"record {record[:80]!r} is not <entity>:<id>")
+    return match.group(1), int(match.group(2))
+
+
+def _chunk_header(envelope) -> tuple[str, int, int, int, str]:
+    if not envelope.record.startswith("file:") or not _SHA_RE.match(envelope.record[5:]):
+        raise Rejected("malformed", f"chunk record {envelope.record[:80]!r} is not file:<sha256>")
+    extra = envelope.extra
+    values = [extra.get(key) for key in ("index", "count", "size")]
+    if not all(type(value) is int for value in values):
+        raise Rejected("malformed", "chunk extra needs integer index, count and size")
+    index, count, size = values
+    if not (1 <= count <= MAX_CHUNKS and 0 <= index < count and 0 <= size <= MAX_FILE_BYTES):
+        raise Rejected("malformed", f"chunk {index} of {count} for {size} bytes is out of range")
+    name = extra.get("name", "")
+    if not isinstance(name, str):
+        raise Rejected("malformed", "chunk name must be a string")
+    return envelope.record[5:], index, count, size, name[:255]
+
+
+def _check_chunk_length(size: int, count: int, index: int, length: int, stored: dict[int, int]) -> None:
+    """Chunks are equal except a shorter (or equal) non-empty last one; refuse a length that cannot fit."""
+    last = count - 1
+    lengths = dict(stored)
+    lengths[index] = length
+    full = {value for key, value in lengths.items() if key != last}
+    if len(full) > 1:
+        raise Rejected("chunk_size", f"chunk {index} has {length} bytes, other chunks {sorted(full)}")
+    if full:
+        chunk = full.pop()
+    elif count > 1:  # only the last chunk known: the others' length follows from it
+        remainder = size - lengths[last]
+        if remainder <= 0 or remainder % (count - 1):
+            raise Rejected("chunk_size", f"last chunk of {lengths[last]} bytes cannot end a {count}-chunk file of "
+                                         f"{size} bytes")
+        chunk = remainder // (count - 1)
+    else:
+        chunk = size
+    last_length = size - last * chunk
+    if chunk <= 0 and size > 0 or not (0 < last_length <= chunk or size == 0) or \
+            (last in lengths and lengths[last] != last_length):
+        raise Rejected("chunk_size", f"chunk {index} has {length} bytes, which does not fit {count} chunks of a "
+                                     f"{size}-byte file")
+
+
+def _patient_identifier(entity: str, payload: dict) -> str:
+    value = payload.get("patient_identifier")
+    if not value and entity == "patient":
+        value = payload.get("identifier")
+    return str(value or "")[:64]
+
+
+def _parse_time(text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise Rejected("malformed", f"created {text[:40]!r} is not an ISO 8601 time") from None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value
