@@ -1,0 +1,88 @@
+"""Central admin UI: log in, log out, and the one-time set-up page while no account exists.
+
+Accounts are ``device.accounts`` bound to the central database (Argon2id,
+persisted lock-out). Central admins hold the role "admin"; any other role is
+refused everywhere after login by the role declarations.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_user, logout_user
+
+from device import accounts
+from device.records import audit, db_proxy
+from sync.central_web_forms import LoginForm, SetupForm
+from webui.access import ADMIN, ANY_USER, allow, allow_anonymous
+from webui.security import safe_next
+
+bp = Blueprint("auth", __name__)
+
+
+def client_address() -> str:
+    return request.remote_addr or "unknown"
+
+
+@bp.get("/")
+@allow(ADMIN)
+def home():
+    return redirect(url_for("devices.device_list"))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@allow_anonymous
+def login():
+    if not accounts.any_user_exists():
+        return redirect(url_for("auth.setup"))
+    form = LoginForm()
+    if request.method == "GET":
+        form.next.data = request.args.get("next", "")
+    error = ""
+    if form.validate_on_submit():
+        user, error = accounts.authenticate(form.username.data, form.password.data, client_address())
+        if user is not None:
+            target = safe_next(form.next.data, url_for("devices.device_list"))
+            session.clear()  # no pre-login session data survives (session fixation)
+            login_user(user)
+            session["last_seen"] = time.time()
+            return redirect(target)
+    status = 401 if error else (400 if form.errors else 200)
+    return render_template("central/login.html", form=form, error=error), status
+
+
+@bp.post("/logout")
+@allow(*ANY_USER)
+def logout():
+    with db_proxy.atomic():
+        audit("logout", "user", current_user.id, username=current_user.username, address=client_address(),
+              detail="idle" if request.form.get("idle") else "")
+    logout_user()
+    session.clear()
+    if request.form.get("idle"):
+        flash("Logged out after a period without activity.", "info")
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/setup", methods=["GET", "POST"])
+@allow_anonymous
+def setup():
+    """Create the first central admin. Works only while the database has no user at all."""
+    if accounts.any_user_exists():
+        abort(404)
+    form = SetupForm()
+    error = ""
+    if form.validate_on_submit():
+        try:
+            with db_proxy.atomic():
+                if accounts.any_user_exists():  # lost a race with another set-up request
+                    abort(404)
+                accounts.create_user(form.username.data, form.password.data, [ADMIN],
+                                     full_name=form.full_name.data or "", actor="setup-page")
+        except accounts.AccountError as err:
+            error = str(err)
+        else:
+            flash("Administrator created: log in.", "info")
+            return redirect(url_for("auth.login"))
+    return render_template("central/setup.html", form=form, error=error), (400 if error or form.errors else 200)

@@ -1,0 +1,58 @@
+"""Forms of the central admin UI (flask-wtf: CSRF included, messages shown next to each field)."""
+
+from __future__ import annotations
+
+import re
+
+from flask_wtf import FlaskForm
+from wtforms import HiddenField, PasswordField, StringField
+from wtforms.validators import EqualTo, InputRequired, Length, Optional, Regexp, ValidationError
+
+from device.accounts import MIN_PASSWORD_LENGTH
+from sync.topics import DEVICE_ID_RE
+
+BROKER_RE = re.compile(r"^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
+
+
+class LoginForm(FlaskForm):
+    username = StringField("Username", validators=[InputRequired(message="Enter your username.")],
+                           render_kw={"autocomplete": "username", "autocapitalize": "none", "autofocus": True})
+    password = PasswordField("Password", validators=[InputRequired(message="Enter your password.")],
+                             render_kw={"autocomplete": "current-password"})
+    next = HiddenField()
+
+
+class SetupForm(FlaskForm):
+    username = StringField("Username", validators=[InputRequired(message="Enter a username."), Length(max=64)],
+                           description="2-64 characters: lower-case letters, digits, '.', '_' or '-'.",
+                           render_kw={"autocapitalize": "none", "autocomplete": "off"})
+    full_name = StringField("Full name", validators=[Optional(), Length(max=200)])
+    password = PasswordField("Password", validators=[
+        InputRequired(message="Enter a password."),
+        Length(min=MIN_PASSWORD_LENGTH, message=f"Use at least {MIN_PASSWORD_LENGTH} characters.")],
+        render_kw={"autocomplete": "new-password"})
+    confirm = PasswordField("Password again", validators=[
+        InputRequired(message="Type the password a second time."),
+        EqualTo("password", message="The two passwords differ.")], render_kw={"autocomplete": "new-password"})
+
+
+def _broker_address(form, field) -> None:
+    match = BROKER_RE.match(field.data or "")
+    if not match or not 1 <= int(match.group(1)) <= 65535:
+        raise ValidationError("Write the broker as host:port, for example mqtt.example.org:8883.")
+
+
+class EnrolForm(FlaskForm):
+    device_id = StringField("Device id", validators=[
+        InputRequired(message="Enter the device id."),
+        Regexp(DEVICE_ID_RE, message="Use 3-64 lower-case letters, digits and '-', starting with a letter or digit.")],
+        description="The name of the appliance's certificate, e.g. scope-kano-01.",
+        render_kw={"autocapitalize": "none", "autocomplete": "off"})
+    clinic = StringField("Clinic", validators=[Optional(), Length(max=200)])
+    broker = StringField("Broker address", validators=[InputRequired(message="Enter host:port."), _broker_address],
+                         description="Where the device connects (host:port), as seen from the clinic.",
+                         render_kw={"autocapitalize": "none"})
+
+
+class ActionForm(FlaskForm):
+    """A button-only form (revoke): just the CSRF token."""
