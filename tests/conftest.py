@@ -8,6 +8,8 @@ import pytest
 
 from model_conversion.data import find_shared_data
 
+pytest_plugins = ["sync_fixtures"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
