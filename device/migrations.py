@@ -58,7 +58,75 @@ def _v1_initial(database: pw.SqliteDatabase) -> None:
             f"BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END")
 
 
-MIGRATIONS = [_v1_initial]
+# v2: the sync outbox (issue 4). Triggers, not application code, enqueue every
+# change of a synced row: the entry is written by the statement that changes
+# the row, inside its transaction, so no code path can forget it and a rolled
+# back change leaves no entry. A payload is the whole row as JSON (JSON
+# columns embedded as JSON) plus "patient_identifier" for the central's search;
+# a capture's payload embeds its cells (code that changes cells bumps the
+# capture's version, which re-sends it). An UPDATE that changes no column
+# enqueues nothing. sync/outbox.py holds the models; tests/test_outbox.py
+# fails when a model gains a column these payloads do not carry.
+_V2_TABLES = (
+    'CREATE TABLE "sync_version" ("entity" TEXT NOT NULL, "record_id" INTEGER NOT NULL, "version" INTEGER NOT NULL, PRIMARY KEY ("entity", "record_id"))',
+    'CREATE TABLE "outbox" ("id" INTEGER PRIMARY KEY AUTOINCREMENT, "entity" TEXT NOT NULL, "record_id" INTEGER NOT NULL, "version" INTEGER NOT NULL, "payload" TEXT NOT NULL, "created_at" TEXT NOT NULL, "attempts" INTEGER NOT NULL DEFAULT 0, "last_error" TEXT NOT NULL DEFAULT \'\', "sent_at" TEXT)',
+    'CREATE INDEX "outbox_entity_record_id" ON "outbox" ("entity", "record_id")',
+    'CREATE TABLE "sync_file" ("sha256" TEXT NOT NULL PRIMARY KEY, "name" TEXT NOT NULL, "size" INTEGER NOT NULL, "chunks" INTEGER NOT NULL, "acked" TEXT NOT NULL, "complete" INTEGER NOT NULL DEFAULT 0, "updated_at" TEXT NOT NULL)',
+    'CREATE TABLE "sync_state" ("key" TEXT NOT NULL PRIMARY KEY, "value" TEXT NOT NULL, "updated_at" TEXT NOT NULL)',
+)
+_V2_JSON = "CASE WHEN json_valid({r}.{c}) THEN json({r}.{c}) ELSE {r}.{c} END"
+_V2_COLUMNS = {  # entity -> (plain columns, JSON columns, extra payload members); {r} is the row
+    "patient": ("id identifier name date_of_birth sex referring_clinician symptoms wbc hemoglobin platelets notes "
+                "created_at updated_at version", "",
+                "'patient_identifier', {r}.identifier"),
+    "sample": ("id patient_id collected_at specimen_type stain notes created_at created_by version", "",
+               "'patient_identifier', (SELECT p.identifier FROM patient AS p WHERE p.id = {r}.patient_id)"),
+    "capture": ("id sample_id image_path sha256 source original_name width height status error flag cell_count "
+                "blast_count review_count model_id created_at created_by analysed_at version",
+                "camera_meta quality timings_ms",
+                "'patient_identifier', (SELECT p.identifier FROM patient AS p JOIN sample AS s ON s.patient_id = p.id "
+                "WHERE s.id = {r}.sample_id), 'cells', json((SELECT json_group_array(json_object('id', c.id, "
+                "'capture_id', c.capture_id, 'x', c.x, 'y', c.y, 'w', c.w, 'h', c.h, 'crop_path', c.crop_path, "
+                "'ai_label', c.ai_label, 'p_blast', c.p_blast, 'needs_review', c.needs_review, 'edge', c.edge, "
+                "'reviewer_label', c.reviewer_label, 'reviewed_by', c.reviewed_by, 'reviewed_at', c.reviewed_at)) "
+                "FROM (SELECT * FROM cell WHERE capture_id = {r}.id ORDER BY id) AS c))"),
+    "report": ("id sample_id version status conclusion amendment_reason supersedes_id created_at created_by signed_by "
+               "signed_at", "ai_summary",
+               "'patient_identifier', (SELECT p.identifier FROM patient AS p JOIN sample AS s ON s.patient_id = p.id "
+               "WHERE s.id = {r}.sample_id)"),
+}
+_V2_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+
+
+def _v2_payload(entity: str, row: str) -> str:
+    plain, as_json, extra = _V2_COLUMNS[entity]
+    members = [f"'{c}', {row}.{c}" for c in plain.split()]
+    members += [f"'{c}', " + _V2_JSON.format(r=row, c=c) for c in as_json.split()]
+    return "json_object(" + ", ".join(members + [extra.format(r=row)]) + ")"
+
+
+def _v2_sync_outbox(database: pw.SqliteDatabase) -> None:
+    for statement in _V2_TABLES:
+        database.execute_sql(statement)
+    for entity, (plain, as_json, _) in _V2_COLUMNS.items():  # parents first, so the backlog arrives in order
+        # Rows recorded before the upgrade are queued too: nothing recorded may stay behind.
+        database.execute_sql(f'INSERT INTO sync_version (entity, record_id, version) '
+                             f'SELECT \'{entity}\', id, 1 FROM "{entity}"')
+        database.execute_sql(f'INSERT INTO outbox (entity, record_id, version, payload, created_at) '
+                             f'SELECT \'{entity}\', r.id, 1, {_v2_payload(entity, "r")}, {_V2_NOW} '
+                             f'FROM "{entity}" AS r ORDER BY r.id')
+        enqueue = (f"INSERT INTO sync_version (entity, record_id, version) VALUES ('{entity}', NEW.id, 1) "
+                   f"ON CONFLICT (entity, record_id) DO UPDATE SET version = version + 1; "
+                   f"INSERT INTO outbox (entity, record_id, version, payload, created_at) "
+                   f"SELECT '{entity}', NEW.id, v.version, {_v2_payload(entity, 'NEW')}, {_V2_NOW} "
+                   f"FROM sync_version AS v WHERE v.entity = '{entity}' AND v.record_id = NEW.id;")
+        changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in (plain + " " + as_json).split())
+        database.execute_sql(f"CREATE TRIGGER sync_{entity}_insert AFTER INSERT ON \"{entity}\" BEGIN {enqueue} END")
+        database.execute_sql(f"CREATE TRIGGER sync_{entity}_update AFTER UPDATE ON \"{entity}\" "
+                             f"WHEN {changed} BEGIN {enqueue} END")
+
+
+MIGRATIONS = [_v1_initial, _v2_sync_outbox]
 
 
 def schema_version(database: pw.SqliteDatabase) -> int:
