@@ -55,17 +55,18 @@ def test_upgrade_backs_up_first_and_a_failed_step_changes_nothing(tmp_path, monk
     connection.commit()
     connection.close()
 
-    def broken_v2(database):
+    def broken_next(database):
         database.execute_sql('ALTER TABLE patient ADD COLUMN "ward" TEXT')
         raise RuntimeError("disk pulled mid-migration")
 
-    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS + [broken_v2])
+    current = len(migrations.MIGRATIONS)
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS + [broken_next])
     with pytest.raises(RuntimeError, match="mid-migration"):
         open_database(path)
-    backup = path.with_name("allscope.db.bak-v1")
+    backup = path.with_name(f"allscope.db.bak-v{current}")
     assert backup.exists()
     check = sqlite3.connect(path)
-    assert check.execute("PRAGMA user_version").fetchone()[0] == 1          # still v1
+    assert check.execute("PRAGMA user_version").fetchone()[0] == current    # not upgraded
     assert "ward" not in {r[1] for r in check.execute("PRAGMA table_info(patient)")}  # rolled back
     assert check.execute("SELECT identifier FROM patient").fetchall() == [("P-9",)]
     check.close()
