@@ -2,7 +2,7 @@
 
 Defaults follow the admin UI's: data directory ``--data-dir`` / $ALLSCOPE_CENTRAL_DATA_DIR /
 ./var-central; database ``--central-db`` / $ALLSCOPE_CENTRAL_DB / <data dir>/central.db;
-PKI ``--pki`` / $ALLSCOPE_PKI / var-central/pki; broker ``--broker`` / $ALLSCOPE_BROKER /
+PKI ``--pki`` / $ALLSCOPE_PKI / <data dir>/pki; broker ``--broker`` / $ALLSCOPE_BROKER /
 localhost:8883.
 """
 
@@ -25,8 +25,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--central-db", default=None,
                         help="SQLite path or postgresql://user@host/db (default: $ALLSCOPE_CENTRAL_DB or "
                              "central.db in the data directory)")
-    parser.add_argument("--pki", default=None, help="fleet PKI directory (default: $ALLSCOPE_PKI or "
-                                                    "var-central/pki)")
+    parser.add_argument("--pki", default=None, help="fleet PKI directory (default: $ALLSCOPE_PKI or pki in the "
+                                                    "data directory)")
 
 
 def register(group: str, commands) -> None:
@@ -60,8 +60,8 @@ def _open(args) -> tuple:
     from sync.pki import load_central_keys, open_pki
 
     data = DataDir.resolve(args.data_dir or os.environ.get("ALLSCOPE_CENTRAL_DATA_DIR") or DEFAULT_DATA_DIR)
+    pki = open_pki(args.pki or os.environ.get("ALLSCOPE_PKI") or data.root / "pki")
     open_central_database(args.central_db or os.environ.get("ALLSCOPE_CENTRAL_DB") or data.root / "central.db")
-    pki = open_pki(args.pki)
     enc_key, sign_key = load_central_keys(pki)
     ingestor = Ingestor(enc_key, data.root, allow_plaintext=getattr(args, "allow_plaintext", False))
     return ingestor, sign_key, pki
@@ -71,8 +71,8 @@ def cmd_run(args) -> int:
     from sync.acks import make_ack
     from sync.central_service import BrokerSettings, CentralService, parse_broker
 
-    ingestor, sign_key, pki = _open(args)
     host, port = parse_broker(args.broker or os.environ.get("ALLSCOPE_BROKER") or DEFAULT_BROKER)
+    ingestor, sign_key, pki = _open(args)
     broker = BrokerSettings(host=host, port=port, ca=pki.ca_cert, cert=pki.cert_path("central"),
                             key=pki.key_path("central"), client_id=args.client_id or "")
 

@@ -185,3 +185,15 @@ def test_a_receiver_that_was_down_gets_what_was_queued_for_it(central, receivers
     assert [(a["entry"], a["status"]) for a in acks] == [(0, "stored"), (1, "stored"), (2, "stored")]
     assert ReceivedRecord.select().count() == 2
     assert receiver.stop() == 3
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--broker", "localhost:http"], "broker address 'localhost:http': use HOST:PORT"),
+    (["--pki", "{tmp}/nowhere"], "no fleet PKI in"),
+])
+def test_central_run_refuses_bad_settings_in_one_line(tmp_path, arguments, message):
+    arguments = [a.replace("{tmp}", str(tmp_path)) for a in arguments]
+    result = subprocess.run([sys.executable, "-m", "device.cli", "central", "run", "--data-dir",
+                             str(tmp_path / "central"), *arguments], capture_output=True, text=True, cwd=REPO_ROOT,
+                            timeout=60)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
