@@ -12,18 +12,15 @@ Every rejection becomes an ``IngestError`` row and a log line; :meth:`Ingestor.h
 never raises, so a hostile or broken message cannot stop a receiver. The same
 path serves MQTT (``allscope central run``) and USB exports (``allscope central import``).
 
-File chunks (kind "chunk", record "file:<sha256>", extra {index, count, size, name}) are
-stored idempotently per (file, index). The agent cuts a file into equal chunks with a
-shorter last one, so every chunk's length is checked against the others and the declared
-size; the file is assembled, hash-checked and written atomically under the central data
-directory when the last chunk arrives, and its chunk rows are then dropped.
+File chunks go through the same checks and are then stored by ``sync/central_files.py``.
+Refusals are ``EnvelopeError(reason, message)`` (``Rejected`` here) whether the envelope
+module or this one refuses.
 """
 
 from __future__ import annotations
 
 import collections
 import datetime as dt
-import hashlib
 import json
 import logging
 import re
@@ -35,18 +32,15 @@ from typing import NamedTuple
 import peewee as pw
 
 from device.records import db_proxy, utcnow
-from device.storage import write_atomic
 from sync import envelope as env_mod
 from sync import keys
 from sync.acks import ack_item
-from sync.central_models import ENTITIES, Device, FileChunk, IngestError, ReceivedFile, ReceivedRecord
+from sync.central_files import store_chunk
+from sync.central_models import ENTITIES, Device, IngestError, ReceivedRecord
+from sync.envelope import EnvelopeError as Rejected
 
 log = logging.getLogger("allscope.central")
 
-MAX_FILE_BYTES = 256 * 1024 * 1024     # a full microscope frame is a few MiB; anything near this is hostile
-MAX_CHUNKS = 65_536
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _RECORD_RE = re.compile(r"^([a-z]+):([0-9]{1,18})$")
 
 
@@ -55,15 +49,6 @@ class _DeviceRow(NamedTuple):
     device_id: str
     state: str
     signing_public_key: str
-
-
-class Rejected(Exception):
-    """A message refused for a reason from the protocol's list (IngestError.reason, at most 32 characters)."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass
@@ -97,19 +82,23 @@ class Ingestor:
         try:
             envelope = env_mod.parse(payload)
             ack = self._ingest(topic_device_id, envelope)
-        except env_mod.EnvelopeError as error:
+        except Rejected as error:  # the envelope module's refusals and ours alike
             return self._rejection(topic_device_id, envelope, payload, error.reason, str(error))
-        except Rejected as error:
-            return self._rejection(topic_device_id, envelope, payload, error.reason, error.detail)
         except Exception as error:  # noqa: BLE001 - a receiver must survive anything a message causes
             log.exception("internal error on a message from %s", topic_device_id)
+            if isinstance(error, (pw.OperationalError, pw.InterfaceError)):
+                _reconnect_later()
             return self._rejection(topic_device_id, envelope, payload, "internal_error",
                                    f"{type(error).__name__}: {' '.join(str(error).split())}"[:500])
         self.counts[ack["status"]] += 1
         return [ack]
 
-    def handle_status(self, topic_device_id: str, payload: bytes) -> None:
-        """A device's retained status ({"state": "online", "backlog": N} or the last will "offline")."""
+    def handle_status(self, topic_device_id: str, payload: bytes, retained: bool = False) -> None:
+        """A device's status ({"state": "online", "backlog": N}, or the last will "offline").
+
+        ``retained``: the broker's stored copy, replayed when a receiver subscribes; it says
+        nothing about when the device was last seen, so last_seen_at is left alone.
+        """
         if not payload:
             return  # a cleared retained message
         try:
@@ -119,7 +108,9 @@ class Ingestor:
             backlog = status.get("backlog")
             if backlog is not None and (not isinstance(backlog, int) or isinstance(backlog, bool) or backlog < 0):
                 raise ValueError("backlog must be a non-negative integer")
-            update = {Device.online: status["state"] == "online", Device.last_seen_at: utcnow()}
+            update = {Device.online: status["state"] == "online"}
+            if not retained:
+                update[Device.last_seen_at] = utcnow()
             if backlog is not None:
                 update[Device.backlog] = backlog
             with db_proxy.atomic():
@@ -150,7 +141,7 @@ class Ingestor:
         plaintext = self._open(envelope)
         self._touch(device)
         if envelope.kind == "chunk":
-            return self._chunk(device, envelope, plaintext)
+            return store_chunk(device.id, envelope, plaintext, self.data_dir)
         return self._record(device, envelope, plaintext)
 
     @staticmethod
@@ -225,73 +216,6 @@ class Ingestor:
         raise Rejected("replay_conflict", f"{envelope.record} version {envelope.version} already stored with "
                                           f"other content")
 
-    # --- files -------------------------------------------------------------------------------------------
-
-    def _chunk(self, device: "_DeviceRow", envelope, data: bytes) -> dict:
-        sha, index, count, size, name = _chunk_header(envelope)
-        file_key = (ReceivedFile.device == device.id) & (ReceivedFile.sha256 == sha)
-        received = ReceivedFile.get_or_none(file_key)
-        if received is None:
-            try:
-                with db_proxy.atomic():
-                    received = ReceivedFile.create(device=device.id, sha256=sha, name=name, size=size, chunks=count)
-            except pw.IntegrityError:
-                received = ReceivedFile.get(file_key)
-        if (received.size, received.chunks) != (size, count):
-            raise Rejected("chunk_mismatch", f"file {sha[:12]}: chunk says {count} chunks/{size} bytes, first "
-                                             f"chunk said {received.chunks}/{received.size}")
-        if received.complete:
-            return self._chunk_of_complete_file(received, envelope, index, data)
-        existing = FileChunk.get_or_none((FileChunk.file == received) & (FileChunk.index == index))
-        if existing is not None:
-            return self._same_chunk(envelope, bytes(existing.data) == data, sha, index)
-        stored_lengths = {row.index: row.length for row in FileChunk.select(
-            FileChunk.index, pw.fn.LENGTH(FileChunk.data).alias("length")).where(FileChunk.file == received)}
-        _check_chunk_length(size, count, index, len(data), stored_lengths)
-        try:
-            with db_proxy.atomic():
-                FileChunk.create(file=received, index=index, data=data)
-                ReceivedFile.update(received_chunks=ReceivedFile.received_chunks + 1).where(
-                    ReceivedFile.id == received.id).execute()
-        except pw.IntegrityError:
-            existing = FileChunk.get((FileChunk.file == received) & (FileChunk.index == index))
-            return self._same_chunk(envelope, bytes(existing.data) == data, sha, index)
-        if FileChunk.select().where(FileChunk.file == received).count() == count:
-            self._assemble(received, envelope)
-        return ack_item(envelope, "stored")
-
-    @staticmethod
-    def _same_chunk(envelope, same: bool, sha: str, index: int) -> dict:
-        if same:
-            return ack_item(envelope, "duplicate")
-        raise Rejected("replay_conflict", f"file {sha[:12]} chunk {index} already stored with other content")
-
-    def _chunk_of_complete_file(self, received: ReceivedFile, envelope, index: int, data: bytes) -> dict:
-        content = (self.data_dir / received.stored_path).read_bytes()
-        offset = received.size - len(data) if index == received.chunks - 1 else index * len(data)
-        return self._same_chunk(envelope, offset >= 0 and content[offset:offset + len(data)] == data,
-                                received.sha256, index)
-
-    def _assemble(self, received: ReceivedFile, envelope) -> None:
-        """Join the chunks, check size and hash, write the file atomically, then drop the chunk rows."""
-        rows = FileChunk.select(FileChunk.data).where(FileChunk.file == received).order_by(FileChunk.index)
-        content = b"".join(bytes(row.data) for row in rows)
-        if len(content) != received.size or hashlib.sha256(content).hexdigest() != received.sha256:
-            with db_proxy.atomic():  # start over: the device resends the file from its first chunk
-                FileChunk.delete().where(FileChunk.file == received).execute()
-                ReceivedFile.delete().where(ReceivedFile.id == received.id).execute()
-            raise Rejected("file_hash_mismatch", f"file {received.sha256[:12]}: assembled {len(content)} bytes do "
-                                                 f"not match the declared size and SHA-256; chunks discarded")
-        suffix = Path(received.name).suffix.lower()
-        relative = f"files/{received.sha256[:2]}/{received.sha256}{suffix if suffix in IMAGE_SUFFIXES else ''}"
-        write_atomic(self.data_dir / relative, content)
-        with db_proxy.atomic():
-            ReceivedFile.update(complete=True, stored_path=relative, received_chunks=received.chunks).where(
-                ReceivedFile.id == received.id).execute()
-            FileChunk.delete().where(FileChunk.file == received).execute()
-        received.complete, received.stored_path = True, relative
-        log.info("file %s from %s complete (%d bytes)", received.sha256[:12], envelope.device, received.size)
-
     # --- bookkeeping -------------------------------------------------------------------------------------
 
     def _touch(self, device: "_DeviceRow") -> None:
@@ -323,6 +247,14 @@ class Ingestor:
             log.exception("could not record the ingestion error")
 
 
+def _reconnect_later() -> None:
+    """Drop a connection the server may have closed (PostgreSQL restart): the next query opens a new one."""
+    try:
+        db_proxy.close()
+    except Exception:  # noqa: BLE001 - it is broken already; all that matters is not to reuse it
+        log.debug("closing the broken database connection failed", exc_info=True)
+
+
 # --- helpers -----------------------------------------------------------------------------------------------
 
 def _entry_of(envelope, payload: bytes):
@@ -344,47 +276,6 @@ def _split_record(record: str) -> tuple[str, int]:
     if not match:
         raise Rejected("malformed", f"record {record[:80]!r} is not <entity>:<id>")
     return match.group(1), int(match.group(2))
-
-
-def _chunk_header(envelope) -> tuple[str, int, int, int, str]:
-    if not envelope.record.startswith("file:") or not _SHA_RE.match(envelope.record[5:]):
-        raise Rejected("malformed", f"chunk record {envelope.record[:80]!r} is not file:<sha256>")
-    extra = envelope.extra
-    values = [extra.get(key) for key in ("index", "count", "size")]
-    if not all(type(value) is int for value in values):
-        raise Rejected("malformed", "chunk extra needs integer index, count and size")
-    index, count, size = values
-    if not (1 <= count <= MAX_CHUNKS and 0 <= index < count and 0 <= size <= MAX_FILE_BYTES):
-        raise Rejected("malformed", f"chunk {index} of {count} for {size} bytes is out of range")
-    name = extra.get("name", "")
-    if not isinstance(name, str):
-        raise Rejected("malformed", "chunk name must be a string")
-    return envelope.record[5:], index, count, size, name[:255]
-
-
-def _check_chunk_length(size: int, count: int, index: int, length: int, stored: dict[int, int]) -> None:
-    """Chunks are equal except a shorter (or equal) non-empty last one; refuse a length that cannot fit."""
-    last = count - 1
-    lengths = dict(stored)
-    lengths[index] = length
-    full = {value for key, value in lengths.items() if key != last}
-    if len(full) > 1:
-        raise Rejected("chunk_size", f"chunk {index} has {length} bytes, other chunks {sorted(full)}")
-    if full:
-        chunk = full.pop()
-    elif count > 1:  # only the last chunk known: the others' length follows from it
-        remainder = size - lengths[last]
-        if remainder <= 0 or remainder % (count - 1):
-            raise Rejected("chunk_size", f"last chunk of {lengths[last]} bytes cannot end a {count}-chunk file of "
-                                         f"{size} bytes")
-        chunk = remainder // (count - 1)
-    else:
-        chunk = size
-    last_length = size - last * chunk
-    if chunk <= 0 and size > 0 or not (0 < last_length <= chunk or size == 0) or \
-            (last in lengths and lengths[last] != last_length):
-        raise Rejected("chunk_size", f"chunk {index} has {length} bytes, which does not fit {count} chunks of a "
-                                     f"{size}-byte file")
 
 
 def _patient_identifier(entity: str, payload: dict) -> str:

@@ -124,7 +124,7 @@ class CentralService:
 
     def _on_message(self, client, userdata, message):
         try:
-            self.process(message.topic, message.payload)
+            self.process(message.topic, message.payload, retained=bool(message.retain))
         except Exception:  # noqa: BLE001 - never let one message kill the network thread
             log.exception("could not process a message on %s", message.topic)
         finally:
@@ -133,13 +133,13 @@ class CentralService:
 
     # --- work ------------------------------------------------------------------------------------------
 
-    def process(self, topic: str, payload: bytes) -> None:
+    def process(self, topic: str, payload: bytes, retained: bool = False) -> None:
         device_id = topics.device_from_topic(topic)
         if device_id is None:
             log.warning("ignored a message on unexpected topic %r", topic[:200])
             return
         if topic == topics.status(device_id):
-            self.ingestor.handle_status(device_id, payload)
+            self.ingestor.handle_status(device_id, payload, retained=retained)
             return
         if topic != topics.up(device_id):
             log.warning("ignored a message on unexpected topic %r", topic[:200])

@@ -207,6 +207,24 @@ def test_a_database_failure_is_an_internal_error_not_an_exception(greeted):
     assert greeted.errors() == {"internal_error": 1}
 
 
+def test_a_lost_postgresql_connection_is_reopened(request, tmp_path):
+    import psycopg2
+
+    url = request.getfixturevalue("postgres_url")
+    fleet = Fleet(tmp_path, url)
+    assert fleet.hello()[0]["status"] == "stored"
+    pid = fleet.database.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+    admin = psycopg2.connect(url)
+    admin.autocommit = True
+    with admin.cursor() as cursor:  # what a server restart does to the receiver's connection
+        cursor.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    admin.close()
+    assert fleet.send(fleet.record(record_id=1))["reason"] == "internal_error"  # acked, kept on the device
+    assert fleet.send(fleet.record(record_id=2))["status"] == "stored"
+    assert fleet.send(fleet.record(record_id=1))["status"] == "stored"      # the device's resend
+    fleet.database.close()
+
+
 # --- files ---------------------------------------------------------------------------------------------
 
 def _chunks(content: bytes, size: int) -> list[bytes]:
@@ -273,9 +291,10 @@ def test_status_messages_update_the_device(greeted):
     greeted.ingestor.handle_status(DEVICE, b'{"state": "online", "backlog": 17}')
     device = Device.get()
     assert device.online and device.backlog == 17 and device.last_seen_at is not None
-    greeted.ingestor.handle_status(DEVICE, b'{"state": "offline"}')
+    seen = device.last_seen_at
+    greeted.ingestor.handle_status(DEVICE, b'{"state": "offline"}', retained=True)  # replayed by the broker
     device = Device.get()
-    assert not device.online and device.backlog == 17
+    assert not device.online and device.backlog == 17 and device.last_seen_at == seen
     greeted.ingestor.handle_status(DEVICE, b"")  # a cleared retained message: nothing to do
     greeted.ingestor.handle_status(DEVICE, b'{"state": "dancing"}')
     greeted.ingestor.handle_status("clinic-z-99", b'{"state": "online"}')
