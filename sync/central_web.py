@@ -30,8 +30,8 @@ BLUEPRINTS = ("sync.central_web_auth", "sync.central_web_devices", "sync.central
 DEFAULTS = {
     "ALLSCOPE_IDLE_MINUTES": 15,
     "ALLSCOPE_TLS": False,              # served behind TLS: mark the session cookie Secure
-    "CENTRAL_PKI_DIR": None,            # default: <data dir>/pki
-    "CENTRAL_BROKER": "localhost:8883",  # written into enrolment bundles unless the form says otherwise
+    "CENTRAL_PKI_DIR": None,            # default: $ALLSCOPE_PKI or pki in the data directory (as central run)
+    "CENTRAL_BROKER": None,             # bundles' default broker: $ALLSCOPE_BROKER or localhost:8883
     "CENTRAL_PAGE_SIZE": 50,
 }
 
@@ -66,7 +66,10 @@ def create_central_app(central_db: str | Path | None = None, data_dir: str | Pat
     data = resolve_data_dir(data_dir)
     app.extensions["central_data"] = data
     app.config["CENTRAL_DATA_DIR"] = str(data.root)
-    app.config["CENTRAL_PKI_DIR"] = str(app.config["CENTRAL_PKI_DIR"] or data.root / "pki")
+    app.config["CENTRAL_PKI_DIR"] = str(app.config["CENTRAL_PKI_DIR"] or os.environ.get("ALLSCOPE_PKI")
+                                        or data.root / "pki")
+    app.config["CENTRAL_BROKER"] = (app.config["CENTRAL_BROKER"] or os.environ.get("ALLSCOPE_BROKER")
+                                    or "localhost:8883")
     app.config.update(security.session_config(data.secret_key(), cookie_name="allscope_central_session",
                                               secure=app.config["ALLSCOPE_TLS"]))
     app.config.update(MAX_CONTENT_LENGTH=1024 * 1024, SEND_FILE_MAX_AGE_DEFAULT=3600)

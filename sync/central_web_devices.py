@@ -66,28 +66,38 @@ def device_page(device_id: str):
 @allow(ADMIN)
 def enrol():
     form = EnrolForm()
-    if request.method == "GET":
+    if request.method == "GET":  # "Enrol again" on a device page pre-fills its id and clinic
+        form.device_id.data = request.args.get("device_id", "")
+        form.clinic.data = request.args.get("clinic", "")
         form.broker.data = current_app.config["CENTRAL_BROKER"]
     error = ""
     if form.validate_on_submit():
         device_id = form.device_id.data
-        host, _, port = form.broker.data.rpartition(":")
+        host, port = form.broker.parsed
         try:
             with db_proxy.atomic():
-                bundle = fleet.enrol_bundle(device_id, clinic=(form.clinic.data or "").strip(),
-                                            broker_host=host.strip("[]"), broker_port=int(port),
-                                            pki_dir=current_app.config["CENTRAL_PKI_DIR"])
+                before = Device.get_or_none(Device.device_id == device_id)
+                bundle, enrolment = fleet.enrol_bundle(device_id, clinic=(form.clinic.data or "").strip(),
+                                                       broker_host=host, broker_port=port,
+                                                       pki_dir=current_app.config["CENTRAL_PKI_DIR"])
                 device = Device.get(Device.device_id == device_id)
-                audit("enrol", "device", device_id, username=current_user.username, address=_address(),
-                      after={k: v for k, v in row_dict(device).items() if k in ("clinic", "state", "cert_fingerprint")}
-                      | {"broker": form.broker.data})
+                audit("re-enrol" if enrolment.re_enrolled else "enrol", "device", device_id,
+                      username=current_user.username, address=_address(),
+                      before=_enrol_fields(before) if before is not None else None,
+                      after=_enrol_fields(device) | {"broker": f"{host}:{port}"})
         except AllscopeError as err:
             error = str(err)
         else:
-            return send_file(io.BytesIO(bundle), mimetype="application/zip", as_attachment=True,
-                             download_name=f"allscope-bundle-{device_id}.zip", max_age=0)
+            response = send_file(io.BytesIO(bundle), mimetype="application/zip", as_attachment=True,
+                                 download_name=f"allscope-bundle-{device_id}.zip")
+            response.headers["Cache-Control"] = "no-store"  # it holds the device's TLS private key
+            return response
     status = 400 if error or form.errors else 200
     return render_template("central/enrol.html", form=form, error=error), status
+
+
+def _enrol_fields(device: Device) -> dict:
+    return {k: v for k, v in row_dict(device).items() if k in ("clinic", "state", "cert_fingerprint")}
 
 
 @bp.get("/devices/<device_id>/revoke")
@@ -108,13 +118,17 @@ def revoke(device_id: str):
         return redirect(url_for("devices.device_page", device_id=device_id))
     try:
         with db_proxy.atomic():
-            fleet.revoke_device(device_id, pki_dir=current_app.config["CENTRAL_PKI_DIR"])
+            revocation = fleet.revoke_device(device_id, pki_dir=current_app.config["CENTRAL_PKI_DIR"])
             after = Device.get(Device.device_id == device_id)
             audit("revoke", "device", device_id, username=current_user.username, address=_address(),
                   before={"state": device.state}, after={"state": after.state,
-                                                         "revoked_at": after.revoked_at.isoformat()})
+                                                         "revoked_at": after.revoked_at.isoformat()},
+                  detail=revocation.crl_note or f"CRL lists serials {revocation.revoked_serials}")
     except AllscopeError as err:
         flash(str(err), "error")
     else:
-        flash(f"{device_id} is revoked: its messages are now refused.", "info")
+        flash(f"{device_id} is revoked: its messages are now refused, and the broker refuses its certificate "
+              f"after its next reload.", "info")
+        if revocation.crl_note:
+            flash(revocation.crl_note, "error")
     return redirect(url_for("devices.device_page", device_id=device_id))

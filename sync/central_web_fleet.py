@@ -2,7 +2,8 @@
 
 The work itself is ``sync.enrol`` (the same code as ``allscope central enrol``
 and ``revoke``); this module only packs a bundle directory into a zip for the
-browser and shows a pinned key the way ``allscope device enrol`` prints it.
+browser (``allscope device enrol`` takes the zip as it is) and shows a pinned
+key the way ``allscope device enrol`` prints it.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import stat
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from device.errors import AllscopeError
+if TYPE_CHECKING:
+    from sync.enrol import Enrolment, Revocation
+
 
 SECRET_FILES = {"device.key"}
 
@@ -43,24 +47,24 @@ def zip_directory(directory: Path, prefix: str) -> bytes:
     return buffer.getvalue()
 
 
-def enrol_bundle(device_id: str, *, clinic: str, broker_host: str, broker_port: int, pki_dir: str) -> bytes:
-    """Enrol ``device_id`` (certificate, bundle, Device row) and return the bundle as zip bytes."""
-    enrol = _enrol_module()
+def enrol_bundle(device_id: str, *, clinic: str, broker_host: str, broker_port: int,
+                 pki_dir: str) -> tuple[bytes, "Enrolment"]:
+    """Enrol ``device_id`` (certificate, bundle, Device row) and return the bundle as zip bytes.
+
+    The bundle directory is made in a private temporary directory and removed once zipped: the device's
+    TLS key exists on the server only inside the download and the PKI's own ``issued/`` folder.
+    """
+    from sync.enrol import enrol_device
+
     with tempfile.TemporaryDirectory(prefix="allscope-bundle-") as tmp:
         out = Path(tmp) / device_id
-        enrol.enrol_device(device_id, out=out, pki_dir=Path(pki_dir), broker_host=broker_host,
-                           broker_port=broker_port, clinic=clinic)
-        return zip_directory(out, f"allscope-bundle-{device_id}")
+        enrolment = enrol_device(device_id, out=out, pki_dir=Path(pki_dir), broker_host=broker_host,
+                                 broker_port=broker_port, clinic=clinic)
+        return zip_directory(out, f"allscope-bundle-{device_id}"), enrolment
 
 
-def revoke_device(device_id: str, *, pki_dir: str) -> None:
-    """Mark the device revoked and rewrite the broker's CRL (``sync.enrol``)."""
-    _enrol_module().revoke_device(device_id, pki_dir=Path(pki_dir))
+def revoke_device(device_id: str, *, pki_dir: str) -> "Revocation":
+    """Mark the device revoked and put its certificate on the broker's CRL (``sync.enrol``)."""
+    from sync.enrol import revoke_device as revoke
 
-
-def _enrol_module():
-    try:
-        from sync import enrol
-    except ImportError:
-        raise AllscopeError("enrolment is not available in this installation (sync.enrol is missing)") from None
-    return enrol
+    return revoke(device_id, pki_dir=Path(pki_dir))

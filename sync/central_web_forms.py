@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import EqualTo, InputRequired, Length, Optional, Regexp, ValidationError
 
 from device.accounts import MIN_PASSWORD_LENGTH
+from device.errors import AllscopeError
 from sync.topics import DEVICE_ID_RE
-
-BROKER_RE = re.compile(r"^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
 
 
 class LoginForm(FlaskForm):
@@ -37,15 +34,30 @@ class SetupForm(FlaskForm):
 
 
 def _broker_address(form, field) -> None:
-    match = BROKER_RE.match(field.data or "")
-    if not match or not 1 <= int(match.group(1)) <= 65535:
-        raise ValidationError("Write the broker as host:port, for example mqtt.example.org:8883.")
+    """Parsed by ``sync.enrol.parse_broker`` (as ``allscope central enrol --broker``); kept on ``field.parsed``."""
+    from sync.enrol import parse_broker
+
+    try:
+        field.parsed = parse_broker(field.data or "")
+    except AllscopeError:
+        raise ValidationError("Write the broker as host:port, for example mqtt.example.org:8883.") from None
+
+
+def _device_name(form, field) -> None:
+    """The CLI's own rules (``sync.enrol.check_device_name``: e.g. names reserved for the server side)."""
+    from sync.enrol import check_device_name
+
+    try:
+        check_device_name(field.data or "")
+    except AllscopeError as error:
+        raise ValidationError(str(error)) from None
 
 
 class EnrolForm(FlaskForm):
     device_id = StringField("Device id", validators=[
         InputRequired(message="Enter the device id."),
-        Regexp(DEVICE_ID_RE, message="Use 3-64 lower-case letters, digits and '-', starting with a letter or digit.")],
+        Regexp(DEVICE_ID_RE, message="Use 3-64 lower-case letters, digits and '-', starting with a letter or digit."),
+        _device_name],
         description="The name of the appliance's certificate, e.g. scope-kano-01.",
         render_kw={"autocapitalize": "none", "autocomplete": "off"})
     clinic = StringField("Clinic", validators=[Optional(), Length(max=200)])

@@ -33,8 +33,10 @@ def register(group: str, commands) -> None:
     _add_location_args(serve)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8090)
-    serve.add_argument("--pki", default=None, help="fleet PKI directory for enrol/revoke (default: <data dir>/pki)")
-    serve.add_argument("--broker", default=None, help="broker host:port written into bundles (default localhost:8883)")
+    serve.add_argument("--pki", default=None,
+                       help="fleet PKI directory for enrol/revoke (default: $ALLSCOPE_PKI or <data dir>/pki)")
+    serve.add_argument("--broker", default=None,
+                       help="broker host:port offered for new bundles (default: $ALLSCOPE_BROKER or localhost:8883)")
     serve.add_argument("--tls", action="store_true", help="served behind TLS: mark the session cookie Secure")
     serve.set_defaults(func=cmd_serve)
 

@@ -215,11 +215,13 @@ def test_device_list_shows_state_connection_backlog_and_fingerprints(admin):
     assert "not pinned yet" in admin.get("/devices/scope-jos-02").get_data(as_text=True)
 
 
-def test_revoke_needs_csrf_then_changes_state_and_audits(admin):
+def test_revoke_needs_csrf_then_changes_state_and_audits(admin, central):
     from device.records import AuditEvent
     from sync.central_models import Device
+    from sync.pki import init_pki
 
-    _device("scope-kano-01")
+    init_pki(central.config["CENTRAL_PKI_DIR"])
+    _device("scope-kano-01")  # registered without a certificate in this PKI: the CRL stays as it is
     confirm = admin.get("/devices/scope-kano-01/revoke")
     assert confirm.status_code == 200 and "Revoke scope-kano-01?" in confirm.get_data(as_text=True)
     refused = admin.post("/devices/scope-kano-01/revoke", data={})
@@ -228,61 +230,104 @@ def test_revoke_needs_csrf_then_changes_state_and_audits(admin):
 
     token = csrf_from(confirm.get_data(as_text=True))
     response = admin.post("/devices/scope-kano-01/revoke", data={"csrf_token": token})
-    _skip_without_enrol_module(response)
     assert response.status_code == 302
     device = Device.get(Device.device_id == "scope-kano-01")
     assert device.state == "revoked" and device.revoked_at is not None
     event = AuditEvent.get(AuditEvent.action == "revoke")
     assert (event.entity, event.entity_id, event.username) == ("device", "scope-kano-01", "boss")
     assert event.before == {"state": "enrolled"} and event.after["state"] == "revoked"
-    assert "is revoked" in admin.get(response.location).get_data(as_text=True)
+    page = admin.get(response.location).get_data(as_text=True)
+    assert "is revoked" in page and "the CRL is unchanged" in page
+    again = admin.post("/devices/scope-kano-01/revoke", data={"csrf_token": token})
+    assert "already revoked" in admin.get(again.location).get_data(as_text=True)
+    assert AuditEvent.select().where(AuditEvent.action == "revoke").count() == 1
+
+
+def test_revoke_without_a_pki_leaves_the_device_enrolled(admin):
+    from device.records import AuditEvent
+    from sync.central_models import Device
+
+    _device("scope-kano-01")
+    token = _form_token(admin, "/devices/scope-kano-01/revoke")
+    response = admin.post("/devices/scope-kano-01/revoke", data={"csrf_token": token})
+    assert response.status_code == 302
+    page = admin.get(response.location).get_data(as_text=True)
+    assert 'class="flash flash-error"' in page and "Traceback" not in page
+    assert Device.get(Device.device_id == "scope-kano-01").state == "enrolled"
+    assert not AuditEvent.select().where(AuditEvent.action == "revoke").exists()
 
 
 def test_enrol_form_validates_next_to_the_fields(admin):
     token = _form_token(admin, "/devices/enrol")
     response = admin.post("/devices/enrol", data={"csrf_token": token, "device_id": "Bad Name!",
-                                                  "clinic": "", "broker": "no-port"})
+                                                  "clinic": "", "broker": "host:99999"})
     html = response.get_data(as_text=True)
     assert response.status_code == 400
     assert "Use 3-64 lower-case letters" in html and "Write the broker as host:port" in html
 
 
-def test_enrol_downloads_a_bundle_zip_and_audits(admin, central, tmp_path):
+def test_enrol_downloads_a_bundle_the_device_installs_then_revoke_puts_it_on_the_crl(admin, central, tmp_path):
+    import json
+
     from device.records import AuditEvent
     from sync.central_models import Device
+    from sync.enrol import current_certificate_revoked, install_bundle
     from sync.pki import init_pki
 
-    pytest.importorskip("sync.enrol", reason="sync.enrol (S1's enrolment) has not landed yet")
-    init_pki(central.config["CENTRAL_PKI_DIR"])
+    pki = init_pki(central.config["CENTRAL_PKI_DIR"])
     token = _form_token(admin, "/devices/enrol")
     response = admin.post("/devices/enrol", data={"csrf_token": token, "device_id": "scope-kano-07",
                                                   "clinic": "Kano General", "broker": "mqtt.example.org:8883"})
     assert response.status_code == 200, response.get_data(as_text=True)[:500]
-    assert response.mimetype == "application/zip"
+    assert response.mimetype == "application/zip" and response.headers["Cache-Control"] == "no-store"
     assert "allscope-bundle-scope-kano-07.zip" in response.headers["Content-Disposition"]
     archive = zipfile.ZipFile(io.BytesIO(response.data))
-    names = {name.split("/", 1)[1] for name in archive.namelist()}
-    assert {"ca.crt", "device.crt", "device.key", "central_enc_x25519.pub", "central_sign_ed25519.pub",
-            "bundle.json"} <= names
+    assert {name.split("/", 1)[1] for name in archive.namelist()} == {
+        "ca.crt", "device.crt", "device.key", "central_enc_x25519.pub", "central_sign_ed25519.pub", "bundle.json"}
     key_info = next(i for i in archive.infolist() if i.filename.endswith("/device.key"))
     assert (key_info.external_attr >> 16) & 0o777 == 0o600
-    import json
-
-    bundle = json.loads(archive.read(next(n for n in archive.namelist() if n.endswith("bundle.json"))))
-    assert bundle["device_id"] == "scope-kano-07"
-    assert (bundle["broker_host"], bundle["broker_port"]) == ("mqtt.example.org", 8883)
+    bundle = json.loads(archive.read("allscope-bundle-scope-kano-07/bundle.json"))
+    assert (bundle["device_id"], bundle["broker_host"], bundle["broker_port"]) == \
+        ("scope-kano-07", "mqtt.example.org", 8883)
     device = Device.get(Device.device_id == "scope-kano-07")
     assert device.clinic == "Kano General" and device.state == "enrolled" and device.cert_fingerprint
     event = AuditEvent.get(AuditEvent.action == "enrol")
-    assert (event.entity_id, event.username) == ("scope-kano-07", "boss")
+    assert (event.entity_id, event.username, event.before) == ("scope-kano-07", "boss", None)
     assert event.after["broker"] == "mqtt.example.org:8883"
+    assert event.after["cert_fingerprint"] == device.cert_fingerprint
+
+    zip_path = tmp_path / "bundle.zip"  # the device side takes the download as it is
+    zip_path.write_bytes(response.data)
+    installed = install_bundle(zip_path, tmp_path / "device-data")
+    assert installed.device_id == "scope-kano-07" and installed.broker == "mqtt.example.org:8883"
+
+    token = _form_token(admin, "/devices/scope-kano-07/revoke")
+    admin.post("/devices/scope-kano-07/revoke", data={"csrf_token": token})
+    assert current_certificate_revoked(pki, "scope-kano-07")
+    assert "CRL lists serials" in AuditEvent.get(AuditEvent.action == "revoke").detail
+
+    token = _form_token(admin, "/devices/enrol?device_id=scope-kano-07")
+    again = admin.post("/devices/enrol", data={"csrf_token": token, "device_id": "scope-kano-07", "clinic": "",
+                                               "broker": "10.0.0.5:8883"})
+    assert again.mimetype == "application/zip"
+    device = Device.get(Device.device_id == "scope-kano-07")
+    assert device.state == "enrolled" and device.revoked_at is None and device.clinic == "Kano General"
+    event = AuditEvent.get(AuditEvent.action == "re-enrol")
+    assert event.before["state"] == "revoked" and event.after["state"] == "enrolled"
 
 
-def _skip_without_enrol_module(response):
-    try:
-        import sync.enrol  # noqa: F401
-    except ImportError:
-        pytest.skip("sync.enrol (S1's enrolment and revocation) has not landed yet")
+def test_enrol_refuses_reserved_names_and_a_missing_pki_in_one_line(admin):
+    from sync.central_models import Device
+
+    token = _form_token(admin, "/devices/enrol")
+    reserved = admin.post("/devices/enrol", data={"csrf_token": token, "device_id": "central-2", "clinic": "",
+                                                  "broker": "localhost:8883"})
+    assert reserved.status_code == 400 and "reserved" in reserved.get_data(as_text=True)
+    no_pki = admin.post("/devices/enrol", data={"csrf_token": token, "device_id": "scope-ok-1", "clinic": "",
+                                                "broker": "localhost:8883"})
+    html = no_pki.get_data(as_text=True)
+    assert no_pki.status_code == 400 and 'class="error-message"' in html and "Traceback" not in html
+    assert not Device.select().where(Device.device_id == "scope-ok-1").exists()
 
 
 # --- records, search, patient view --------------------------------------------------------------------------
