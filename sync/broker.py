@@ -43,13 +43,13 @@ def render_config(pki: Pki, *, port: int = 8883, persistence_dir: str | os.PathL
     Paths must not contain spaces (mosquitto's configuration syntax has no quoting).
     """
     values = {
-        "port": str(int(port)), "bind": bind, "user": user or getpass.getuser(),
+        "listen": f"{int(port)} {bind}" if bind else str(int(port)), "user": user or getpass.getuser(),
         "persistence_dir": str(Path(persistence_dir).resolve()),
         "acl_file": str(Path(acl_file or ACL).resolve()),
         "ca_file": str(pki.ca_cert.resolve()), "cert_file": str(pki.cert_path("broker").resolve()),
         "key_file": str(pki.key_path("broker").resolve()), "crl_file": str(pki.crl.resolve()),
     }
-    spaced = [name for name, value in values.items() if " " in value]
+    spaced = [name for name, value in values.items() if " " in value and name.endswith(("_file", "_dir"))]
     if spaced:
         raise AllscopeError(f"mosquitto paths cannot contain spaces: {values[spaced[0]]}")
     return string.Template(TEMPLATE.read_text()).substitute(values)

@@ -90,12 +90,6 @@ def cert_fingerprint(cert: x509.Certificate) -> str:
     return fingerprint(cert.public_bytes(serialization.Encoding.DER))
 
 
-def key_fingerprint(public_key) -> str:
-    """Fingerprint of a public key: SHA-256 of its DER SubjectPublicKeyInfo."""
-    return fingerprint(public_key.public_bytes(serialization.Encoding.DER,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo))
-
-
 def private_pem(key) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())

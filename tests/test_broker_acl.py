@@ -225,3 +225,24 @@ def test_a_revoked_device_cannot_connect_after_a_reload_or_restart(mqtt_broker):
         mqtt_client(mqtt_broker, issued.cert, issued.key, client_id="dev-revoked")
     assert "certificate revoked" in mqtt_broker.log_tail(5) or "verify failed" in mqtt_broker.log_tail(5)
     close(device(mqtt_broker, "dev-a"))
+
+
+def test_broker_config_cli_renders_one_mutual_tls_listener(tmp_path, pki):
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    out = tmp_path / "mosquitto.conf"
+    made = subprocess.run([sys.executable, "-m", "device.cli", "central", "broker-config", "--pki", str(pki.root),
+                           "--persistence", str(tmp_path / "db"), "--port", "8884", "--out", str(out)],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert made.returncode == 0, made.stderr
+    lines = [line.split() for line in out.read_text().splitlines() if line and not line.startswith("#")]
+    settings = {line[0]: line[1:] for line in lines}
+    assert [line for line in lines if line[0] == "listener"] == [["listener", "8884"]]
+    assert settings["require_certificate"] == ["true"] and settings["use_identity_as_username"] == ["true"]
+    assert settings["allow_anonymous"] == ["false"] and settings["persistence"] == ["true"]
+    assert settings["crlfile"] == [str(pki.crl.resolve())] and settings["user"] == ["mosquitto"]
+    assert settings["cafile"] == [str(pki.ca_cert.resolve())]
+    assert not {"password_file", "psk_file", "psk_hint"} & set(settings)
