@@ -176,6 +176,23 @@ def test_login_failure_and_security_headers(central):
     assert cookie is not None and cookie.http_only and cookie.same_site == "Strict"
 
 
+def test_logout_and_idle_logout(central, admin):
+    from device.records import AuditEvent
+
+    token = _form_token(admin, "/devices")
+    response = admin.post("/logout", data={"csrf_token": token})
+    assert response.status_code == 302 and response.location.endswith("/login")
+    assert AuditEvent.get(AuditEvent.action == "logout").username == "boss"
+    assert admin.get("/devices").location.startswith("/login")
+
+    Auth(admin).login("boss")
+    with admin.session_transaction() as session:
+        session["last_seen"] -= central.config["ALLSCOPE_IDLE_MINUTES"] * 60 + 1
+    expired = admin.get("/records")
+    assert expired.status_code == 302 and expired.location.startswith("/login?next=/records")
+    assert "without activity" in admin.get(expired.location).get_data(as_text=True)
+
+
 def test_setup_page_creates_the_first_admin_once(tmp_path):
     from device.records import User
     from sync.central_web import create_central_app
