@@ -258,9 +258,9 @@ class PostgresServer:
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    try:
-        import psycopg2  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg2") is None:
         pytest.skip("psycopg2 is not installed (pip install psycopg2-binary)")
     bindir = _postgres_bin()
     if bindir is None:
