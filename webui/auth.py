@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import time
-from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
 from device import accounts
 from device.records import audit, db_proxy
+from webui import security
 from webui.access import ANY_USER, allow, allow_anonymous
 
 bp = Blueprint("auth", __name__)
 
 
 def safe_next(target: str | None) -> str:
-    """Only same-site relative paths: no scheme, no host, no '//' or backslash tricks."""
-    if not target:
-        return url_for("patients.patient_list")
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return url_for("patients.patient_list")
-    return target
+    return security.safe_next(target, url_for("patients.patient_list"))
 
 
 def client_address() -> str:
