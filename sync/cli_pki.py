@@ -8,7 +8,7 @@
     allscope central revoke DEVICE_ID [--pki PKI] [--central-db URL] [--data-dir DIR]
     allscope device enrol BUNDLE [--data-dir DIR] [--new-key]
 
-Defaults are those of the other central commands: PKI ``$ALLSCOPE_PKI`` or var-central/pki; database
+Defaults are those of the other central commands: PKI ``$ALLSCOPE_PKI`` or pki/ in the data directory; database
 ``$ALLSCOPE_CENTRAL_DB`` or central.db in the central data directory (``$ALLSCOPE_CENTRAL_DATA_DIR`` or
 ./var-central); broker ``$ALLSCOPE_BROKER`` or localhost:8883.
 """
@@ -84,11 +84,18 @@ def _register_central(commands) -> None:
 
 
 def _add_central_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pki", default=None, help="fleet PKI directory (default: $ALLSCOPE_PKI or var-central/pki)")
+    parser.add_argument("--pki", default=None, help="fleet PKI directory (default: $ALLSCOPE_PKI or pki in the data directory)")
     parser.add_argument("--central-db", default=None, help="SQLite path or postgresql:// URL (default: "
                         "$ALLSCOPE_CENTRAL_DB or central.db in the data directory)")
     parser.add_argument("--data-dir", default=None,
                         help="central data directory (default: $ALLSCOPE_CENTRAL_DATA_DIR or ./var-central)")
+
+
+def _pki_dir(args) -> Path:
+    """Same default as `central run` and `central serve`: $ALLSCOPE_PKI, else pki/ in the central data directory."""
+    from sync.central_web import resolve_data_dir
+
+    return Path(args.pki or os.environ.get("ALLSCOPE_PKI") or resolve_data_dir(args.data_dir).root / "pki")
 
 
 def _open_central(args):
@@ -141,7 +148,7 @@ def cmd_enrol(args) -> int:
     host, port = parse_broker(args.broker or os.environ.get("ALLSCOPE_BROKER") or DEFAULT_BROKER)
     _open_central(args)
     with db_proxy.atomic():
-        done = enrol_device(args.device_id, out=args.out, pki_dir=args.pki, broker_host=host, broker_port=port,
+        done = enrol_device(args.device_id, out=args.out, pki_dir=_pki_dir(args), broker_host=host, broker_port=port,
                             clinic=args.clinic)
         audit("enrol", "device", args.device_id, username=_actor(),
               after={"clinic": args.clinic, "broker": f"{host}:{port}", "cert_fingerprint": done.cert_fingerprint,
@@ -158,7 +165,7 @@ def cmd_revoke(args) -> int:
 
     _open_central(args)
     with db_proxy.atomic():
-        done = revoke_device(args.device_id, pki_dir=args.pki)
+        done = revoke_device(args.device_id, pki_dir=_pki_dir(args))
         audit("revoke", "device", args.device_id, username=_actor(),
               after={"state": "revoked", "crl_serials": [str(s) for s in done.revoked_serials]},
               detail=done.crl_note)
