@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 
@@ -80,3 +81,88 @@ def test_status_command_reports_the_backlog_and_last_ack(pki, mqtt_broker, tmp_p
     text = subprocess.run([sys.executable, "-m", "device.cli", "sync", "status", "--data-dir",
                            str(device.data_dir)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60).stdout
     assert "pending     0 entries" in text and "clinic-e2e-2" in text
+
+
+def _cli(*args, check=True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "device.cli", *args], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=120)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_usb_export_import_then_online_sync_stores_no_duplicates(pki, mqtt_broker, tmp_path):
+    central = setup_central(tmp_path / "central", pki, [("clinic-usb-1", "Offline Clinic")])
+    device = enrol_device(pki, mqtt_broker, tmp_path / "device", "clinic-usb-1", max_message_bytes=8 * 1024)
+    populate(device.data_dir, 2)
+    expected = device.outbox()
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    exported = _cli("sync", "export", "--to", str(usb), "--data-dir", str(device.data_dir))
+    assert f"exported {len(expected)} pending entries" in exported.stdout
+    (folder,) = [p for p in usb.iterdir()]
+    assert folder.name.startswith("allscope-export-clinic-usb-1-")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["entries"] == len(expected) and manifest["chunks"] > 0
+    assert device.outbox() == expected, "export must not remove anything from the outbox"
+    # The broker-free path is encrypted too: no patient identifier in the clear on the stick.
+    assert not any(b"MRN-" in path.read_bytes() for path in folder.glob("*.env"))
+
+    imported = _cli("central", "import", str(usb), "--data-dir", str(central.root), "--central-db",
+                    str(central.database), "--pki", str(pki.root))
+    assert "rejected" in imported.stdout and " 0 rejected" in imported.stdout
+    assert len(central.records()) == len(expected)
+    assert (folder / "acks.json").is_file()
+
+    # The device comes online without applying the acks: it resends, the central answers "duplicate".
+    receiver = start_central(central, mqtt_broker)
+    try:
+        agent = device.run_agent("--until-empty")
+        assert agent.wait(120) == 0, agent.tail()
+    finally:
+        receiver.stop()
+    assert_synced_exactly_once(central, device, expected)
+    summary = next(line for line in receiver.lines if "stopped after" in line)
+    counts = _counts(summary)
+    assert counts.get("stored", 0) == 0, summary
+    assert counts.get("duplicate", 0) >= len(expected), summary
+    crops = crop_hashes(device)
+    assert all(central.files()[sha][0] for sha in crops)
+
+
+def _counts(summary: str) -> dict:
+    """{"stored": 3, "duplicate": 40, ...} from the receiver's last line."""
+    return {key: int(value) for key, value in re.findall(r"([a-z_:]+) (\d+)", summary.partition("(")[2])}
+
+
+def test_usb_acks_let_the_device_drop_what_the_central_stored(pki, tmp_path):
+    central = setup_central(tmp_path / "central", pki, [("clinic-usb-2", "Offline Clinic")])
+    device = enrol_device(pki, None, tmp_path / "device", "clinic-usb-2")
+    populate(device.data_dir, 1, amend=False)
+    expected = device.outbox()
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    _cli("sync", "export", "--to", str(usb), "--data-dir", str(device.data_dir))
+    # Before the central imported it there are no acks to apply: one line, nothing dropped.
+    missing = _cli("sync", "import-acks", str(usb), "--data-dir", str(device.data_dir), check=False)
+    assert missing.returncode == 2 and "no acks.json found" in missing.stderr
+    _cli("central", "import", str(usb), "--data-dir", str(central.root), "--central-db", str(central.database),
+         "--pki", str(pki.root))
+    applied = _cli("sync", "import-acks", str(usb), "--data-dir", str(device.data_dir))
+    assert f"{len(expected)} entries left the outbox" in applied.stdout
+    assert device.outbox() == []
+    assert_synced_exactly_once(central, device, expected)
+    # A forged acks.json (not signed by the central) is ignored.
+    populate(device.data_dir, 1, amend=False, start=50)
+    before = device.outbox()
+    _cli("sync", "export", "--to", str(usb), "--data-dir", str(device.data_dir))
+    newest = max(p for p in usb.iterdir() if p.is_dir())
+    from sync import acks as acks_mod
+    from sync import keys
+
+    forged = acks_mod.make_ack(device_id="clinic-usb-2", signing_key=keys.generate_ed25519(), acks=[
+        {"entry": 1, "record": "patient:2", "version": 1, "status": "stored", "reason": ""}])
+    (newest / "acks.json").write_bytes(forged)
+    result = _cli("sync", "import-acks", str(newest), "--data-dir", str(device.data_dir), check=False)
+    assert result.returncode == 1 and "signature" in result.stdout
+    assert device.outbox() == before
