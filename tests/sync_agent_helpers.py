@@ -216,6 +216,24 @@ def enrol_device(pki, broker, data_dir: Path, device_id: str, **agent_settings) 
     return Device(device_id, data_dir)
 
 
+def enrol_with_cli(central: Central, broker, data_dir: Path, device_id: str, clinic: str,
+                   **agent_settings) -> Device:
+    """The real enrolment: ``allscope central enrol`` writes the bundle and registers the device,
+    ``allscope device enrol`` installs it and generates the signing key on the device."""
+    bundle = central.root / f"bundle-{device_id}"
+    for args in (["central", "enrol", device_id, "--out", str(bundle), "--broker", f"{broker.host}:{broker.port}",
+                  "--clinic", clinic, "--pki", str(central.pki.root), "--central-db", str(central.database),
+                  "--data-dir", str(central.root)],
+                 ["device", "enrol", str(bundle), "--data-dir", str(data_dir)]):
+        result = subprocess.run([sys.executable, "-m", "device.cli", *args], cwd=REPO_ROOT, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+    device = Device(device_id, data_dir)
+    if agent_settings:
+        write_agent_settings(device, **agent_settings)
+    return device
+
+
 def write_agent_settings(device: Device, **settings) -> None:
     (device.data_dir / "sync" / "agent.json").write_text(json.dumps(settings))
 

@@ -13,13 +13,14 @@ import re
 import subprocess
 import sys
 
-from sync_agent_helpers import (REPO_ROOT, assert_synced_exactly_once, crop_hashes, enrol_device, populate,
-                                setup_central, start_central)
+from sync_agent_helpers import (REPO_ROOT, assert_synced_exactly_once, crop_hashes, enrol_device, enrol_with_cli,
+                                populate, setup_central, start_central)
 
 
 def test_records_crops_and_report_versions_arrive_once(pki, mqtt_broker, tmp_path):
-    central = setup_central(tmp_path / "central", pki, [("clinic-e2e-1", "Clinic One")])
-    device = enrol_device(pki, mqtt_broker, tmp_path / "device", "clinic-e2e-1", max_message_bytes=8 * 1024)
+    central = setup_central(tmp_path / "central", pki, [])
+    device = enrol_with_cli(central, mqtt_broker, tmp_path / "device", "clinic-e2e-cli", "Clinic One",
+                            max_message_bytes=8 * 1024)
     counts = populate(device.data_dir, 3)
     expected = device.outbox()
     entities = {entity for entity, *_ in expected}
@@ -53,6 +54,24 @@ def test_records_crops_and_report_versions_arrive_once(pki, mqtt_broker, tmp_pat
     texts = {json.loads(p)["conclusion"] for (p,) in conclusions}
     assert any("(amended)" in t for t in texts) and any("(amended)" not in t and t for t in texts)
     print(f"\ne2e: {checked} record versions and {len(crops)} crops checked ({counts})")
+
+
+def test_frames_policy_sends_full_frames_in_chunks(pki, mqtt_broker, tmp_path):
+    central = setup_central(tmp_path / "central", pki, [("clinic-e2e-3", "Clinic Three")])
+    device = enrol_device(pki, mqtt_broker, tmp_path / "device", "clinic-e2e-3", max_message_bytes=64 * 1024)
+    populate(device.data_dir, 1, amend=False)
+    receiver = start_central(central, mqtt_broker)
+    try:
+        agent = device.run_agent("--until-empty", "--media", "frames")
+        assert agent.wait(120) == 0, agent.tail()
+    finally:
+        receiver.stop()
+    (frame_path, frame_sha), = device.rows("SELECT image_path, sha256 FROM capture")
+    assert (device.data_dir / frame_path).stat().st_size > 2 * 64 * 1024  # really several chunks
+    complete, stored = central.files()[frame_sha]
+    assert complete
+    assert (central.root / stored).read_bytes() == (device.data_dir / frame_path).read_bytes()
+    assert crop_hashes(device) <= set(central.files())
 
 
 def test_status_command_reports_the_backlog_and_last_ack(pki, mqtt_broker, tmp_path):
