@@ -235,23 +235,31 @@ def build_parser() -> argparse.ArgumentParser:
         sub_verb.add_argument("username")
         sub_verb.add_argument("--data-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     users.set_defaults(func=cmd_users)
-    _add_sync_commands(sub)
+    _add_module_commands(sub)
     return parser
 
 
-# Modules that add the sync and central commands (each has ``register(subparsers)``); see sync/.
-SYNC_COMMANDS = {
+# Command groups whose subcommands live in their own modules (each has ``register(group, commands)``).
+COMMAND_GROUPS = {
     "central": ("central server: fleet PKI, enrolment, ingestion, admin UI",
                 ("sync.cli_pki", "sync.cli_central", "sync.cli_central_web")),
     "device": ("this device's sync identity (enrolment bundle, signing key)", ("sync.cli_pki",)),
     "sync": ("encrypted store-and-forward sync to the central server", ("sync.cli_agent",)),
+    "config": ("check or show the configuration file", ("device.cli_config",)),
+    "camera": ("list cameras, take a snapshot", ("device.cli_camera",)),
+    "backup": ("local backups: create, list, restore", ("device.cli_backup",)),
+    "storage": ("encryption at rest: key management", ("device.cli_storage",)),
 }
+# Single commands defined in their own modules (each has ``register_command(subparsers)``).
+COMMAND_MODULES = ("device.doctor",)
 
 
-def _add_sync_commands(sub) -> None:
+def _add_module_commands(sub) -> None:
     import importlib
 
-    for name, (help_text, modules) in SYNC_COMMANDS.items():
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register_command(sub)
+    for name, (help_text, modules) in COMMAND_GROUPS.items():
         parser = sub.add_parser(name, help=help_text)
         commands = parser.add_subparsers(dest=f"{name}_command", required=True)
         for module in modules:
