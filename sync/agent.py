@@ -52,7 +52,7 @@ from sync.outbox import backlog
 
 log = logging.getLogger("allscope.sync")
 
-CHUNK_WINDOW = 8  # file chunks in flight (each up to max_message_bytes)
+CHUNK_WINDOW = 32  # file chunks in flight (each up to max_message_bytes)
 # Rejections that can clear by themselves (the hello not yet processed by another receiver, a central
 # hiccup) are retried after ack_timeout_s; the others after retry_rejected_s.
 TRANSIENT_REASONS = ("no_key", "internal_error")
@@ -233,10 +233,17 @@ class SyncAgent:
                 batch = outbox.pending(min(free, 500), after_id=self.cursor)
                 if not batch:
                     return
-                for entry in batch:
+                for position, entry in enumerate(batch):
                     if entry.id not in self.inflight and entry.id not in self.retry_after:
                         if entry.entity == "capture" and not self._files_ready(entry):
-                            return  # head of line: later entries wait for this capture's files
+                            # Head of line: later records wait for this capture's files, but the files
+                            # of the captures behind it may already go (keeps the chunk window full).
+                            for later in batch[position + 1:]:
+                                if len(self.chunks_inflight) >= CHUNK_WINDOW:
+                                    break
+                                if later.entity == "capture":
+                                    self._files_ready(later)
+                            return
                         self._send_entry(entry)
                         sent.append(entry.id)
                         free -= 1
