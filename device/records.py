@@ -200,16 +200,23 @@ class Setting(BaseModel):
 ALL_MODELS = (User, LoginFailure, Patient, Sample, Capture, Cell, Report, AuditEvent, Setting)
 
 
-def open_database(path: str | Path) -> pw.SqliteDatabase:
-    """Open (creating if needed) the device database, bind the models and migrate it."""
+def open_database(path: str | Path, synchronous: str | None = None) -> pw.SqliteDatabase:
+    """Open (creating if needed) the device database, bind the models and migrate it.
+
+    ``synchronous`` is "full" (default: every commit is on disk before it returns, so a power cut never
+    loses a committed clinical record) or "normal" (WAL: a crash may lose the last commits, never
+    consistency); None takes the process-wide storage options of ``device/atrest.py`` (the config's
+    ``storage.synchronous``). An encrypted data directory opens through SQLCipher with its key.
+    """
+    from device import atrest
     from device.migrations import migrate
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    database = pw.SqliteDatabase(str(path), pragmas={
+    database = atrest.database_for(path, pragmas={
         "journal_mode": "wal",
         "foreign_keys": 1,
-        "synchronous": "normal",  # safe with WAL: a crash loses at most the last commit, never consistency
+        "synchronous": (synchronous or atrest.options().synchronous).lower(),
         "busy_timeout": 10_000,
     })
     db_proxy.initialize(database)
