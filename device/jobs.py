@@ -13,15 +13,27 @@ one transaction: a crash leaves at most orphan crop files, never rows
 without files or half a result. Captures left queued or analysing by a crash
 are re-queued on start and re-run from scratch. A failing job marks its
 capture failed with one line and the thread goes on.
+
+Model loading and a frame's analysis run under a deadline (``watchdog_seconds``,
+see device/watchdog.py): when a delegate hangs, the watchdog fails the capture
+with one line, discards the classifier and starts a fresh job thread, which
+reloads the model for the next capture; after ``CPU_AFTER_HANGS`` hangs in a row
+on an accelerator the worker reloads on the CPU instead. The backend in use, its
+measured latency (median per cell over the last frames) and the restarts are
+properties the status page reads.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
 import queue
+import statistics
 import threading
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -29,11 +41,15 @@ from device.analysis import Analyzer, FrameResult
 from device.errors import AllscopeError, ImageLoadError
 from device.records import Capture, Cell, audit, db_proxy, utcnow
 from device.storage import DataDir
+from device.watchdog import Ticket, Watchdog
 
 log = logging.getLogger(__name__)
 
 SYSTEM_USER = "allscope"  # the audit trail's name for changes made by the device itself
 CROP_MARGIN = 0.25  # of the cell's box, each side: enough context for a reviewer to see the neighbourhood
+DEFAULT_WATCHDOG_SECONDS = 30.0  # a 2592x1944 frame takes ~1-3 s on a Pi 4: 30 s only trips on a hang
+CPU_AFTER_HANGS = 2  # hangs in a row on an accelerator before the worker gives up on it until restarted
+LATENCY_WINDOW = 50  # frames whose per-cell inference time makes up the median on the status page
 
 
 class _ReportingAnalyzer(Analyzer):
@@ -50,32 +66,56 @@ class JobAbandoned(Exception):
     """The worker is stopping: the job is left for the next start, nothing written."""
 
 
+class _Superseded(Exception):
+    """The watchdog gave up on this job and its thread: the thread ends without writing anything."""
+
+
 class AnalysisWorker:
     def __init__(self, data: DataDir | str | Path, model_path: str | Path, delegate=None, decision=None,
-                 username: str = SYSTEM_USER):
+                 username: str = SYSTEM_USER, watchdog_seconds: float | None = DEFAULT_WATCHDOG_SECONDS,
+                 loader: Callable[[Path, Any], Any] | None = None):
+        """``loader(model_path, DelegateConfig)`` returns a classifier (default ``CellClassifier.load``);
+        ``watchdog_seconds`` None or 0 turns the watchdog off."""
         self.data = data if isinstance(data, DataDir) else DataDir.resolve(data)
         self.model_path = Path(model_path)
         self.delegate = delegate
         self.decision = decision
         self.username = username
+        self._loader = loader
         self._analyzer: _ReportingAnalyzer | None = None
         self._queue: queue.Queue[int] = queue.Queue()
         self._stages: dict[int, str] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._recovered = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="allscope-analysis", daemon=True)
+        self._latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+        self._restarts = 0
+        self._hangs_in_a_row = 0
+        self._watchdog_problem: str | None = None
+        self._cpu_reason: str | None = None  # set when the watchdog gave up on the configured accelerator
+        self._watchdog = Watchdog(watchdog_seconds, self._on_hung, name="allscope-analysis-watchdog") \
+            if watchdog_seconds else None
+        self._thread = self._new_thread(0)
+
+    def _new_thread(self, generation: int) -> threading.Thread:
+        name = "allscope-analysis" + (f"-{generation}" if generation else "")
+        return threading.Thread(target=self._run, args=(generation,), name=name, daemon=True)
 
     # --- control -----------------------------------------------------------------------------------------
     def start(self) -> "AnalysisWorker":
+        if self._watchdog is not None:
+            self._watchdog.start()
         self._thread.start()
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish or abandon the job in flight (never half-written), then join."""
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        thread = self._thread
+        if thread.is_alive():
+            thread.join(timeout)
+        if self._watchdog is not None:
+            self._watchdog.stop()
 
     @property
     def alive(self) -> bool:
@@ -109,20 +149,68 @@ class AnalysisWorker:
         with self._lock:
             self._stages.pop(int(capture_id), None)
 
+    # --- status (read by the admin status page) ------------------------------------------------------------
+    @property
+    def backend(self) -> str | None:
+        """What the loaded classifier runs on, e.g. "cpu-xnnpack/1 thread"; None before the first job."""
+        with self._lock:
+            analyzer = self._analyzer
+        return analyzer.classifier.backend if analyzer is not None else None
+
+    @property
+    def fallback_reason(self) -> str | None:
+        """Why the configured delegate is not the one running (None when it is, or nothing is loaded)."""
+        with self._lock:
+            analyzer, reason = self._analyzer, self._cpu_reason
+        return reason or (getattr(analyzer.classifier, "fallback_reason", None) if analyzer is not None else None)
+
+    @property
+    def latency_ms(self) -> float | None:
+        """Median inference time per cell over the last ``LATENCY_WINDOW`` frames with cells."""
+        with self._lock:
+            samples = list(self._latencies)
+        return round(statistics.median(samples), 2) if samples else None
+
+    @property
+    def latency_samples(self) -> int:
+        with self._lock:
+            return len(self._latencies)
+
+    @property
+    def watchdog_seconds(self) -> float | None:
+        return self._watchdog.seconds if self._watchdog is not None else None
+
+    @property
+    def watchdog_restarts(self) -> int:
+        with self._lock:
+            return self._restarts
+
+    @property
+    def watchdog_problem(self) -> str | None:
+        """The last watchdog intervention as one line (None if there was none since the start)."""
+        with self._lock:
+            return self._watchdog_problem
+
     # --- thread ------------------------------------------------------------------------------------------
-    def _run(self) -> None:
-        try:
-            self._requeue_interrupted()
-        except Exception:  # noqa: BLE001 - the worker must come up even if recovery cannot read the database
-            log.exception("could not re-queue interrupted captures")
-        self._recovered.set()
+    def _run(self, generation: int = 0) -> None:
+        if generation == 0:
+            try:
+                self._requeue_interrupted()
+            except Exception:  # noqa: BLE001 - the worker must come up even if recovery cannot read the database
+                log.exception("could not re-queue interrupted captures")
+            self._recovered.set()
         while not self._stop.is_set():
             try:
                 capture_id = self._queue.get(timeout=0.25)
             except queue.Empty:
                 continue
+            superseded = False
             try:
                 self._with_connection(self._process, capture_id)
+            except _Superseded:
+                superseded = True  # the watchdog failed the job, counted it done and started our successor
+                log.warning("capture %s: the abandoned analysis thread returned; its result is discarded",
+                            capture_id)
             except JobAbandoned:
                 log.info("capture %s: analysis abandoned on shutdown; it is re-run on the next start", capture_id)
             except Exception as error:  # noqa: BLE001 - never let one capture kill the worker
@@ -131,7 +219,10 @@ class AnalysisWorker:
                     error = AllscopeError(f"analysis failed unexpectedly ({type(error).__name__}); see the device log")
                 self._fail_safely(capture_id, error)
             finally:
-                self._queue.task_done()
+                if not superseded:
+                    self._queue.task_done()
+            if superseded:
+                return
 
     @staticmethod
     def _with_connection(function, *args):
@@ -165,17 +256,24 @@ class AnalysisWorker:
                 .where(Capture.id == capture_id).execute()
         self._set_stage(capture_id, "analysing: loading the model" if self._analyzer is None
                         else "analysing: finding cells")
-        analyzer = self._load_analyzer()
-        self._set_stage(capture_id, "analysing: finding cells")
         try:
             rgb = _load_stored(self.data, capture.image_path)
         except ImageLoadError as error:
             raise AllscopeError(f"stored image unreadable: {error.reason}") from None
-        analyzer.on_stage = lambda stage: self._set_stage(capture_id, stage)
+        ticket = None
         try:
-            result = analyzer.analyze_frame(rgb, capture.image_path)
+            with self._deadline(capture_id) as ticket:
+                analyzer = self._load_analyzer()
+                self._set_stage(capture_id, "analysing: finding cells")
+                analyzer.on_stage = lambda stage: self._set_stage(capture_id, stage)
+                try:
+                    result = analyzer.analyze_frame(rgb, capture.image_path)
+                finally:
+                    analyzer.on_stage = _ReportingAnalyzer.on_stage
         finally:
-            analyzer.on_stage = _ReportingAnalyzer.on_stage
+            if ticket is not None and ticket.expired:
+                raise _Superseded()  # whatever the stuck call did or raised, nothing of it is written
+        self._record_inference(result)
         self._set_stage(capture_id, "saving results")
         started = time.perf_counter()
         crop_paths = [self.data.store_crop(capture_id, i, _png(_crop(rgb, cell))) for i, cell in enumerate(result.cells)]
@@ -215,6 +313,45 @@ class AnalysisWorker:
         except Exception:  # noqa: BLE001
             log.exception("capture %s: could not record the failure", capture_id)
 
+    # --- watchdog ----------------------------------------------------------------------------------------
+    def _deadline(self, capture_id: int):
+        if self._watchdog is None:
+            return contextlib.nullcontext(Ticket(capture_id, 0.0))
+        return self._watchdog.deadline(capture_id)
+
+    def _record_inference(self, result: FrameResult) -> None:
+        classify_ms = result.timings_ms.get("classify")
+        with self._lock:
+            self._hangs_in_a_row = 0
+            if result.cells and classify_ms is not None:
+                self._latencies.append(float(classify_ms) / len(result.cells))
+
+    def _on_hung(self, ticket: Ticket) -> None:
+        """Called by the watchdog thread: fail the capture, drop the classifier, start a fresh job thread."""
+        from device.delegates import DelegateConfig
+
+        capture_id = int(ticket.what)
+        with self._lock:
+            analyzer, self._analyzer = self._analyzer, None
+            backend = analyzer.classifier.backend if analyzer is not None else "model loading"
+            self._restarts += 1
+            self._hangs_in_a_row += 1
+            configured = self.delegate or DelegateConfig()
+            if configured.kind != "cpu" and self._hangs_in_a_row >= CPU_AFTER_HANGS and self._cpu_reason is None:
+                self._cpu_reason = (f"{configured.kind} delegate hung {self._hangs_in_a_row} times in a row; "
+                                    "running on the CPU until the service restarts")
+                log.warning("analysis worker: %s", self._cpu_reason)
+            message = (f"inference did not finish within {ticket.seconds:.0f} s ({backend} hung?); the analysis "
+                       "worker was restarted and reloads the model: run the analysis again")
+            self._watchdog_problem = f"{utcnow():%Y-%m-%d %H:%M} UTC, capture #{capture_id}: {message}"
+        self._fail_safely(capture_id, AllscopeError(message))
+        self._queue.task_done()  # the stuck thread never reaches its own task_done
+        if not self._stop.is_set():
+            with self._lock:
+                self._thread = self._new_thread(self._restarts)
+                thread = self._thread
+            thread.start()
+
     def set_decision(self, decision) -> None:
         """New decision settings (an admin change; None: the model's own), used from the next job on."""
         with self._lock:
@@ -234,7 +371,10 @@ class AnalysisWorker:
             from device.delegates import DelegateConfig
             from device.inference import CellClassifier
 
-            classifier = CellClassifier.load(model_path, self.delegate or DelegateConfig())
+            delegate = self.delegate or DelegateConfig()
+            if self._cpu_reason is not None:
+                delegate = DelegateConfig(kind="cpu", num_threads=delegate.num_threads)
+            classifier = (self._loader or CellClassifier.load)(model_path, delegate)
             analyzer = _ReportingAnalyzer(classifier)
             analyzer.model_decision = analyzer.decision  # from the model card: the default
             log.info("analysis worker: model %s (sha256 %s) on %s", model_path.name,

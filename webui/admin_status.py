@@ -118,6 +118,7 @@ def model_checks(app, settings) -> list[Check]:
         fallback = _find(worker, "fallback_reason")
         checks.append(Check("Inference backend", f"{backend}" + (f" (fallback: {fallback})" if fallback else ""),
                             "warn" if fallback else "ok"))
+    checks += inference_checks(worker)
     loaded = _find(worker, "info")
     if info is not None and isinstance(_get(loaded, "sha256"), str) and loaded.sha256 != info.sha256:
         checks.append(Check("Loaded model", f"sha256 {loaded.sha256[:12]} differs from the file: restart to load "
@@ -125,6 +126,24 @@ def model_checks(app, settings) -> list[Check]:
     pending = _queue_length(worker)
     if pending is not None:
         checks.append(Check("Analyses waiting", str(pending), "info"))
+    return checks
+
+
+def inference_checks(worker: Any) -> list[Check]:
+    """Measured latency and watchdog restarts of the analysis worker (device/jobs.py), when it reports them."""
+    checks = []
+    latency = _get(worker, "latency_ms")
+    if isinstance(latency, (int, float)):
+        samples = _get(worker, "latency_samples")
+        over = f" (median of the last {samples} frames)" if isinstance(samples, int) else ""
+        checks.append(Check("Measured latency", f"{latency:.1f} ms per cell{over}", "ok"))
+    restarts = _get(worker, "watchdog_restarts")
+    if isinstance(restarts, int):
+        seconds = _get(worker, "watchdog_seconds")
+        limit = f"deadline {seconds:.0f} s per frame" if isinstance(seconds, (int, float)) else "off"
+        problem = _get(worker, "watchdog_problem")
+        text = f"{restarts} restart{'s' if restarts != 1 else ''} ({limit})" + (f"; last: {problem}" if problem else "")
+        checks.append(Check("Inference watchdog", text, "warn" if restarts else "ok"))
     return checks
 
 
