@@ -71,7 +71,7 @@ def test_good_setup_passes_and_exits_0(tmp_path, data_dir):
     assert lines["disk"].split()[0] in (PASS, WARN)  # depends on the machine's free space, never a FAIL
     assert lines["certificate"].startswith("SKIP") and lines["broker"].startswith("SKIP")
     summary = run.stdout.splitlines()[-1]
-    assert summary in ("5 pass, 2 skip", "4 pass, 1 warn, 2 skip"), summary
+    assert summary in ("7 pass, 2 skip", "6 pass, 1 warn, 2 skip"), summary
     assert run.stderr == ""
 
     as_json = json.loads(doctor("--config", str(config), "--json").stdout)
