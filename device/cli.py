@@ -112,6 +112,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "sync":
+        from sync.bench_sync import run_sync_bench
+
+        report = run_sync_bench(records=args.records, json_path=args.json_out)
+        return 0 if report["correct"] else 1
     if args.what == "web":
         from webui.bench_web import run_web_bench
 
@@ -173,7 +178,7 @@ def cmd_users(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from webui.server import serve
 
-    return serve(data_dir=args.data_dir, host=args.host, port=args.port, model=args.model)
+    return serve(data_dir=args.data_dir, host=args.host, port=args.port, model=args.model, config=args.config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,13 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="print speed figures: core (per-cell int8/float32, whole frame, model "
                            "size) or web (the served UI under concurrent clients)")
-    bench.add_argument("what", nargs="?", choices=["core", "web"], default="core",
-                       help="core (default) or web")
+    bench.add_argument("what", nargs="?", choices=["core", "web", "sync"], default="core",
+                       help="core (default), web or sync")
+    bench.add_argument("--records", type=int, default=10000,
+                       help="sync: queued records sent through the broker to the central (default 10000)")
     bench.add_argument("--clients", type=int, default=20, help="web: concurrent logged-in clients (default 20)")
     bench.add_argument("--duration", type=float, default=20.0, help="web: seconds of load (default 20)")
     bench.add_argument("--think", type=float, default=0.0,
                        help="web: mean pause between a client's pages in seconds (default 0: back to back)")
-    bench.add_argument("--json-out", type=Path, default=None, help="web: also write the figures to this JSON file")
+    bench.add_argument("--json-out", type=Path, default=None, help="web, sync: also write the figures to this JSON file")
     bench.add_argument("--model", type=Path, default=None, help="int8 model (default: the shipped one)")
     bench.add_argument("--float-model", type=Path, default=None,
                        help="float32 model of the same network (default: *_float32.tflite beside the int8 one)")
@@ -214,8 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve the touchscreen web UI (waitress)")
     serve.add_argument("--data-dir", default=None, help="records and images (default: $ALLSCOPE_DATA_DIR or ./var)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--host", default=None, help="listen address (default: device.host of the config, 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="TCP port (default: device.port of the config, 8080)")
+    serve.add_argument("--config", default=None, help="configuration file (default: $ALLSCOPE_CONFIG, else "
+                       "/etc/allscope/allscope.toml if it exists); flags given here win over it")
     serve.add_argument("--model", type=Path, default=None, help="model file (default: the shipped one)")
     serve.set_defaults(func=cmd_serve)
 

@@ -162,7 +162,8 @@ def field_errors(changes: Mapping[str, Any]) -> dict[str, str]:
 # app.config keys of the web UI (webui.DEFAULTS) that give a setting its default on this device
 CONFIG_KEYS = {"ALLSCOPE_IDLE_MINUTES": "idle_minutes", "ALLSCOPE_MAX_UPLOAD_MB": "max_upload_mb",
                "ALLSCOPE_MODEL": "model_path", "ALLSCOPE_CAMERA": "camera_kind",
-               "ALLSCOPE_CAMERA_SOURCE": "camera_source"}
+               "ALLSCOPE_CAMERA_SOURCE": "camera_source", "ALLSCOPE_THRESHOLD": "threshold",
+               "ALLSCOPE_REVIEW_LOW": "review_low", "ALLSCOPE_REVIEW_HIGH": "review_high"}
 
 
 def defaults_from_config(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -41,9 +41,13 @@ def init_app(app) -> None:
     with app.app_context():  # an admin's stored settings win over the start-up configuration
         settings = DeviceSettings.load(defaults_from_config(app.config))
         stored = DeviceSettings.stored_keys()
-    decision = settings.decision() if stored & DECISION_KEYS else None  # None: the model card's own
+    config = app.config.get("ALLSCOPE_CONFIG")  # device.config.AllscopeConfig under `allscope serve`
+    configured = config is not None and bool(config.analysis.overrides())
+    decision = settings.decision() if stored & DECISION_KEYS or configured else None  # None: the model card's own
+    inference = {} if config is None else {"delegate": config.inference.delegate_config(),
+                                           "watchdog_seconds": config.inference.watchdog_seconds}
     worker = AnalysisWorker(app.extensions["allscope_data"], settings.model_path or DEFAULT_MODEL,
-                            decision=decision).start()
+                            decision=decision, **inference).start()
     app.extensions["allscope_worker"] = worker
     _start_camera(app, settings.camera_kind, settings.camera_source or None)
 
@@ -80,7 +84,9 @@ def _start_camera(app, kind: str, source: str | None) -> None:
         log.error("camera: %s", error)
         app.extensions["allscope_camera_problem"] = str(error)
         return
-    app.extensions.update(allscope_grabber=FrameGrabber(camera).start(), allscope_camera=camera)
+    config = app.config.get("ALLSCOPE_CONFIG")
+    options = config.camera.grabber_options() if config is not None else {}
+    app.extensions.update(allscope_grabber=FrameGrabber(camera, **options).start(), allscope_camera=camera)
 
 
 class CaptureForm(FlaskForm):

@@ -17,19 +17,36 @@ def first_run_hint(host: str, port: int, data_dir: str) -> str:
             f"(the password is read from stdin). Then create technician and pathologist accounts from Admin > Users.")
 
 
-def serve(data_dir: str | None, host: str = "127.0.0.1", port: int = 8080, model: Path | None = None,
-          threads: int = 8) -> int:
+def serve(data_dir: str | None, host: str | None = None, port: int | None = None, model: Path | None = None,
+          threads: int = 8, config: str | None = None) -> int:
+    """Precedence: these arguments (command-line flags) > the configuration file > built-in defaults."""
     import waitress
 
     from device import accounts
+    from device.config import ConfigError, load_config
     from webui import create_app
 
-    overrides = {}
+    try:
+        settings = load_config(config)  # --config, $ALLSCOPE_CONFIG, /etc/allscope/allscope.toml, or defaults
+    except ConfigError as error:
+        for line in error.problems:
+            print(f"allscope: {line}", file=sys.stderr)
+        return 2
+    from device import atrest
+
+    atrest.configure(synchronous=settings.storage.synchronous)  # before create_app opens the database
+    overrides = settings.web_overrides()
+    host = host or settings.device.host
+    port = port if port is not None else settings.device.port
     if model is not None:
         overrides["ALLSCOPE_MODEL"] = str(model)
-    elif os.environ.get("ALLSCOPE_MODEL"):
+    elif "ALLSCOPE_MODEL" not in overrides and os.environ.get("ALLSCOPE_MODEL"):
         overrides["ALLSCOPE_MODEL"] = os.environ["ALLSCOPE_MODEL"]
-    app = create_app(data_dir, overrides)
+    if data_dir is not None:
+        overrides["ALLSCOPE_DATA_DIR"] = str(data_dir)
+    app = create_app(overrides.get("ALLSCOPE_DATA_DIR"), overrides)
+    if settings.source:
+        print(f"allscope: configuration from {settings.source}", flush=True)
     data_root = app.config["ALLSCOPE_DATA_DIR"]
     print(f"allscope web UI on http://{host}:{port}/  (data in {data_root})", flush=True)
     with app.app_context():
