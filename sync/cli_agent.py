@@ -16,6 +16,8 @@ def register(group: str, commands) -> None:
     run.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     run.add_argument("--media", choices=["frames", "crops", "none"], default=None,
                      help="images that travel with captures (default: sync/agent.json, else crops)")
+    run.add_argument("--config", default=None, help="configuration file: [sync] and device.data_dir (default: "
+                     "$ALLSCOPE_CONFIG, else /etc/allscope/allscope.toml if it exists); flags win over it")
     run.add_argument("--until-empty", action="store_true",
                      help="exit once every pending entry is acknowledged (for scheduled syncs)")
     run.set_defaults(func=cmd_run)
@@ -40,12 +42,28 @@ def register(group: str, commands) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Precedence: flags > the configuration file's [sync] > sync/agent.json > built-in defaults."""
+    import dataclasses
     import logging
 
+    from device import atrest
+    from device.config import load_config as load_appliance_config
     from sync.agent import run_agent
     from sync.agent_config import load_config
 
-    config = load_config(args.data_dir, {"media": args.media})
+    settings = load_appliance_config(args.config)
+    if not settings.sync.enabled:
+        print(f"allscope sync: disabled (sync.enabled = false in {settings.source})", flush=True)
+        return 0
+    overrides = {key: getattr(settings.sync, key) for key in ("media", "max_message_bytes")
+                 if key in settings.sync.model_fields_set}  # set in the file: over agent.json
+    if args.media is not None:
+        overrides["media"] = args.media
+    atrest.configure(settings.storage)
+    config = load_config(args.data_dir or settings.device.data_dir, overrides)
+    if settings.sync.broker:
+        host, _, port = settings.sync.broker.rpartition(":")
+        config = dataclasses.replace(config, broker_host=host, broker_port=int(port))
     if not logging.getLogger().isEnabledFor(logging.INFO):  # the agent is a service: say what it does
         logging.getLogger("allscope.sync").setLevel(logging.INFO)
     print(f"allscope sync: {config.device_id} -> {config.broker_host}:{config.broker_port} "

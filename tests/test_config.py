@@ -365,4 +365,69 @@ def test_serve_applies_storage_and_listen_settings_in_process(tmp_path, monkeypa
         assert server.serve(None, host="127.0.0.2", port=8282, config=str(config_file)) == 0
         assert (served["host"], served["port"], served["synchronous"]) == ("127.0.0.2", 8282, 2)  # 2 = FULL
     finally:
-        atrest.configure(synchronous="full")
+        atrest.reset()
+
+
+def _fake_enrolment(data_dir: Path, **agent_settings) -> None:
+    """The files `allscope device enrol` installs (presence is all the settings loader checks)."""
+    import json
+
+    from sync.agent_config import BUNDLE_FILES, SIGNING_KEY
+
+    sync_dir = data_dir / "sync"
+    sync_dir.mkdir(parents=True)
+    (sync_dir / "bundle.json").write_text(json.dumps({"device_id": "scope-01", "broker_host": "broker.lab",
+                                                      "broker_port": 8883}))
+    for name in BUNDLE_FILES + (SIGNING_KEY,):
+        (sync_dir / name).write_text("placeholder")
+    if agent_settings:
+        (sync_dir / "agent.json").write_text(json.dumps(agent_settings))
+
+
+def test_sync_run_takes_its_settings_from_the_config_file(tmp_path, monkeypatch):
+    """[sync] beats sync/agent.json, a flag beats [sync]; device.data_dir and sync.broker apply too."""
+    from device import cli
+    from sync import agent
+
+    data_dir = tmp_path / "var"
+    _fake_enrolment(data_dir, media="none", max_message_bytes=100_000, window=7)
+    started = []
+    monkeypatch.setattr(agent, "run_agent", lambda config, until_empty=False: started.append(config) or 0)
+    config_file = tmp_path / "allscope.toml"
+    config_file.write_text(f'[device]\ndata_dir = "{data_dir}"\n[sync]\nmedia = "frames"\n'
+                           'max_message_bytes = 65536\nbroker = "10.0.0.5:18883"\n')
+    try:
+        assert cli.main(["sync", "run", "--config", str(config_file)]) == 0
+        assert cli.main(["sync", "run", "--config", str(config_file), "--media", "crops"]) == 0
+        config_file.write_text(f'[device]\ndata_dir = "{data_dir}"\n')
+        assert cli.main(["sync", "run", "--config", str(config_file)]) == 0
+    finally:
+        from device import atrest
+
+        atrest.reset()
+    from_file, flagged, agent_json = started
+    assert (from_file.data_dir, from_file.media, from_file.max_message_bytes) == (data_dir, "frames", 65536)
+    assert (from_file.broker_host, from_file.broker_port, from_file.window) == ("10.0.0.5", 18883, 7)
+    assert flagged.media == "crops" and flagged.max_message_bytes == 65536
+    # keys the file leaves out keep agent.json's values and the bundle's broker
+    assert (agent_json.media, agent_json.max_message_bytes, agent_json.broker_host) == ("none", 100_000, "broker.lab")
+
+
+def test_sync_run_as_a_process_disabled_or_not_enrolled(tmp_path):
+    config_file = tmp_path / "allscope.toml"
+    config_file.write_text("[sync]\nenabled = false\n")
+    disabled = _run("sync", "run", "--config", str(config_file))
+    assert disabled.returncode == 0, disabled.stderr
+    assert disabled.stdout.strip() == f"allscope sync: disabled (sync.enabled = false in {config_file})"
+
+    data_dir = tmp_path / "configured-var"
+    config_file.write_text(f'[device]\ndata_dir = "{data_dir}"\n[sync]\nmedia = "crops"\n')
+    not_enrolled = _run("sync", "run", "--config", str(config_file))
+    assert not_enrolled.returncode == 2
+    assert not_enrolled.stderr.startswith(f"allscope: this device is not enrolled ({data_dir}/sync/bundle.json is "
+                                          f"missing)")
+
+    config_file.write_text('[sync]\nmedia = "all"\n')
+    bad = _run("sync", "run", "--config", str(config_file))
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == f"allscope: {config_file}:2: sync.media: must be one of frames, crops, none (got 'all')"

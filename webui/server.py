@@ -34,7 +34,7 @@ def serve(data_dir: str | None, host: str | None = None, port: int | None = None
         return 2
     from device import atrest
 
-    atrest.configure(synchronous=settings.storage.synchronous)  # before create_app opens the database
+    atrest.configure(settings.storage)  # durability and encryption at rest, before create_app opens the database
     overrides = settings.web_overrides()
     host = host or settings.device.host
     port = port if port is not None else settings.device.port
