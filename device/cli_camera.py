@@ -29,9 +29,9 @@ ENCODINGS = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg", ".tif": ".tiff", "
 
 
 def _camera_config(config_path):
-    from device.doctor import load_settings
+    from device.config import load_config
 
-    return load_settings(config_path)[0].camera
+    return load_config(config_path).camera
 
 
 def _image_count(folder: Path) -> int:

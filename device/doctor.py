@@ -53,45 +53,12 @@ class Result:
 
 # --- configuration ---------------------------------------------------------------------------------------
 
-SYSTEM_CONFIG = Path("/etc/allscope/allscope.toml")
-# Interim, until device/config.py (load_config) lands: the keys the doctor reads, with their defaults.
-_DEFAULTS = {
-    "device": {"data_dir": None},
-    "camera": {"backend": "replay", "source": ""},
-    "inference": {"model": None, "delegate": "cpu", "delegate_library": None, "threads": 1,
-                  "watchdog_seconds": 30.0},
-    "storage": {"encrypt_at_rest": False},
-    "sync": {"broker": ""},
-}
-
-
-def config_file(path: str | os.PathLike | None) -> Path | None:
-    """--config, else $ALLSCOPE_CONFIG, else /etc/allscope/allscope.toml when it exists, else None (defaults)."""
-    if path:
-        return Path(path)
-    if os.environ.get("ALLSCOPE_CONFIG"):
-        return Path(os.environ["ALLSCOPE_CONFIG"])
-    return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
-
-
 def load_settings(path: str | os.PathLike | None):
-    """The effective configuration and a line saying where it came from."""
-    import tomllib
-    from types import SimpleNamespace
+    """The validated configuration (device/config.py) and a line saying where it came from."""
+    from device.config import load_config
 
-    chosen = config_file(path)
-    values: dict = {}
-    if chosen is not None:
-        try:
-            values = tomllib.loads(chosen.read_text())
-        except OSError as error:
-            raise AllscopeError(f"{chosen}: cannot read ({error.strerror or error})") from None
-        except tomllib.TOMLDecodeError as error:
-            raise AllscopeError(f"{chosen}: not valid TOML ({error})") from None
-    sections = {name: SimpleNamespace(**dict(defaults, **values.get(name, {})))
-                for name, defaults in _DEFAULTS.items()}
-    source = str(chosen) if chosen is not None else "built-in defaults (no configuration file)"
-    return SimpleNamespace(**sections), source
+    config = load_config(path)
+    return config, config.source or "built-in defaults (no configuration file)"
 
 
 class Context:
@@ -125,7 +92,7 @@ def _with_timeout(function: Callable[[], Any], seconds: float, what: str) -> Any
     thread.start()
     thread.join(seconds)
     if thread.is_alive():
-        raise AllscopeError(f"{what} did not answer within {seconds:.0f} s (hung driver?)")
+        raise AllscopeError(f"{what} did not answer within {seconds:g} s (hung driver?)")
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("value")
@@ -191,15 +158,13 @@ def measure_latency(classifier, runs: int = LATENCY_RUNS) -> float:
 
 
 def check_delegate(ctx: Context) -> Result:
-    from device.delegates import DelegateConfig
     from device.inference import CellClassifier
 
     if ctx.classifier is None:
         return Result("delegate", SKIP, "the model did not load")
     settings = ctx.config.inference
     try:
-        delegate = DelegateConfig(kind=settings.delegate, num_threads=settings.threads,
-                                  library=settings.delegate_library or None)
+        delegate = settings.delegate_config()
         classifier = ctx.classifier if delegate.kind == "cpu" else \
             _with_timeout(lambda: CellClassifier.load(ctx.model_path, delegate), settings.watchdog_seconds,
                           f"loading the {delegate.kind} delegate")
@@ -261,11 +226,15 @@ def check_clock(ctx: Context, now: dt.datetime | None = None, ntp: Callable[[], 
     return Result("clock", PASS, stamp + (", NTP-synchronised" if synced else ", NTP state unknown"))
 
 
-def open_database_readonly(path: Path, encrypted: bool = False):
-    """A read-only DB-API connection (keyed through device.atrest when the data is encrypted at rest)."""
-    if encrypted:
+AT_REST_MARKER = "at-rest.json"  # device/atrest.py: its presence makes a data directory an encrypted one
+
+
+def open_database_readonly(path: Path, storage=None):
+    """A read-only DB-API connection; keyed through device.atrest when the data directory is encrypted."""
+    if (path.parent / AT_REST_MARKER).exists():
         from device import atrest
 
+        atrest.configure(storage)
         return atrest.connect(path)
     return sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=10)
 
@@ -276,7 +245,7 @@ def check_database(ctx: Context) -> Result:
         return Result("database", WARN, f"{path} does not exist yet", "start allscope serve once (it creates "
                       "and migrates the database), or restore a backup")
     try:
-        connection = open_database_readonly(path, bool(getattr(ctx.config.storage, "encrypt_at_rest", False)))
+        connection = open_database_readonly(path, ctx.config.storage)
         try:
             rows = [row[0] for row in connection.execute("PRAGMA integrity_check(10)").fetchall()]
         finally:
@@ -341,7 +310,7 @@ def check_broker(ctx: Context, timeout: float = BROKER_TIMEOUT_S) -> Result:
         meta = None
     if meta is None:
         return Result("broker", SKIP, "not enrolled for sync")
-    override = getattr(getattr(ctx.config, "sync", None), "broker", "") or ""
+    override = ctx.config.sync.broker
     host, port = parse_broker(override) if override else (meta["broker_host"], int(meta["broker_port"]))
     started = time.perf_counter()
     problem = mqtt_probe(ctx.data_dir / "sync", host, port, f"{meta['device_id']}-doctor", timeout)

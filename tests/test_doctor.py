@@ -183,3 +183,30 @@ def test_certificate_expiry_warns_30_days_ahead_and_fails_after(tmp_path, data_d
     soon = check_certificates(ctx, now=until - dt.timedelta(days=10))
     assert soon.status == WARN and "(10 days)" in soon.detail
     assert check_certificates(ctx, now=until + dt.timedelta(days=1)).status == FAIL
+
+
+def test_each_configuration_problem_is_a_fail_line_naming_the_key(tmp_path, data_dir):
+    config = write_config(tmp_path, data_dir=data_dir, extra='[inference]\nthreads = 0\n')
+    config.write_text(config.read_text().replace('backend = "replay"', 'backend = "usb"'))
+    results = run_checks(str(config))
+    problems = [r for r in results if r.name == "config"]
+    assert [r.status for r in problems] == [FAIL, FAIL]
+    assert any("camera.backend" in r.detail and ":5:" in r.detail for r in problems), [r.detail for r in problems]
+    assert any("inference.threads" in r.detail for r in problems)
+    assert {r.status for r in results if r.name != "config"} == {SKIP}
+
+
+def test_a_hung_driver_call_is_reported_not_waited_for():
+    import threading
+    import time
+
+    from device.doctor import _with_timeout
+    from device.errors import AllscopeError
+
+    release = threading.Event()
+    started = time.monotonic()
+    with pytest.raises(AllscopeError, match="camera x did not answer within 0.3 s"):
+        _with_timeout(lambda: release.wait(30), 0.3, "camera x")
+    assert time.monotonic() - started < 5
+    release.set()
+    assert _with_timeout(lambda: 42, 5, "quick") == 42
