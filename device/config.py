@@ -316,6 +316,18 @@ def parse_config(text: str, name: str = "allscope.toml") -> AllscopeConfig:
     return config
 
 
+def apply_central_config(args) -> AllscopeConfig:
+    """Fill the central commands' flags left unset (``--data-dir``, ``--central-db``, ``--host``, ``--port``)
+    from ``[central]`` of ``args.config`` (or the file in force); flags win. Returns the configuration."""
+    config = load_config(getattr(args, "config", None))
+    central = config.central
+    for attr, value in (("data_dir", central.data_dir), ("central_db", central.database or None),
+                        ("host", central.host), ("port", central.port)):
+        if value is not None and getattr(args, attr, "absent") is None:
+            setattr(args, attr, str(value) if isinstance(value, Path) else value)
+    return config
+
+
 # --- secrets ------------------------------------------------------------------------------------------------
 
 def read_secret(credential: str, path: str | os.PathLike | None = None) -> bytes:

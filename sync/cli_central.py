@@ -27,6 +27,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                              "central.db in the data directory)")
     parser.add_argument("--pki", default=None, help="fleet PKI directory (default: $ALLSCOPE_PKI or pki in the "
                                                     "data directory)")
+    parser.add_argument("--config", default=None, help="configuration file whose [central] gives the defaults of "
+                        "--data-dir and --central-db (default: $ALLSCOPE_CONFIG, else /etc/allscope/allscope.toml)")
 
 
 def register(group: str, commands) -> None:
@@ -54,11 +56,13 @@ def register(group: str, commands) -> None:
 
 def _open(args) -> tuple:
     """(Ingestor, central signing key, data dir) with the database bound; one-line errors."""
+    from device.config import apply_central_config
     from device.storage import DataDir
     from sync.central import Ingestor
     from sync.central_db import open_central_database
     from sync.pki import load_central_keys, open_pki
 
+    apply_central_config(args)  # [central] of the configuration file, for the flags not given
     data = DataDir.resolve(args.data_dir or os.environ.get("ALLSCOPE_CENTRAL_DATA_DIR") or DEFAULT_DATA_DIR)
     pki = open_pki(args.pki or os.environ.get("ALLSCOPE_PKI") or data.root / "pki")
     open_central_database(args.central_db or os.environ.get("ALLSCOPE_CENTRAL_DB") or data.root / "central.db")

@@ -31,8 +31,11 @@ def register(group: str, commands) -> None:
         return
     serve = commands.add_parser("serve", help="serve the central admin web UI (waitress)")
     _add_location_args(serve)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8090)
+    serve.add_argument("--host", default=None, help="listen address (default: central.host of the config, "
+                                                    "127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="TCP port (default: central.port of the config, 8090)")
+    serve.add_argument("--config", default=None, help="configuration file whose [central] gives the defaults of "
+                       "the flags above (default: $ALLSCOPE_CONFIG, else /etc/allscope/allscope.toml)")
     serve.add_argument("--pki", default=None,
                        help="fleet PKI directory for enrol/revoke (default: $ALLSCOPE_PKI or <data dir>/pki)")
     serve.add_argument("--broker", default=None,
@@ -82,8 +85,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import waitress
 
     from device import accounts
+    from device.config import apply_central_config
     from sync.central_web import create_central_app
 
+    apply_central_config(args)  # [central] of the configuration file, for the flags not given
     overrides = {"ALLSCOPE_TLS": bool(args.tls)}
     if args.pki:
         overrides["CENTRAL_PKI_DIR"] = args.pki

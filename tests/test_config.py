@@ -431,3 +431,27 @@ def test_sync_run_as_a_process_disabled_or_not_enrolled(tmp_path):
     bad = _run("sync", "run", "--config", str(config_file))
     assert bad.returncode == 2
     assert bad.stderr.strip() == f"allscope: {config_file}:2: sync.media: must be one of frames, crops, none (got 'all')"
+
+
+def test_central_commands_take_their_defaults_from_the_central_section(tmp_path, monkeypatch, capsys):
+    import waitress
+
+    from device import cli
+
+    central_dir = tmp_path / "central-var"
+    config_file = tmp_path / "allscope.toml"
+    config_file.write_text(f'[central]\ndata_dir = "{central_dir}"\nhost = "0.0.0.0"\nport = 8191\n')
+    # central run: the data directory (and so the PKI inside it) comes from the file
+    assert cli.main(["central", "run", "--config", str(config_file)]) == 2
+    assert f"no fleet PKI in {central_dir}/pki" in capsys.readouterr().err
+
+    served = {}
+    monkeypatch.setattr(waitress, "serve", lambda app, host, port, **_: served.update(app=app, host=host, port=port))
+    monkeypatch.setattr("signal.signal", lambda *_args: None)
+    assert cli.main(["central", "serve", "--config", str(config_file)]) == 0
+    assert (served["host"], served["port"]) == ("0.0.0.0", 8191)
+    assert served["app"].config["CENTRAL_DATA_DIR"] == str(central_dir) and (central_dir / "central.db").is_file()
+    flag_db = tmp_path / "flag.db"
+    assert cli.main(["central", "serve", "--config", str(config_file), "--port", "8192",
+                     "--central-db", str(flag_db)]) == 0
+    assert served["port"] == 8192 and flag_db.is_file()
