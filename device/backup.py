@@ -241,15 +241,16 @@ def in_use(database: Path) -> bool:
     """True when another process has the database open (the device service, the sync agent)."""
     if not database.exists():
         return False
-    import sqlite3
-
-    connection = sqlite3.connect(str(database), timeout=0)
+    try:
+        connection = atrest.connect(database, timeout=0)
+    except atrest.AtRestError:
+        return False  # not openable with this key: nothing of ours has it open either
     try:
         connection.execute("PRAGMA locking_mode=EXCLUSIVE")
         connection.execute("BEGIN EXCLUSIVE")
         connection.execute("ROLLBACK")
         return False
-    except sqlite3.OperationalError as error:
+    except Exception as error:  # noqa: BLE001 - sqlite3 and sqlcipher3 have their own exception classes
         return "locked" in str(error) or "busy" in str(error)
     finally:
         connection.close()

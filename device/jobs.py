@@ -387,13 +387,15 @@ class AnalysisWorker:
 
 
 def _load_stored(data: DataDir, relative: str) -> np.ndarray:
-    from device.imageio import load_image
+    from device.imageio import load_image_bytes
 
     try:
-        path = data.absolute(relative)
+        blob = data.read_bytes(relative)  # decrypted when the data is encrypted at rest
     except ValueError:
         raise ImageLoadError(relative, "stored path is outside the data directory") from None
-    return load_image(path)
+    except FileNotFoundError:
+        raise ImageLoadError(relative, "the stored image is missing") from None
+    return load_image_bytes(blob, relative)
 
 
 def crop_box(x: float, y: float, w: float, h: float, width: int, height: int,

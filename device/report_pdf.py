@@ -9,6 +9,7 @@ unknown -> "?"): a name never stops a report from printing.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -184,7 +185,9 @@ def _cell_grid(pdf: ReportPDF, cells: list[dict], crop_file) -> None:
             top = pdf.get_y()
         x = 15 + column * (TILE_MM + gap)
         path = crop_file(cell)
-        if path is not None and os.path.isfile(path):
+        if isinstance(path, bytes):  # the crop itself (decrypted from an encrypted data directory)
+            pdf.image(io.BytesIO(path), x=x, y=top, w=TILE_MM, h=TILE_MM, keep_aspect_ratio=True)
+        elif path is not None and os.path.isfile(path):
             pdf.image(str(path), x=x, y=top, w=TILE_MM, h=TILE_MM, keep_aspect_ratio=True)
         else:
             pdf.rect(x, top, TILE_MM, TILE_MM)

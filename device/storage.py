@@ -6,6 +6,7 @@ Layout (default ``./var``, or ``--data-dir`` / ``$ALLSCOPE_DATA_DIR``)::
     images/ab/abcdef….png  captured and uploaded frames, named by SHA-256
     crops/<capture>/…png   cell crops cut from a frame after analysis
     secret_key             Flask session key, generated, mode 0600
+    at-rest.json           present when the database and files are encrypted (device/atrest.py)
 
 Every file is written to a temporary name in the same directory, flushed and
 renamed, so a crash leaves either the old state or the new one.
@@ -80,18 +81,40 @@ class DataDir:
         return target
 
     def store_image(self, png_bytes: bytes) -> tuple[str, str]:
-        """Store an encoded image by content hash; returns (relative path, sha256). Idempotent."""
+        """Store an encoded image by content hash; returns (relative path, sha256). Idempotent.
+
+        The hash is of the image itself, also when the file on disk is encrypted.
+        """
         digest = hashlib.sha256(png_bytes).hexdigest()
         relative = f"images/{digest[:2]}/{digest}.png"
         target = self.root / relative
         if not target.exists():
-            write_atomic(target, png_bytes)
+            write_atomic(target, self._sealed(png_bytes, relative))
         return relative, digest
 
     def store_crop(self, capture_id: int, index: int, png_bytes: bytes) -> str:
         relative = f"crops/{capture_id}/{index:04d}.png"
-        write_atomic(self.root / relative, png_bytes)
+        write_atomic(self.root / relative, self._sealed(png_bytes, relative))
         return relative
+
+    def read_bytes(self, relative: str) -> bytes:
+        """The bytes of a stored image or crop (decrypted when the data is encrypted at rest).
+
+        ValueError for a path outside the data directory, FileNotFoundError for a missing file,
+        device.atrest.AtRestError for a file that does not decrypt. Every reader of stored files uses this.
+        """
+        from device import atrest
+
+        path = self.absolute(relative)
+        blob = path.read_bytes()
+        keys = atrest.keys_for(self.root)
+        return keys.decrypt(blob, relative) if keys is not None else blob
+
+    def _sealed(self, data: bytes, relative: str) -> bytes:
+        from device import atrest
+
+        keys = atrest.keys_for(self.root)
+        return keys.encrypt(data, relative) if keys is not None else data
 
     def secret_key(self) -> bytes:
         """The session signing key: generated once, kept with mode 0600, never a default."""

@@ -19,6 +19,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from device import atrest
+from device.errors import AllscopeError
+from device.storage import DataDir
 from sync.envelope import max_plaintext_bytes
 
 log = logging.getLogger("allscope.sync")
@@ -38,11 +41,14 @@ class MediaFile:
     path: Path
     sha256: str
     size: int
+    content: bytes | None = None  # the decrypted bytes, when the data directory is encrypted at rest
 
     def count(self, chunk: int) -> int:
         return max(1, -(-self.size // chunk))
 
     def read_chunk(self, index: int, chunk: int) -> bytes:
+        if self.content is not None:
+            return self.content[index * chunk:(index + 1) * chunk]
         with open(self.path, "rb") as handle:
             handle.seek(index * chunk)
             return handle.read(chunk)
@@ -85,6 +91,12 @@ class FileIndex:
             stat = os.stat(target)
         except OSError:
             return None
+        if atrest.keys_for(self.root) is not None:  # encrypted at rest: the central gets the image itself
+            try:
+                content = DataDir(self.root.resolve()).read_bytes(name)
+            except (OSError, ValueError, AllscopeError):
+                return None
+            return MediaFile(name, target, hashlib.sha256(content).hexdigest(), len(content), content)
         cached = self._cache.get(name)
         if cached and cached[:2] == (stat.st_size, stat.st_mtime_ns):
             return MediaFile(name, target, cached[2], stat.st_size)

@@ -17,6 +17,7 @@ from flask_wtf import FlaskForm
 from flask_wtf.file import MultipleFileField
 from wtforms import SubmitField
 
+from device.errors import AllscopeError
 from device.records import Capture, Cell, Patient, Sample, audit, db_proxy
 from webui.access import CLINICAL, PATHOLOGIST, allow
 from webui.capture_intake import (IntakeError, camera_status, capture_summary, chosen_files, grabber, store_still,
@@ -176,28 +177,28 @@ def upload(sample_id: int):
 
 
 # --- stored images -----------------------------------------------------------------------------------------
-def _stored_file(relative: str):
+def _stored_file(relative: str) -> bytes:
+    """A stored PNG's bytes (decrypted when the data is encrypted at rest); 404 when there is none."""
+    if not relative:
+        abort(404)
     try:
-        path = current_app.extensions["allscope_data"].absolute(relative)
-    except ValueError:
+        return current_app.extensions["allscope_data"].read_bytes(relative)
+    except (ValueError, OSError, AllscopeError):  # outside the data directory, missing, does not decrypt
         abort(404)
-    if not relative or not path.is_file():
-        abort(404)
-    return path
 
 
 @bp.get("/captures/<int:capture_id>/image")
 @allow(*CLINICAL)
 def capture_image(capture_id: int):
     capture = Capture.get_or_none(Capture.id == capture_id) or abort(404)
-    path = _stored_file(capture.image_path)
+    png = _stored_file(capture.image_path)
     width = request.args.get("w", type=int)
     if not width:
-        return send_file(path, mimetype="image/png", download_name=f"capture-{capture.id}.png")
+        return send_file(io.BytesIO(png), mimetype="image/png", download_name=f"capture-{capture.id}.png")
     from PIL import Image
 
     width = min(max(width, THUMB_WIDTHS[0]), THUMB_WIDTHS[1])
-    with Image.open(path) as image:
+    with Image.open(io.BytesIO(png)) as image:
         image = image.convert("RGB")
         if image.width > width:
             image = image.resize((width, max(1, round(image.height * width / image.width))), Image.Resampling.BILINEAR)
@@ -210,7 +211,8 @@ def capture_image(capture_id: int):
 @allow(*CLINICAL)
 def cell_crop(cell_id: int):
     cell = Cell.get_or_none(Cell.id == cell_id) or abort(404)
-    return send_file(_stored_file(cell.crop_path), mimetype="image/png", download_name=f"cell-{cell.id}.png")
+    return send_file(io.BytesIO(_stored_file(cell.crop_path)), mimetype="image/png",
+                     download_name=f"cell-{cell.id}.png")
 
 
 # --- live view ---------------------------------------------------------------------------------------------

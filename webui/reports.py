@@ -14,6 +14,7 @@ from flask import Blueprint, abort, current_app, jsonify, render_template, reque
 from flask_login import current_user
 
 from device import reporting
+from device.errors import AllscopeError
 from device.records import Report, Sample, audit, db_proxy
 from device.report_pdf import render_report_pdf
 from webui.access import CLINICAL, allow
@@ -74,8 +75,8 @@ def report_pdf(report_id: int):
 
     def crop_file(cell: dict):
         try:
-            return data.absolute(cell["crop_path"]) if cell.get("crop_path") else None
-        except ValueError:
+            return data.read_bytes(cell["crop_path"]) if cell.get("crop_path") else None  # decrypted if need be
+        except (ValueError, OSError, AllscopeError):  # outside the data directory, missing, does not decrypt
             return None
 
     pdf = render_report_pdf(content, crop_file)
