@@ -3,8 +3,8 @@
 The child (this file run as a script) opens the real database (WAL, synchronous=FULL), starts the real
 AnalysisWorker with the shipped model and, in a loop, registers patients, samples and captures of the demo
 frames (each in its own transaction with its audit event, as the web UI does) and changes patients. After
-every commit it prints what it committed, flushed. After each kill the parent checks the file with plain
-sqlite3: integrity_check is ok, every record reported as committed is there (at least at the reported
+every commit it prints what it committed, flushed. After each kill the parent opens the file (sqlite3, or
+SQLCipher for the encrypted variant): integrity_check is ok, every record reported as committed is there (at least at the reported
 version), every stored image and crop a row names exists with its hash, and the sync outbox holds the
 current version of every record. Finally the worker's recovery must leave no capture queued or analysing.
 """
@@ -16,11 +16,15 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
+
+from device import atrest
+from device.storage import DataDir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KILLS = 20
@@ -28,8 +32,12 @@ BUDGET_S = 50.0
 
 
 # --- the child -----------------------------------------------------------------------------------------------
-def child(data_dir: str, seed: int) -> None:
+def child(data_dir: str, seed: int, key_file: str = "") -> None:
     sys.path.insert(0, str(REPO_ROOT))
+    if key_file:
+        from device import atrest
+
+        atrest.configure(encrypt=True, key_file=Path(key_file))
     from device.cli import DEFAULT_MODEL
     from device.imageio import load_image
     from device.jobs import AnalysisWorker, encode_png
@@ -73,10 +81,10 @@ def child(data_dir: str, seed: int) -> None:
 
 
 # --- the parent ----------------------------------------------------------------------------------------------
-def _run_child(data_dir: Path, seed: int, committed: dict, rng: random.Random) -> bool:
+def _run_child(data_dir: Path, seed: int, committed: dict, rng: random.Random, key_file: str) -> bool:
     """Start the child, let it work for a random while, SIGKILL it; record what it reported. True if killed."""
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
-    process = subprocess.Popen([sys.executable, __file__, str(data_dir), str(seed)], stdout=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, __file__, str(data_dir), str(seed), key_file], stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, env=env, text=True)
     try:
         first = process.stdout.readline()
@@ -101,7 +109,10 @@ def _run_child(data_dir: Path, seed: int, committed: dict, rng: random.Random) -
 
 def _check(data_dir: Path, committed: dict) -> int:
     """The checks after one kill; returns how many committed records were verified."""
-    connection = sqlite3.connect(str(data_dir / "allscope.db"))
+    from device import atrest
+
+    connection = atrest.connect(data_dir / "allscope.db")
+    read = (lambda relative: DataDir(data_dir).read_bytes(relative))
     try:
         assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
@@ -110,9 +121,9 @@ def _check(data_dir: Path, committed: dict) -> int:
             assert row is not None, f"committed {entity} {record_id} lost"
             assert row[0] >= version, f"{entity} {record_id}: committed version {version} lost (found {row[0]})"
         for image_path, sha in connection.execute("SELECT image_path, sha256 FROM capture"):
-            assert hashlib.sha256((data_dir / image_path).read_bytes()).hexdigest() == sha
+            assert hashlib.sha256(read(image_path)).hexdigest() == sha
         for (crop_path,) in connection.execute("SELECT crop_path FROM cell"):
-            assert (data_dir / crop_path).is_file(), f"cell row without its crop {crop_path}"
+            assert read(crop_path)[:4] == b"\x89PNG", f"cell row without its crop {crop_path}"
         for entity in ("patient", "sample", "capture"):
             rows = {r[0]: r[1:] for r in connection.execute(f'SELECT id, version, {"status" if entity == "capture" else "NULL"} FROM "{entity}"')}
             versions = dict(connection.execute("SELECT record_id, version FROM sync_version WHERE entity = ?",
@@ -129,20 +140,41 @@ def _check(data_dir: Path, committed: dict) -> int:
         connection.close()
 
 
-def test_sigkill_during_writes_and_analysis_loses_no_committed_record(tmp_path):
+@pytest.fixture(params=["plain", "encrypted"])
+def storage(request, tmp_path, monkeypatch):
+    """"" (plain) or the key file of an encrypted data directory; fewer kills when encrypted (same code paths)."""
+    from device import atrest
+
+    monkeypatch.delenv("ALLSCOPE_CONFIG", raising=False)
+    if request.param == "plain":
+        atrest.configure(encrypt=False)
+        yield "", KILLS
+    else:
+        pytest.importorskip("sqlcipher3")
+        key = tmp_path / "db.key"
+        key.write_bytes(atrest.new_secret())
+        key.chmod(0o600)
+        atrest.configure(encrypt=True, key_file=key)
+        yield str(key), KILLS // 2
+    atrest.reset()
+
+
+def test_sigkill_during_writes_and_analysis_loses_no_committed_record(tmp_path, storage):
+    key_file, kill_count = storage
     data_dir = tmp_path / "var"
     rng = random.Random(int(os.environ.get("ALLSCOPE_CRASH_SEED", "5")))
     committed: dict[tuple[str, int], int] = {}
     kills = checked = analysed_by_children = 0
     started = time.monotonic()
-    for seed in range(KILLS):
+    for seed in range(kill_count):
         if time.monotonic() - started > BUDGET_S:
             break
-        kills += _run_child(data_dir, seed, committed, rng)
+        kills += _run_child(data_dir, seed, committed, rng, key_file)
         checked += _check(data_dir, committed)
-    with sqlite3.connect(str(data_dir / "allscope.db")) as connection:
-        analysed_by_children = connection.execute("SELECT count(*) FROM capture WHERE status = 'done'").fetchone()[0]
-    assert kills >= 10, f"only {kills} kills within the time budget"
+    connection = atrest.connect(data_dir / "allscope.db")
+    analysed_by_children = connection.execute("SELECT count(*) FROM capture WHERE status = 'done'").fetchone()[0]
+    connection.close()
+    assert kills >= kill_count // 2, f"only {kills} kills within the time budget"
 
     # Recovery: the worker of the next start re-runs what a kill interrupted; nothing stays queued/analysing.
     from device.cli import DEFAULT_MODEL
@@ -165,10 +197,10 @@ def test_sigkill_during_writes_and_analysis_loses_no_committed_record(tmp_path):
     assert analysed_by_children >= 1, "no analysis finished between kills: the kills never met a whole job"
     _check(data_dir, committed)
     captures = sum(1 for key in committed if key[0] == "capture")
-    print(f"\ncrash safety: {kills} SIGKILLs in {time.monotonic() - started:.0f} s, {len(committed)} committed "
+    print(f"\ncrash safety ({'encrypted' if key_file else 'plain'}): {kills} SIGKILLs in {time.monotonic() - started:.0f} s, {len(committed)} committed "
           f"records ({captures} captures) checked {checked} times in total, {analysed_by_children} captures analysed before the last kill, "
           f"{done - analysed_by_children} re-run by the recovery")
 
 
 if __name__ == "__main__":
-    child(sys.argv[1], int(sys.argv[2]))
+    child(sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "")
