@@ -330,7 +330,7 @@ def _print_table(report: dict, say) -> None:
     names = list(modes)
 
     def row(label: str, values) -> None:
-        say(f"  {label:<38}" + "".join(f"{str(v):>18}" for v in values))
+        say(f"  {label:<38}" + "".join(f"{str(v):>20}" for v in values))
 
     def pair(stats: dict) -> str:
         return f"{stats['p50']} / {stats['p95']}"
