@@ -163,8 +163,8 @@ def init_marker(root: Path, secret: bytes) -> "Keys":
     if (root / MARKER).exists():
         raise AtRestError(f"{root} is already encrypted")
     if _holds_data(root):
-        raise AtRestError(f"{root} holds unencrypted records or images: encryption at rest is switched on for a "
-                          f"new data directory (back up, restore into an empty encrypted one is not supported)")
+        raise AtRestError(f"{root} holds unencrypted records or images: encryption at rest can only be switched "
+                          f"on for a new, empty data directory")
     keys = Keys(secret, os.urandom(16))
     marker = {"format": FORMAT, "database": "sqlcipher4 raw key", "files": "aes-256-gcm",
               "kdf": "hkdf-sha256", "salt": keys.salt.hex(), "key_check": keys.check}
