@@ -177,7 +177,7 @@ def _run_mode(root: Path, pki, encrypt: bool, records: int, live_rate: float, li
         address = f"{broker.host}:{broker.port}"
         central_args = ["--data-dir", str(central_dir), "--central-db", str(central_db), "--pki", str(pki.root)]
         cli("central", "enrol", device_id, "--out", str(work / "bundle"), "--broker", address,
-             "--clinic", "Bench clinic", *central_args)
+            "--clinic", "Bench clinic", *central_args)
         cli("device", "enrol", str(work / "bundle"), "--data-dir", str(device_dir))
         started = time.perf_counter()
         expected = _queue_backlog(device_db, records, name)
@@ -185,8 +185,8 @@ def _run_mode(root: Path, pki, encrypt: bool, records: int, live_rate: float, li
         backlog_ids = {record_id for _, record_id, _ in expected}
 
         central = Process(["-m", "device.cli", "central", "run", *central_args, "--broker", address,
-                            "--client-id", f"central-bench-{name}"] + ([] if encrypt else ["--allow-plaintext"]),
-                           work / "central.log")
+                           "--client-id", f"central-bench-{name}"] + ([] if encrypt else ["--allow-plaintext"]),
+                          work / "central.log")
         processes.append(central)
         central.wait_for_line("receiving on")
         agent_args = ["-m", "device.cli", "sync", "run"] if encrypt else \
