@@ -80,6 +80,7 @@ class SyncAgent:
         self.inflight: dict[int, float] = {}            # outbox id -> monotonic time sent
         self.chunks_inflight: dict[tuple[str, int], float] = {}
         self.retry_after: dict[int, float] = {}         # rejected outbox id -> monotonic time to offer again
+        self.ack_batch: list[dict] = []                  # verified record acks not yet applied to the outbox
         self.cursor = 0                                 # highest outbox id offered in this pass
         self.connected = False
         self.lost = False
@@ -134,7 +135,9 @@ class SyncAgent:
 
     def _on_message(self, client, userdata, message):
         if message.topic == topics.ack(self.config.device_id):
-            self.handle_ack(message.payload)
+            # Applied in one transaction per loop pass (flush_acks), not one per message: at hundreds of
+            # acks per second, a commit per ack costs more than sealing the envelopes.
+            self.handle_ack(message.payload, flush=False)
 
     # --- run loop ----------------------------------------------------------------------------------------
 
@@ -152,6 +155,7 @@ class SyncAgent:
         delays = backoff_delays(config.backoff_initial_s, config.backoff_max_s, config.backoff_jitter)
         while not self.stop_event.is_set():
             finished, had_session = self._session(until_empty)
+            self.flush_acks()  # acks verified before the connection ended still count
             if finished or self.stop_event.is_set():
                 break
             if had_session:  # a connection that worked starts the back-off over
@@ -206,7 +210,8 @@ class SyncAgent:
     # --- sending -----------------------------------------------------------------------------------------
 
     def pump(self) -> None:
-        """Called between network loop passes: status, hello, resends, then fill the window."""
+        """Called between network loop passes: acks, status, hello, resends, then fill the window."""
+        self.flush_acks()
         now = time.monotonic()
         if now - self.status_sent_at >= self.config.status_interval_s:
             self._publish_status()
@@ -311,8 +316,18 @@ class SyncAgent:
 
     # --- acknowledgements --------------------------------------------------------------------------------
 
-    def handle_ack(self, data: bytes) -> int:
-        """Apply one signed ack message; returns the number of outbox entries removed. Forged acks are ignored."""
+    def flush_acks(self) -> int:
+        """Apply the batched record acks to the outbox in one transaction; returns the entries removed."""
+        if not self.ack_batch:
+            return 0
+        batch, self.ack_batch = self.ack_batch, []
+        removed = outbox.remove_acked(batch)
+        self.counts["acked"] += removed
+        return removed
+
+    def handle_ack(self, data: bytes, flush: bool = True) -> int:
+        """Apply one signed ack message (forged acks are ignored). With ``flush`` the outbox is updated now and
+        the number of entries removed is returned; without, the items wait for :meth:`flush_acks` (returns 0)."""
         try:
             ack = acks_mod.parse_ack(data, self.central_public, device_id=self.config.device_id)
         except acks_mod.AckError as error:
@@ -337,9 +352,8 @@ class SyncAgent:
                     self.counts["rejected"] += 1
                     log.warning("central rejected %s v%s (entry %s): %s", item["record"], item["version"],
                                 item["entry"], item["reason"] or "no reason")
-        removed = outbox.remove_acked(records) if records else 0
-        self.counts["acked"] += removed
-        return removed
+        self.ack_batch.extend(records)
+        return self.flush_acks() if flush else 0
 
     def _hello_ack(self, item: dict) -> None:
         if item["status"] in acks_mod.DONE:
