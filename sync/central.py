@@ -200,10 +200,10 @@ class Ingestor:
             raise Rejected("malformed", f"payload id {payload['id']!r} differs from {envelope.record!r}")
         try:  # insert first: a new version is the common case, a replay the exception
             with db_proxy.atomic():
-                ReceivedRecord.insert(
-                    device=device.id, entity=entity, record_id=record_id, version=envelope.version,
-                    content_sha256=envelope.content_sha256, payload=payload, created_at=_parse_time(envelope.created),
-                    received_at=utcnow(), patient_identifier=_patient_identifier(entity, payload)).execute()
+                _insert_record(device=device.id, entity=entity, record_id=record_id, version=envelope.version,
+                               content_sha256=envelope.content_sha256, payload=payload,
+                               created_at=_parse_time(envelope.created), received_at=utcnow(),
+                               patient_identifier=_patient_identifier(entity, payload))
             return ack_item(envelope, "stored")
         except pw.IntegrityError:  # this version is already here (a resend, or another receiver was faster)
             existing = ReceivedRecord.select(ReceivedRecord.content_sha256).where(
@@ -245,6 +245,29 @@ class Ingestor:
                 IngestError.create(device_id=str(device_id)[:64], reason=reason[:32], detail=detail[:2000])
         except Exception:  # noqa: BLE001 - the database itself may be what failed
             log.exception("could not record the ingestion error")
+
+
+_INSERT_SQL: dict[int, tuple[str, list]] = {}  # id(database) -> (SQL, fields)
+
+
+def _insert_record(**values) -> None:
+    """INSERT one ReceivedRecord with SQL built once per database (building it through the ORM cost more than
+    decrypting the envelope). Values still pass through each field's db_value, as with Model.insert."""
+    database = db_proxy.obj
+    cached = _INSERT_SQL.get(id(database))
+    if cached is None:
+        fields = [ReceivedRecord._meta.fields[name] for name in values]
+        open_quote, close_quote = database.quote[0], database.quote[-1]  # '""' on SQLite and PostgreSQL
+
+        def quote(name: str) -> str:
+            return f"{open_quote}{name}{close_quote}"
+
+        columns = ", ".join(quote(field.column_name) for field in fields)
+        placeholders = ", ".join([database.param] * len(fields))
+        table = quote(ReceivedRecord._meta.table_name)
+        cached = _INSERT_SQL[id(database)] = (f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", fields)
+    sql, fields = cached
+    database.execute_sql(sql, [field.db_value(values[field.name]) for field in fields])
 
 
 def _reconnect_later() -> None:
