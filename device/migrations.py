@@ -10,7 +10,6 @@ released one.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from pathlib import Path
 
 import peewee as pw
@@ -134,10 +133,13 @@ def schema_version(database: pw.SqliteDatabase) -> int:
 
 
 def _backup(path: Path, version: int) -> Path:
+    """A consistent copy through SQLite's online backup API (keyed like the original when encrypted at rest)."""
+    from device import atrest
+
     target = path.with_name(f"{path.name}.bak-v{version}")
-    source = sqlite3.connect(str(path))
+    source = atrest.connect(path)
     try:
-        dest = sqlite3.connect(str(target))
+        dest = atrest.connect(target, root=path.parent)
         with dest:
             source.backup(dest)
         dest.close()
