@@ -161,3 +161,10 @@ def live_server(tmp_path):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the figures the hardening and fault tests reported (see tests/figures.py)."""
+    from figures import terminal_summary
+
+    terminal_summary(terminalreporter)
