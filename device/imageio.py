@@ -177,7 +177,9 @@ def _pillow_pixel_guard(max_pixels: int) -> Iterator[None]:
     lock; it is held only while a header is parsed.
     """
     with _PILLOW_GUARD_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # Every warning, not only the bomb's: header parsers also warn about damaged files
+        # (TIFF: "Corrupt EXIF data"), and the file is refused or read with one line anyway.
+        warnings.simplefilter("ignore")
         saved = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = max_pixels
         try:
@@ -281,6 +283,8 @@ def _looks_like_text(head: bytes) -> bool:
         try:
             decoded = head[:-3].decode("utf-8")
         except UnicodeDecodeError:
+            return False
+        if not decoded:  # a few binary bytes (b"\xff\xd8\xff") are not text
             return False
     return all(c.isprintable() or c in "\r\n\t" for c in decoded)
 

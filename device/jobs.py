@@ -285,7 +285,9 @@ class AnalysisWorker:
 
     def _write_result(self, capture_id: int, result: FrameResult, crop_paths: list[str], timings: dict,
                       model_id: str) -> None:
-        with db_proxy.atomic():
+        # IMMEDIATE: this transaction reads before it writes, and in WAL mode a deferred one whose snapshot
+        # went stale (an upload committed meanwhile) fails at once with "database is locked", busy_timeout or not.
+        with db_proxy.atomic("IMMEDIATE"):
             capture = Capture.get_by_id(capture_id)
             Cell.delete().where(Cell.capture == capture_id).execute()
             if result.cells:
