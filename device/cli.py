@@ -112,6 +112,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "all":
+        from device.bench_all import cmd_bench_all
+
+        return cmd_bench_all(args)
     if args.what == "sync":
         from sync.bench_sync import run_sync_bench
 
@@ -125,6 +129,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     from device.bench import run_bench
 
+    args.repeats = args.repeats or 200
     run_bench(args)
     return 0
 
@@ -201,8 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="print speed figures: core (per-cell int8/float32, whole frame, model "
                            "size) or web (the served UI under concurrent clients)")
-    bench.add_argument("what", nargs="?", choices=["core", "web", "sync"], default="core",
-                       help="core (default), web or sync")
+    bench.add_argument("what", nargs="?", choices=["core", "web", "sync", "all"], default="core",
+                       help="core (default), web, sync, or all of them written to --out as bench.json + bench.md")
+    bench.add_argument("--out", type=Path, default=None, help="all: results directory (default ./bench-results)")
+    bench.add_argument("--quick", action="store_true", help="all: shorter runs (fewer records, seconds, frames)")
     bench.add_argument("--records", type=int, default=10000,
                        help="sync: queued records sent through the broker to the central (default 10000)")
     bench.add_argument("--clients", type=int, default=20, help="web: concurrent logged-in clients (default 20)")
@@ -213,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", type=Path, default=None, help="int8 model (default: the shipped one)")
     bench.add_argument("--float-model", type=Path, default=None,
                        help="float32 model of the same network (default: *_float32.tflite beside the int8 one)")
-    bench.add_argument("--repeats", type=int, default=200, help="timed inferences per setting")
+    bench.add_argument("--repeats", type=int, default=None,
+                       help="core: timed inferences per setting (default 200); all: runs of every figure (default 3)")
     bench.add_argument("--frame", type=Path, default=None, help="a whole frame to time (default: ALL-IDB1 Im052_1 when ../shared/data is there, "
                        "else a demo frame scaled to 2592x1944)")
     bench.add_argument("--json", action="store_true")
