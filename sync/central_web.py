@@ -76,6 +76,7 @@ def create_central_app(central_db: str | Path | None = None, data_dir: str | Pat
     database = open_central_database(resolve_central_db(central_db, data))
     app.extensions["central_db"] = database
 
+    security.install_id_converter(app)
     csrf.init_app(app)
     security.install_login(app, "auth.login")
 

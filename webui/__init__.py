@@ -61,6 +61,7 @@ def create_app(data_dir: str | Path | None = None, overrides: dict | None = None
     database = open_database(data.database)
     app.extensions["allscope_db"] = database
 
+    security.install_id_converter(app)
     csrf.init_app(app)
     security.install_login(app, "auth.login")
 

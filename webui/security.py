@@ -25,6 +25,7 @@ from flask import Flask, flash, jsonify, redirect, render_template, request, ses
 from flask_login import LoginManager, current_user, logout_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
 from webui import access
 
@@ -46,6 +47,19 @@ def session_config(secret_key: bytes, *, cookie_name: str, secure: bool) -> dict
         "SESSION_COOKIE_NAME": cookie_name,
         "WTF_CSRF_TIME_LIMIT": None,  # tied to the session, which the idle timeout already bounds
     }
+
+
+class RecordIdConverter(IntegerConverter):
+    """``<int:...>`` bounded to SQLite's INTEGER range: a larger id is no route (404), not an OverflowError (500)."""
+
+    def __init__(self, map, *args, **kwargs):  # noqa: A002 - werkzeug's parameter name
+        kwargs.setdefault("max", 2**63 - 1)
+        super().__init__(map, *args, **kwargs)
+
+
+def install_id_converter(app: Flask) -> None:
+    """Call before any route is added: every ``<int:...>`` URL part then fits a database id."""
+    app.url_map.converters["int"] = RecordIdConverter
 
 
 def install_login(app: Flask, login_endpoint: str) -> LoginManager:
