@@ -152,6 +152,13 @@ class FrameGrabber:
             raise CameraError("camera busy: try again")
         try:
             frame, meta = self.camera.capture_still()
+        except CameraError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a driver's own error (device gone mid-still): one line
+            message = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+            log.warning("still capture failed: %s", message)
+            raise CameraError(f"the camera failed during the still ({message}); check its cable and try again") \
+                from None
         finally:
             self._camera_lock.release()
         return frame, dict(meta)

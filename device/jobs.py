@@ -93,6 +93,7 @@ class AnalysisWorker:
         self._hangs_in_a_row = 0
         self._watchdog_problem: str | None = None
         self._cpu_reason: str | None = None  # set when the watchdog gave up on the configured accelerator
+        self._model_problem: str | None = None  # why the model did not load (the status page shows it)
         self._watchdog = Watchdog(watchdog_seconds, self._on_hung, name="allscope-analysis-watchdog") \
             if watchdog_seconds else None
         self._thread = self._new_thread(0)
@@ -175,6 +176,12 @@ class AnalysisWorker:
     def latency_samples(self) -> int:
         with self._lock:
             return len(self._latencies)
+
+    @property
+    def model_problem(self) -> str | None:
+        """Why the last attempt to load the model failed, as one line (None: loaded, or not tried yet)."""
+        with self._lock:
+            return self._model_problem
 
     @property
     def watchdog_seconds(self) -> float | None:
@@ -364,6 +371,7 @@ class AnalysisWorker:
         with self._lock:
             self.model_path = Path(model_path)
             self._analyzer = None
+            self._model_problem = None
 
     def _load_analyzer(self) -> _ReportingAnalyzer:
         """The loaded analyzer (loading it on first use), with the decision settings in force for this job."""
@@ -376,7 +384,14 @@ class AnalysisWorker:
             delegate = self.delegate or DelegateConfig()
             if self._cpu_reason is not None:
                 delegate = DelegateConfig(kind="cpu", num_threads=delegate.num_threads)
-            classifier = (self._loader or CellClassifier.load)(model_path, delegate)
+            try:
+                classifier = (self._loader or CellClassifier.load)(model_path, delegate)
+            except AllscopeError as error:
+                with self._lock:
+                    self._model_problem = " ".join(str(error).split())[:300]
+                raise
+            with self._lock:
+                self._model_problem = None
             analyzer = _ReportingAnalyzer(classifier)
             analyzer.model_decision = analyzer.decision  # from the model card: the default
             log.info("analysis worker: model %s (sha256 %s) on %s", model_path.name,

@@ -118,6 +118,9 @@ def model_checks(app, settings) -> list[Check]:
         fallback = _find(worker, "fallback_reason")
         checks.append(Check("Inference backend", f"{backend}" + (f" (fallback: {fallback})" if fallback else ""),
                             "warn" if fallback else "ok"))
+    problem = _get(worker, "model_problem")
+    if isinstance(problem, str) and problem:
+        checks.append(Check("Model", f"cannot be loaded, analyses fail: {problem}", "error"))
     checks += inference_checks(worker)
     loaded = _find(worker, "info")
     if info is not None and isinstance(_get(loaded, "sha256"), str) and loaded.sha256 != info.sha256:

@@ -162,8 +162,32 @@ def register_error_handlers(app: Flask, respond: ErrorResponder, *, upload_limit
 
     @app.errorhandler(Exception)
     def _unexpected(error):
+        if storage_full(error):  # a state the operator can fix: say which, not "something went wrong"
+            log.error("storage full on %s %s: %s", request.method, request.path, error)
+            return respond(507, STORAGE_FULL)
         log.exception("unexpected error on %s %s", request.method, request.path)
         return respond(500, unexpected)
+
+
+STORAGE_FULL = ("The device's storage is full: nothing was saved. Free space (export or archive old records) "
+                "and try again.")
+
+
+def storage_full(error: BaseException) -> bool:
+    """A write that failed for lack of space: ENOSPC from a file, or SQLite's "database or disk is full".
+
+    Also when that is only the context of the error raised: SQLite rolls back by itself on a full disk,
+    so peewee's own rollback then fails with "no transaction is active" and hides the real cause.
+    """
+    import errno
+
+    seen = 0
+    while error is not None and seen < 5:
+        if (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)) or \
+                "database or disk is full" in str(error):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
 
 
 def safe_next(target: str | None, default: str) -> str:
