@@ -33,7 +33,7 @@ import re
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -174,7 +174,8 @@ def _pillow_pixel_guard(max_pixels: int) -> Iterator[None]:
     error (converted by the caller) stops anything larger early — it also
     fires inside Image.open for WebP, whose decoder allocates its canvas
     before our check could run. Both settings are process-wide, hence the
-    lock; it is held only while a header is parsed.
+    lock; it is held while Pillow parses a header and while it decodes, so
+    image decoding is serialised across threads (tens of milliseconds a frame).
     """
     with _PILLOW_GUARD_LOCK, warnings.catch_warnings():
         # Every warning, not only the bomb's: header parsers also warn about damaged files
@@ -212,19 +213,17 @@ def _decode(fh: IO[bytes], name: str | os.PathLike[str], max_pixels: int) -> np.
                 name, f"image too small: {width}×{height} pixels (need at least {MIN_SIDE} on each side)"
             )
         colour16 = _is_16bit_colour(im)
-        # Pillow checks the limit again while decoding TIFF; only when the
-        # caller raised our limit above Pillow's can that check fire.
-        saved_limit = Image.MAX_IMAGE_PIXELS
-        needs_guard = saved_limit is not None and max_pixels > saved_limit
+        # Guarded too: Pillow checks the limit again while decoding TIFF, and warns about
+        # damaged tags it meets while decoding (TIFF's EXIF is read in load()).
         try:
-            with _pillow_pixel_guard(max_pixels) if needs_guard else nullcontext():
+            with _pillow_pixel_guard(max_pixels):
                 im.load()  # full decode: truncation and corruption surface here
-            if colour16:
-                rgb = _decode_16bit_colour(fh, im)
-                if rgb is not None:
-                    return rgb
-            im = _exif_transposed(im)
-            return _to_rgb8(im, name)
+                if colour16:
+                    rgb = _decode_16bit_colour(fh, im)
+                    if rgb is not None:
+                        return rgb
+                im = _exif_transposed(im)
+                return _to_rgb8(im, name)
         except ImageLoadError:
             raise
         except MemoryError:

@@ -36,6 +36,7 @@ import binascii
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -242,6 +243,14 @@ def _refuse_constant(name):
     raise EnvelopeError(MALFORMED, f"envelope holds the non-JSON number {name}")
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number such as 1e400 parses to inf, which canonical() cannot sign: refuse it here, as malformed."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise EnvelopeError(MALFORMED, f"envelope holds the out-of-range number {text[:20]}")
+    return value
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_INT
 
@@ -283,7 +292,7 @@ def parse(data: bytes, max_bytes: int = MAX_ENVELOPE_BYTES) -> Envelope:
         raise EnvelopeError(MALFORMED, f"envelope of {len(data)} bytes exceeds the {max_bytes}-byte limit")
     try:
         fields = json.loads(bytes(data).decode("utf-8"), object_pairs_hook=_no_duplicates,
-                            parse_constant=_refuse_constant)
+                            parse_constant=_refuse_constant, parse_float=_finite_float)
     except EnvelopeError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError):
