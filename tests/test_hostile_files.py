@@ -31,7 +31,7 @@ from webui.capture_intake import display_name
 
 # C libraries may print their own diagnostic to fd 2 before Pillow turns the failure into an exception
 # (libtiff: "ZIPDecode: Decoding error at scanline 136, incorrect data check."); Python cannot silence it.
-LIBTIFF_NOISE = re.compile(r"^[A-Za-z]+(Decode|Read\w*|Fetch\w*|Setup\w*)?: .+$")
+LIBTIFF_NOISE = re.compile(r"^(\w+Decode|TIFF\w+|_TIFF\w+|tempfile\.tif): .+$")
 
 
 @pytest.fixture(scope="module")
