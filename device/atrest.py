@@ -226,14 +226,19 @@ def _sqlcipher():
 
 
 def database_for(path: Path, pragmas: dict) -> pw.SqliteDatabase:
-    """The peewee database for ``path`` (in its data directory): SQLCipher when that directory is encrypted."""
+    """The peewee database for ``path`` (in its data directory): SQLCipher when that directory is encrypted.
+
+    Transactions begin IMMEDIATE (the write lock at BEGIN, waiting up to busy_timeout): in WAL mode a
+    deferred transaction that reads and then writes fails at once with "database is locked" when another
+    connection commits in between (the sync agent against the device service, or two web threads).
+    """
     keys = keys_for(Path(path).parent)
     if keys is None:
-        return pw.SqliteDatabase(str(path), pragmas=pragmas)
+        return pw.SqliteDatabase(str(path), pragmas=pragmas, lock_type="IMMEDIATE")
     _sqlcipher()
     from playhouse.sqlcipher_ext import SqlCipherDatabase
 
-    database = SqlCipherDatabase(str(path), passphrase=keys.sqlcipher_key, pragmas=pragmas)
+    database = SqlCipherDatabase(str(path), passphrase=keys.sqlcipher_key, pragmas=pragmas, lock_type="IMMEDIATE")
     try:
         database.connect()
         database.execute_sql("SELECT count(*) FROM sqlite_master")

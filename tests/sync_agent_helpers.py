@@ -315,3 +315,45 @@ def assert_synced_exactly_once(central: Central, device: Device, expected: list[
     assert got == want, "a stored version's content differs from what the device queued"
     assert device.outbox() == [], "the device outbox is not empty"
     return len(got)
+
+
+# --- what the device ever queued (the outbox shrinks as acks arrive; the fault loop needs every version) -------
+
+def keep_outbox_history(device: Device) -> None:
+    """Copy every outbox row, as the triggers insert it, into ``test_outbox_history`` (a test-only table and
+    trigger in the device database; the agent never reads them). Migrates the database first if needed."""
+    from device.records import db_proxy, open_database
+
+    open_database(device.database)
+    db_proxy.close()
+    connection = sqlite3.connect(device.database, timeout=30)
+    try:
+        with connection:
+            connection.execute("CREATE TABLE IF NOT EXISTS test_outbox_history (id INTEGER PRIMARY KEY, "
+                               "entity TEXT NOT NULL, record_id INTEGER NOT NULL, version INTEGER NOT NULL, "
+                               "payload TEXT NOT NULL)")
+            connection.execute("INSERT OR IGNORE INTO test_outbox_history SELECT id, entity, record_id, version, "
+                               "payload FROM outbox")
+            connection.execute("CREATE TRIGGER IF NOT EXISTS test_outbox_history_copy AFTER INSERT ON outbox BEGIN "
+                               "INSERT INTO test_outbox_history VALUES (NEW.id, NEW.entity, NEW.record_id, "
+                               "NEW.version, NEW.payload); END")
+    finally:
+        connection.close()
+
+
+def outbox_history(device: Device) -> list[tuple]:
+    """(entity, record_id, version, sha256 of the payload) of every entry ever queued (see keep_outbox_history)."""
+    return [(entity, record_id, version, hashlib.sha256(payload.encode()).hexdigest())
+            for entity, record_id, version, payload in
+            device.rows("SELECT entity, record_id, version, payload FROM test_outbox_history ORDER BY id")]
+
+
+def assert_files_complete(central: Central, hashes: set[str]) -> int:
+    """Every file in ``hashes`` is complete at the central and its stored bytes have that SHA-256."""
+    files = central.files()
+    missing = sorted(sha[:12] for sha in hashes if not files.get(sha, (False,))[0])
+    assert not missing, f"{len(missing)} files missing or incomplete at the central, e.g. {missing[:5]}"
+    for sha in hashes:
+        stored = central.root / files[sha][1]
+        assert hashlib.sha256(stored.read_bytes()).hexdigest() == sha, f"file {stored} differs from its hash"
+    return len(hashes)
