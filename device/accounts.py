@@ -75,7 +75,8 @@ def create_user(username: str, password: str, roles: str | list[str], *, full_na
 def set_password(user: User, password: str, actor: str) -> None:
     check_password_strength(password)
     with db_proxy.atomic():
-        User.update(password_hash=hash_password(password)).where(User.id == user.id).execute()
+        User.update(password_hash=hash_password(password), session_epoch=User.session_epoch + 1) \
+            .where(User.id == user.id).execute()  # a new password ends the user's open sessions
         audit("password", "user", user.id, username=actor, detail=f"password changed for {user.username}")
 
 
@@ -93,7 +94,7 @@ def set_disabled(username: str, disabled: bool, actor: str) -> User:
     if user is None:
         raise AccountError(f"no such user: {username}")
     with db_proxy.atomic():
-        User.update(disabled=disabled).where(User.id == user.id).execute()
+        User.update(disabled=disabled, session_epoch=User.session_epoch + 1).where(User.id == user.id).execute()
         audit("disable" if disabled else "enable", "user", user.id, username=actor,
               before={"disabled": user.disabled}, after={"disabled": disabled})
     user.disabled = disabled

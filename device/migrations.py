@@ -125,7 +125,11 @@ def _v2_sync_outbox(database: pw.SqliteDatabase) -> None:
                              f"WHEN {changed} BEGIN {enqueue} END")
 
 
-MIGRATIONS = [_v1_initial, _v2_sync_outbox]
+def _v3_session_epoch(database: pw.SqliteDatabase) -> None:
+    database.execute_sql('ALTER TABLE "user" ADD COLUMN "session_epoch" INTEGER NOT NULL DEFAULT 0')
+
+
+MIGRATIONS = [_v1_initial, _v2_sync_outbox, _v3_session_epoch]
 
 
 def schema_version(database: pw.SqliteDatabase) -> int:

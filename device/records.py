@@ -54,6 +54,9 @@ class User(BaseModel):
     disabled = pw.BooleanField(default=False)
     created_at = pw.DateTimeField(default=utcnow)
     last_login_at = pw.DateTimeField(null=True)
+    # Bumped at logout, password change and disabling: every session signed with an older epoch is dead,
+    # including a copied cookie (sessions are client-side signed cookies; this is their server-side revocation).
+    session_epoch = pw.IntegerField(default=0)
 
     @property
     def role_set(self) -> frozenset[str]:

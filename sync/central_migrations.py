@@ -42,7 +42,17 @@ def _v2_append_only(database: pw.Database) -> None:
                              f"FOR EACH ROW EXECUTE FUNCTION allscope_append_only()")
 
 
-MIGRATIONS = [_v1_initial, _v2_append_only]
+def _v3_session_epoch(database: pw.Database) -> None:
+    """The device's User model gained ``session_epoch`` (server-side session revocation); the central shares it."""
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    columns = {column.name for column in database.get_columns("user")}
+    if "session_epoch" not in columns:  # v1 created the table from the model, which may already have it
+        migrate(SchemaMigrator.from_database(database).add_column(
+            "user", "session_epoch", pw.IntegerField(default=0)))
+
+
+MIGRATIONS = [_v1_initial, _v2_append_only, _v3_session_epoch]
 
 
 def schema_version(database: pw.Database) -> int:

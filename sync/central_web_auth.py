@@ -7,15 +7,15 @@ refused everywhere after login by the role declarations.
 
 from __future__ import annotations
 
-import time
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_user, logout_user
+from flask_login import current_user, logout_user
 
 from device import accounts
 from device.records import audit, db_proxy
 from sync.central_web_forms import LoginForm, SetupForm
 from webui.access import ADMIN, ANY_USER, allow, allow_anonymous
+from webui import security
 from webui.security import safe_next
 
 bp = Blueprint("auth", __name__)
@@ -44,9 +44,7 @@ def login():
         user, error = accounts.authenticate(form.username.data, form.password.data, client_address())
         if user is not None:
             target = safe_next(form.next.data, url_for("devices.device_list"))
-            session.clear()  # no pre-login session data survives (session fixation)
-            login_user(user)
-            session["last_seen"] = time.time()
+            security.start_session(user)  # fresh session bound to the user's epoch (no fixation)
             return redirect(target)
     status = 401 if error else (400 if form.errors else 200)
     return render_template("central/login.html", form=form, error=error), status
@@ -58,6 +56,7 @@ def logout():
     with db_proxy.atomic():
         audit("logout", "user", current_user.id, username=current_user.username, address=client_address(),
               detail="idle" if request.form.get("idle") else "")
+        security.revoke_sessions(current_user.id)  # a copy of this session's cookie dies with it
     logout_user()
     session.clear()
     if request.form.get("idle"):

@@ -113,3 +113,20 @@ def test_secret_key_is_generated_private(app):
     key_file = Path(app.config["ALLSCOPE_DATA_DIR"]) / "secret_key"
     assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
     assert len(key_file.read_bytes().strip()) == 64
+
+
+def test_a_new_password_or_disabling_ends_open_sessions(app, client, auth):
+    from device import accounts
+    from device.records import User
+
+    auth.login("tech")
+    assert client.get("/").status_code == 200
+    with app.app_context():
+        accounts.set_password(User.get(User.username == "tech"), "another-password-9", actor="admin")
+    assert client.get("/").status_code == 302  # the open session is gone
+    auth.login("tech", "another-password-9")
+    assert client.get("/").status_code == 200
+    with app.app_context():
+        accounts.set_disabled("tech", True, actor="admin")
+        accounts.set_disabled("tech", False, actor="admin")
+    assert client.get("/").status_code == 302

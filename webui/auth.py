@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_user, logout_user
+from flask_login import current_user, logout_user
 
 from device import accounts
 from device.records import audit, db_proxy
@@ -34,9 +33,7 @@ def login():
                                             client_address())
         if user is not None:
             next_url = safe_next(request.form.get("next") or request.args.get("next"))
-            session.clear()  # no pre-login session data survives (session fixation)
-            login_user(user)
-            session["last_seen"] = time.time()
+            security.start_session(user)  # fresh session bound to the user's epoch (no fixation)
             if user.role_set == {"admin"} and next_url == url_for("patients.patient_list"):
                 next_url = url_for("admin.status")
             return redirect(next_url)
@@ -49,6 +46,7 @@ def logout():
     with db_proxy.atomic():
         audit("logout", "user", current_user.id, username=current_user.username, address=client_address(),
               detail="idle" if request.form.get("idle") else "")
+        security.revoke_sessions(current_user.id)  # a copy of this session's cookie dies with it
     logout_user()
     session.clear()
     if request.form.get("idle"):

@@ -73,9 +73,28 @@ def install_login(app: Flask, login_endpoint: str) -> LoginManager:
     @manager.user_loader
     def load_user(user_id: str):
         user = User.get_or_none(User.id == int(user_id)) if user_id.isdigit() else None
-        return user if user is not None and not user.disabled else None
+        if user is None or user.disabled or session.get("epoch") != user.session_epoch:
+            return None  # disabled, or the session predates a logout / password change (revoked)
+        return user
 
     return manager
+
+
+def start_session(user) -> None:
+    """Log ``user`` in on a fresh session (no pre-login data survives: no fixation) bound to their epoch."""
+    from flask_login import login_user
+
+    session.clear()
+    login_user(user)
+    session["epoch"] = user.session_epoch
+    session["last_seen"] = time.time()
+
+
+def revoke_sessions(user_id: int) -> None:
+    """End every session of a user, on every browser, including copies of the cookie."""
+    from device.records import User
+
+    User.update(session_epoch=User.session_epoch + 1).where(User.id == user_id).execute()
 
 
 def _login_redirect(login_endpoint: str):
