@@ -50,7 +50,9 @@ def store_chunk(device_id: int, envelope, data: bytes, data_dir: Path) -> dict:
         return _chunk_of_complete_file(received, envelope, index, data, data_dir)
     existing = FileChunk.get_or_none((FileChunk.file == received) & (FileChunk.index == index))
     if existing is not None:
-        return _same_chunk(envelope, bytes(existing.data) == data, sha, index)
+        ack = _same_chunk(envelope, bytes(existing.data) == data, sha, index)
+        _assemble_if_all_there(received, envelope, count, data_dir)  # a receiver may have died before assembling
+        return ack
     stored_lengths = {row.index: row.length for row in FileChunk.select(
         FileChunk.index, pw.fn.LENGTH(FileChunk.data).alias("length")).where(FileChunk.file == received)}
     _check_chunk_length(size, count, index, len(data), stored_lengths)
@@ -62,9 +64,16 @@ def store_chunk(device_id: int, envelope, data: bytes, data_dir: Path) -> dict:
     except pw.IntegrityError:
         existing = FileChunk.get((FileChunk.file == received) & (FileChunk.index == index))
         return _same_chunk(envelope, bytes(existing.data) == data, sha, index)
+    _assemble_if_all_there(received, envelope, count, data_dir)
+    return ack_item(envelope, "stored")
+
+
+def _assemble_if_all_there(received: ReceivedFile, envelope, count: int, data_dir: Path) -> None:
+    """Assemble once every chunk is stored: after the last new chunk, and after a duplicate too, since a
+    receiver killed between committing the last chunk and assembling leaves all chunks stored and acked
+    (the device then never sends them again), and only the broker's redelivery comes back."""
     if FileChunk.select().where(FileChunk.file == received).count() == count:
         _assemble(received, envelope, data_dir)
-    return ack_item(envelope, "stored")
 
 
 def _same_chunk(envelope, same: bool, sha: str, index: int) -> dict:
@@ -87,7 +96,10 @@ def _assemble(received: ReceivedFile, envelope, data_dir: Path) -> None:
     if len(content) != received.size or hashlib.sha256(content).hexdigest() != received.sha256:
         with db_proxy.atomic():  # start over: the device resends the file from its first chunk
             FileChunk.delete().where(FileChunk.file == received).execute()
-            ReceivedFile.delete().where(ReceivedFile.id == received.id).execute()
+            dropped = ReceivedFile.delete().where((ReceivedFile.id == received.id)
+                                                  & (ReceivedFile.complete == False)).execute()  # noqa: E712
+        if not dropped:  # another receiver assembled it meanwhile: its chunk rows were gone when these were read
+            return
         raise Rejected("file_hash_mismatch", f"file {received.sha256[:12]}: assembled {len(content)} bytes do "
                                              f"not match the declared size and SHA-256; chunks discarded")
     suffix = Path(received.name).suffix.lower()

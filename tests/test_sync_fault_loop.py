@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import hashlib
 import os
 import random
 import sqlite3
@@ -319,3 +320,67 @@ def test_a_device_transaction_that_reads_then_writes_survives_a_commit_from_the_
         assert Patient.get_by_id(patient.id).version == 2
     finally:
         db_proxy.close()
+
+
+class _Killed(BaseException):
+    """The receiver process dying (SIGKILL): nothing after this point runs, no ack, no PUBACK."""
+
+
+def test_a_receiver_killed_between_the_last_chunk_and_the_assembly_still_makes_the_file(tmp_path, monkeypatch):
+    """A receiver SIGKILLed after committing a file's last missing chunk but before assembling it: the broker
+    redelivers that chunk (it was never PUBACKed), which is now a duplicate. The duplicate must still
+    assemble the file, else every chunk is acked, the device deems the file complete and never sends it
+    again, and the central keeps a half-received file for good."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from sync import central_files, envelope
+    from sync.central import Ingestor
+    from sync.central_db import open_central_database
+    from sync.central_models import Device, FileChunk, ReceivedFile
+
+    database = open_central_database(tmp_path / "central.db")
+    try:
+        server, device_key = X25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+        ingestor = Ingestor(server, tmp_path / "central-data")
+        Device.create(device_id=DEVICE, clinic="Clinic")
+        hello = envelope.make_hello(device_id=DEVICE, signing_key=device_key, server_public=server.public_key())
+        assert ingestor.handle(DEVICE, hello)[0]["status"] == "stored"
+        content = png_bytes(load_image(DEMO_FRAMES[0])[:80, :80])
+        sha, size = hashlib.sha256(content).hexdigest(), 1000
+        parts = [content[start:start + size] for start in range(0, len(content), size)]
+
+        def chunk(index: int) -> bytes:
+            extra = {"index": index, "count": len(parts), "size": len(content), "name": "crops/1/0000.png"}
+            return envelope.seal(parts[index], kind="chunk", device_id=DEVICE, record=f"file:{sha}", version=1,
+                                 entry=7, created="2026-01-06T10:00:00.000Z", signing_key=device_key,
+                                 server_public=server.public_key(), extra=extra)
+
+        assert len(parts) > 2
+        for index in range(len(parts) - 1):
+            assert ingestor.handle(DEVICE, chunk(index))[0]["status"] == "stored"
+
+        def killed(*_args, **_kwargs):
+            raise _Killed()
+
+        with monkeypatch.context() as patch:
+            patch.setattr(central_files, "_assemble", killed)
+            with pytest.raises(_Killed):
+                ingestor.handle(DEVICE, chunk(len(parts) - 1))
+        assert FileChunk.select().count() == len(parts) and not ReceivedFile.get().complete
+
+        (ack,) = ingestor.handle(DEVICE, chunk(len(parts) - 1))  # the broker's redelivery to a new receiver
+        assert ack["status"] == "duplicate"
+        received = ReceivedFile.get()
+        assert received.complete, "every chunk is stored and acked, but the file was never assembled"
+        assert (tmp_path / "central-data" / received.stored_path).read_bytes() == content
+        assert FileChunk.select().count() == 0
+
+        # Two receivers assembling at once: the second read the chunks after the first had dropped them. It
+        # must leave the complete file alone (it used to delete its row as a hash mismatch).
+        stale = ReceivedFile.get()
+        stale.complete = False
+        central_files._assemble(stale, envelope.parse(chunk(0)), tmp_path / "central-data")
+        assert ReceivedFile.get().complete
+    finally:
+        database.close()
