@@ -19,7 +19,8 @@ percentile would only restate them):
   (``device.bench_memory``).
 
 A benchmark, never a test: nothing here passes or fails on speed. The exit
-status is 1 only when a run saw something wrong (records lost, pages failing).
+status is 1 only when a run saw something wrong (records lost, pages failing, a
+section that could not run: its error is recorded and the other sections go on).
 The machine may be shared: compare ratios of one run, not absolute figures
 between machines or runs.
 """
@@ -188,7 +189,11 @@ def run_all(repeats: int = DEFAULT_REPEATS, out_dir: Path = DEFAULT_OUT, sizes: 
         for name in sections:
             started = time.monotonic()
             print(f"bench all: {name} ({repeats} run{'s' if repeats > 1 else ''}) ...", file=out, flush=True)
-            report["sections"][name] = runners[name]()
+            try:
+                report["sections"][name] = runners[name]()
+            except Exception as error:  # noqa: BLE001 - one broken section must not lose the others' figures
+                report["sections"][name] = {"error": f"{type(error).__name__}: {error}"[:500]}
+                print(f"bench all: {name} failed: {report['sections'][name]['error']}", file=out, flush=True)
             report["sections"][name]["seconds"] = round(time.monotonic() - started, 1)
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
@@ -204,8 +209,8 @@ def run_all(repeats: int = DEFAULT_REPEATS, out_dir: Path = DEFAULT_OUT, sizes: 
 
 def problems(report: dict) -> list[str]:
     """What went wrong in the runs (not speed): lost records, failing pages."""
-    found = []
     sections = report["sections"]
+    found = [f"{name}: {data['error']}" for name, data in sections.items() if "error" in data]
     if sections.get("sync", {}).get("correct") is False:
         found.append("sync: records lost, duplicated or altered")
     if sections.get("web", {}).get("errors"):

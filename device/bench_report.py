@@ -93,6 +93,8 @@ def markdown(report: dict) -> str:
     for name, data in report["sections"].items():
         if "skipped" in data:
             lines.append(f"\n{name}: skipped ({data['skipped']})")
+        if "error" in data:
+            lines.append(f"\n{name}: failed ({data['error']})")
     if report.get("problems"):
         lines += ["", "Problems seen: " + "; ".join(report["problems"])]
     return "\n".join(lines) + "\n"
