@@ -119,3 +119,27 @@ def test_cli_refuses_zero_repeats_in_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["allscope: --repeats must be at least 1"]
     assert not (tmp_path / "r").exists()
+
+
+def test_a_section_that_cannot_run_is_recorded_and_the_others_still_written(tmp_path):
+    report = run_all(1, tmp_path, TINY, sections=("per_cell", "frames"), model=tmp_path / "missing.tflite",
+                     out=io.StringIO())
+    for name in ("per_cell", "frames"):
+        assert "missing.tflite" in report["sections"][name]["error"]
+    assert [p.split(":")[0] for p in report["problems"]] == ["per_cell", "frames"]
+    markdown = (tmp_path / "bench.md").read_text()
+    assert "per_cell: failed (" in markdown and "Problems seen: " in markdown
+
+
+def test_the_service_caps_malloc_arenas_unless_told_otherwise(monkeypatch):
+    """The memory section found the analysing service at ~300 MB resident from per-thread malloc arenas."""
+    import platform
+
+    from webui.server import limit_malloc_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False  # an operator's own setting wins
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("no glibc malloc arenas here")
+    assert limit_malloc_arenas() is True
