@@ -51,8 +51,11 @@ run: $(VENV)/.device-installed
 test: $(VENV)/.test-installed
 	$(VENV)/bin/pytest
 
+# Every benchmark, median and min-max over 3 runs, into bench-results/bench.json and bench.md
+# (make bench BENCH_ARGS="--quick" or "--repeats 5"). The sync figures need mosquitto.
+BENCH_ARGS ?=
 bench: $(VENV)/.device-installed
-	$(VENV)/bin/allscope bench
+	$(VENV)/bin/allscope bench all --out bench-results $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -218,8 +218,18 @@ def problems(report: dict) -> list[str]:
     return found
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "Model")):  # x86 / a Raspberry Pi's board name
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or ""
+
+
 def machine() -> dict:
-    return {"machine": platform.machine(), "processor": platform.processor() or "", "cpus": os.cpu_count(),
+    return {"machine": platform.machine(), "processor": _cpu_name(), "cpus": os.cpu_count(),
             "python": platform.python_version(), "system": f"{platform.system()} {platform.release()}"}
 
 
