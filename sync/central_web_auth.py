@@ -7,12 +7,10 @@ refused everywhere after login by the role declarations.
 
 from __future__ import annotations
 
-
-from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
-from flask_login import current_user, logout_user
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from device import accounts
-from device.records import audit, db_proxy
+from device.records import db_proxy
 from sync.central_web_forms import LoginForm, SetupForm
 from webui.access import ADMIN, ANY_USER, allow, allow_anonymous
 from webui import security
@@ -53,15 +51,7 @@ def login():
 @bp.post("/logout")
 @allow(*ANY_USER)
 def logout():
-    with db_proxy.atomic():
-        audit("logout", "user", current_user.id, username=current_user.username, address=client_address(),
-              detail="idle" if request.form.get("idle") else "")
-        security.revoke_sessions(current_user.id)  # a copy of this session's cookie dies with it
-    logout_user()
-    session.clear()
-    if request.form.get("idle"):
-        flash("Logged out after a period without activity.", "info")
-    return redirect(url_for("auth.login"))
+    return security.end_session(client_address(), url_for("auth.login"))
 
 
 @bp.route("/setup", methods=["GET", "POST"])

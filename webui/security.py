@@ -90,6 +90,22 @@ def start_session(user) -> None:
     session["last_seen"] = time.time()
 
 
+def end_session(address: str, login_url: str):
+    """The logout view of both apps: audited, every session of the user ended server-side, back to login."""
+    from device.records import audit, db_proxy
+
+    idle = bool(request.form.get("idle"))
+    with db_proxy.atomic():
+        audit("logout", "user", current_user.id, username=current_user.username, address=address,
+              detail="idle" if idle else "")
+        revoke_sessions(current_user.id)  # a copy of this session's cookie dies with it
+    logout_user()
+    session.clear()
+    if idle:
+        flash("Logged out after a period without activity.", "info")
+    return redirect(login_url)
+
+
 def revoke_sessions(user_id: int) -> None:
     """End every session of a user, on every browser, including copies of the cookie."""
     from device.records import User
