@@ -72,6 +72,23 @@ def create_user(username: str, password: str, roles: str | list[str], *, full_na
     return user
 
 
+class SetupClosed(AccountError):
+    """The one-time set-up was asked for while an account already exists."""
+
+
+def create_first_user(username: str, password: str, roles: str | list[str], *, full_name: str = "",
+                      actor: str = "setup-page") -> User:
+    """Create the first account of an empty database (the set-up pages of both web apps).
+
+    The emptiness check and the insert share one write transaction, so two set-up requests racing each
+    other cannot both create an administrator: the loser gets SetupClosed.
+    """
+    with db_proxy.atomic():
+        if any_user_exists():
+            raise SetupClosed("an account already exists: the set-up page is closed")
+        return create_user(username, password, roles, full_name=full_name, actor=actor)
+
+
 def set_password(user: User, password: str, actor: str) -> None:
     check_password_strength(password)
     with db_proxy.atomic():

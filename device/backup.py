@@ -28,7 +28,7 @@ from pathlib import Path
 
 from device import atrest
 from device.errors import AllscopeError
-from device.storage import DataDir, write_atomic
+from device.storage import DataDir, fsync_dir, write_atomic
 
 PREFIX = "allscope-backup-"
 TEMP_PREFIX = ".partial-"
@@ -88,7 +88,7 @@ def create_backup(data: DataDir, to: Path | None = None, keep: int | None = None
                     "source": str(data.root), "encrypted": atrest.is_encrypted(data.root), "files": files}
         write_atomic(partial / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode(), mode=0o600)
         os.replace(partial, final)
-        _fsync_dir(to)
+        fsync_dir(to)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -173,13 +173,6 @@ def _remove_partials(to: Path) -> None:
     for path in to.glob(f"{TEMP_PREFIX}{PREFIX}*"):
         shutil.rmtree(path, ignore_errors=True)
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- list, rotate, verify ------------------------------------------------------------------------------------
@@ -286,7 +279,7 @@ def restore_backup(backup: Path, data_dir: Path, force: bool = False) -> Path | 
         # Files first, the database last: a crash mid-restore leaves no database naming missing files.
         for entry in sorted(staging.iterdir(), key=lambda p: p.name == DATABASE):
             os.replace(entry, root / entry.name)
-        _fsync_dir(root)
+        fsync_dir(root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     atrest.forget(root)

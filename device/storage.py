@@ -51,6 +51,11 @@ def write_atomic(path: str | os.PathLike, data: bytes, mode: int | None = None) 
         except FileNotFoundError:
             pass
         raise
+    fsync_dir(directory)
+
+
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """Make the entries of ``directory`` (a rename, a new file) durable across a power cut."""
     if hasattr(os, "O_DIRECTORY"):
         dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from device import accounts
-from device.records import db_proxy
 from sync.central_web_forms import LoginForm, SetupForm
 from webui.access import ADMIN, ANY_USER, allow, allow_anonymous
 from webui import security
@@ -64,11 +63,10 @@ def setup():
     error = ""
     if form.validate_on_submit():
         try:
-            with db_proxy.atomic():
-                if accounts.any_user_exists():  # lost a race with another set-up request
-                    abort(404)
-                accounts.create_user(form.username.data, form.password.data, [ADMIN],
-                                     full_name=form.full_name.data or "", actor="setup-page")
+            accounts.create_first_user(form.username.data, form.password.data, [ADMIN],
+                                       full_name=form.full_name.data or "")
+        except accounts.SetupClosed:  # lost a race with another set-up request
+            abort(404)
         except accounts.AccountError as err:
             error = str(err)
         else:

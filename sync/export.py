@@ -25,6 +25,7 @@ from pathlib import Path
 
 from device.errors import AllscopeError
 from device.records import open_database
+from device.storage import fsync_dir
 from sync import acks as acks_mod
 from sync import envelope as env_mod
 from sync import keys, outbox
@@ -56,13 +57,6 @@ def _write(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def export_pending(config: AgentConfig, to: str | Path) -> ExportResult:
@@ -119,9 +113,9 @@ def export_pending(config: AgentConfig, to: str | Path) -> ExportResult:
                     "created": env_mod.utc_timestamp(), "media": config.media, "entries": result.entries,
                     "chunks": result.chunks, "envelopes": items}
         _write(work / MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
-        _fsync_dir(work)
+        fsync_dir(work)
         os.rename(work, final)
-        _fsync_dir(target_root)
+        fsync_dir(target_root)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

@@ -5,7 +5,6 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from device import accounts
-from device.records import db_proxy
 from webui import security
 from webui.access import ANY_USER, allow, allow_anonymous
 
@@ -57,12 +56,11 @@ def setup():
             error = "The two passwords differ."
         else:
             try:
-                with db_proxy.atomic():
-                    if accounts.any_user_exists():  # lost a race with another set-up request
-                        abort(404)
-                    accounts.create_user(request.form.get("username", ""), password,
-                                         request.form.getlist("roles") or ["admin"],
-                                         full_name=request.form.get("full_name", ""), actor="setup-page")
+                accounts.create_first_user(request.form.get("username", ""), password,
+                                           request.form.getlist("roles") or ["admin"],
+                                           full_name=request.form.get("full_name", ""))
+            except accounts.SetupClosed:  # lost a race with another set-up request
+                abort(404)
             except accounts.AccountError as err:
                 error = str(err)
             else:
