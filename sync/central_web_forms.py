@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, PasswordField, StringField
-from wtforms.validators import EqualTo, InputRequired, Length, Optional, Regexp, ValidationError
+from wtforms.validators import InputRequired, Length, Optional, Regexp, ValidationError
 
-from device.accounts import MIN_PASSWORD_LENGTH
 from device.errors import AllscopeError
 from sync.topics import DEVICE_ID_RE
+from webui.admin_forms import password_fields
 
 
 class LoginForm(FlaskForm):
@@ -24,13 +24,7 @@ class SetupForm(FlaskForm):
                            description="2-64 characters: lower-case letters, digits, '.', '_' or '-'.",
                            render_kw={"autocapitalize": "none", "autocomplete": "off"})
     full_name = StringField("Full name", validators=[Optional(), Length(max=200)])
-    password = PasswordField("Password", validators=[
-        InputRequired(message="Enter a password."),
-        Length(min=MIN_PASSWORD_LENGTH, message=f"Use at least {MIN_PASSWORD_LENGTH} characters.")],
-        render_kw={"autocomplete": "new-password"})
-    confirm = PasswordField("Password again", validators=[
-        InputRequired(message="Type the password a second time."),
-        EqualTo("password", message="The two passwords differ.")], render_kw={"autocomplete": "new-password"})
+    password, confirm = password_fields("Password")
 
 
 def _broker_address(form, field) -> None:

@@ -22,8 +22,9 @@ class CheckboxesField(SelectMultipleField):
     option_widget = CheckboxInput()
 
 
-def _password_fields():
-    password = PasswordField("New password", validators=[
+def password_fields(label: str = "New password"):
+    """A password and its confirmation, with the account rules' minimum length (shared with the central UI)."""
+    password = PasswordField(label, validators=[
         InputRequired(message="Enter a password."),
         Length(min=MIN_PASSWORD_LENGTH, message=f"Use at least {MIN_PASSWORD_LENGTH} characters.")],
         render_kw={"autocomplete": "new-password"})
@@ -42,7 +43,7 @@ class CreateUserForm(FlaskForm):
                             validators=[InputRequired(message="Choose at least one role.")],
                             description="Technicians capture and analyse; pathologists also review and sign; "
                                         "administrators manage users and the device.")
-    password, confirm = _password_fields()
+    password, confirm = password_fields()
 
 
 class RolesForm(FlaskForm):
@@ -51,7 +52,7 @@ class RolesForm(FlaskForm):
 
 
 class PasswordForm(FlaskForm):
-    password, confirm = _password_fields()
+    password, confirm = password_fields()
 
 
 class ActionForm(FlaskForm):
