@@ -33,19 +33,37 @@ ROLE_USERS = {  # username -> roles; one account per role plus a doctor who is b
 TEST_PASSWORD = "microscope-42!"
 
 
-@pytest.fixture(scope="session")
-def users_database(tmp_path_factory):
-    """A migrated database holding the ROLE_USERS accounts, made once: Argon2 hashing is slow on purpose."""
-    from device import accounts
-    from device.records import open_database
+# A central admin and someone who is not one (the central admin UI's tests).
+CENTRAL_USERS = {"boss": "admin", "tech": "technician"}
 
-    path = tmp_path_factory.mktemp("users-db") / "allscope.db"
-    database = open_database(path)
-    for username, roles in ROLE_USERS.items():
+
+def _users_database(path, open_db, users: dict) -> "Path":
+    """A migrated database holding ``users`` (password TEST_PASSWORD), checkpointed so it can be copied."""
+    from device import accounts
+
+    database = open_db(path)
+    for username, roles in users.items():
         accounts.create_user(username, TEST_PASSWORD, roles, actor="test")
     database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     database.close()
     return path
+
+
+@pytest.fixture(scope="session")
+def users_database(tmp_path_factory):
+    """The device database with the ROLE_USERS accounts, made once (Argon2 is slow on purpose); copied per test."""
+    from device.records import open_database
+
+    return _users_database(tmp_path_factory.mktemp("users-db") / "allscope.db", open_database, ROLE_USERS)
+
+
+@pytest.fixture(scope="session")
+def central_users_db(tmp_path_factory):
+    """The central database with the CENTRAL_USERS accounts, made once; copied per test."""
+    from sync.central_db import open_central_database
+
+    return _users_database(tmp_path_factory.mktemp("central-users") / "central.db", open_central_database,
+                           CENTRAL_USERS)
 
 
 @pytest.fixture

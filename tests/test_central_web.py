@@ -15,9 +15,8 @@ import zipfile
 
 import pytest
 
-from conftest import TEST_PASSWORD, Auth, csrf_from
+from conftest import CENTRAL_USERS, TEST_PASSWORD, Auth, csrf_from
 
-CENTRAL_USERS = {"boss": "admin", "tech": "technician"}  # a central admin, and someone who is not one
 
 # endpoint -> who may call it ("anonymous" means everyone)
 ANON, ADMIN_ONLY = "anonymous", "admin"
@@ -38,21 +37,6 @@ TABLE = {
     "records.patient_page": ADMIN_ONLY,
     "ingest.error_list": ADMIN_ONLY,
 }
-
-
-@pytest.fixture(scope="session")
-def central_users_db(tmp_path_factory):
-    """A migrated central database with CENTRAL_USERS, made once (Argon2 is slow on purpose); copied per test."""
-    from device import accounts
-    from sync.central_db import open_central_database
-
-    path = tmp_path_factory.mktemp("central-users") / "central.db"
-    database = open_central_database(path)
-    for username, roles in CENTRAL_USERS.items():
-        accounts.create_user(username, TEST_PASSWORD, roles, actor="test")
-    database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    database.close()
-    return path
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import shutil
 
 import pytest
 
-from conftest import REPO_ROOT, TEST_PASSWORD, Auth, csrf_from
+from conftest import CENTRAL_USERS, REPO_ROOT, TEST_PASSWORD, Auth, csrf_from
 from figures import report
 
 STATE_CHANGING = {"POST", "PATCH", "PUT", "DELETE"}
@@ -259,31 +259,15 @@ def _visible_message(text: str, url: str) -> str:
 
 # --- central app fixtures -------------------------------------------------------------------------------------
 
-CENTRAL_USERS = {"boss": "admin", "tech": "technician"}
-
-
-@pytest.fixture(scope="session")
-def central_db_template(tmp_path_factory):
-    """A migrated central database with CENTRAL_USERS (Argon2 is slow on purpose: made once, copied per test)."""
-    from device import accounts
-    from sync.central_db import open_central_database
-
-    path = tmp_path_factory.mktemp("security-central") / "central.db"
-    database = open_central_database(path)
-    for username, roles in CENTRAL_USERS.items():
-        accounts.create_user(username, TEST_PASSWORD, roles, actor="test")
-    database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    database.close()
-    return path
 
 
 @pytest.fixture
-def central(tmp_path, central_db_template):
+def central(tmp_path, central_users_db):
     from sync.central_web import create_central_app
 
     data = tmp_path / "central"
     data.mkdir()
-    shutil.copyfile(central_db_template, data / "central.db")
+    shutil.copyfile(central_users_db, data / "central.db")
     app = create_central_app(data / "central.db", data, {"TESTING": True, "CENTRAL_PKI_DIR": str(tmp_path / "pki")})
     yield app
     app.extensions["central_db"].close()
@@ -587,14 +571,14 @@ def _cookie_attributes(response, name) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("tls", [False, True])
-def test_session_cookie_flags_on_both_apps(tmp_path, users_database, central_db_template, tls):
+def test_session_cookie_flags_on_both_apps(tmp_path, users_database, central_users_db, tls):
     from sync.central_web import create_central_app
     from webui import create_app
 
     shutil.copytree(users_database.parent, tmp_path / "device")
     device = create_app(tmp_path / "device", {"ALLSCOPE_START_WORKERS": False, "ALLSCOPE_TLS": tls})
     (tmp_path / "central").mkdir()
-    shutil.copyfile(central_db_template, tmp_path / "central" / "central.db")
+    shutil.copyfile(central_users_db, tmp_path / "central" / "central.db")
     central = create_central_app(tmp_path / "central" / "central.db", tmp_path / "central", {"ALLSCOPE_TLS": tls})
     for app, user, name in ((device, "tech", DEVICE_COOKIE), (central, "boss", CENTRAL_COOKIE)):
         client = app.test_client()
