@@ -76,24 +76,10 @@ def create_central_app(central_db: str | Path | None = None, data_dir: str | Pat
     database = open_central_database(resolve_central_db(central_db, data))
     app.extensions["central_db"] = database
 
-    security.install_id_converter(app)
-    csrf.init_app(app)
-    security.install_login(app, "auth.login")
-
-    @app.before_request
-    def _open_db():
-        from flask import request
-
-        if request.endpoint not in ("static", "central_static"):
-            database.connect(reuse_if_open=True)
-
-    respond = security.error_responder("central/error.html")
-    security.install_idle_logout(app, "auth.login")
-    security.install_role_check(app, "auth.login", respond)
-    security.install_headers(app)
-    security.register_error_handlers(app, respond, upload_limit_mb=1,
-                                     unexpected="Something went wrong on the central server; the error was "
-                                                "logged. Nothing was half-saved: try again.")
+    security.install(app, csrf, database, error_template="central/error.html", upload_limit_mb=1,
+                     static_endpoints=("static", "central_static"),
+                     unexpected="Something went wrong on the central server; the error was logged. "
+                                "Nothing was half-saved: try again.")
 
     @app.get("/central-static/<path:filename>")
     @access.allow_anonymous

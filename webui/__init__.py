@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Flask, request, url_for
+from flask import Flask, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFProtect
 
@@ -61,25 +61,10 @@ def create_app(data_dir: str | Path | None = None, overrides: dict | None = None
     database = open_database(data.database)
     app.extensions["allscope_db"] = database
 
-    security.install_id_converter(app)
-    csrf.init_app(app)
-    security.install_login(app, "auth.login")
-
-    # One SQLite connection per server thread, opened on first use and kept (peewee's connections are
-    # thread-local): opening one per request costs more than most pages. Static files never touch it.
-    @app.before_request
-    def _open_db():
-        if request.endpoint != "static":
-            database.connect(reuse_if_open=True)
-
-    respond = security.error_responder("error.html")
-    security.install_idle_logout(app, "auth.login")
-    security.install_role_check(app, "auth.login", respond)
-    security.install_headers(app)
-    security.register_error_handlers(
-        app, respond, upload_limit_mb=app.config["ALLSCOPE_MAX_UPLOAD_MB"],
-        unexpected="Something went wrong on the device; the error was logged. "
-                   "Nothing was half-saved: try again or call your administrator.")
+    security.install(app, csrf, database, error_template="error.html",
+                     upload_limit_mb=app.config["ALLSCOPE_MAX_UPLOAD_MB"],
+                     unexpected="Something went wrong on the device; the error was logged. "
+                                "Nothing was half-saved: try again or call your administrator.")
 
     @app.context_processor
     def _template_globals():

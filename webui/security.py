@@ -37,6 +37,27 @@ CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script
 ErrorResponder = Callable[[int, str], object]
 
 
+def install(app: Flask, csrf, database, *, error_template: str, upload_limit_mb: float, unexpected: str,
+            login_endpoint: str = "auth.login", static_endpoints: tuple[str, ...] = ("static",)) -> None:
+    """Everything both web apps install the same way, in order: bounded ids, CSRF, flask-login, one kept
+    database connection per server thread (opening one per request costs more than most pages; static
+    files never touch it), idle logout, the role check, the headers and the one-line error pages."""
+    install_id_converter(app)
+    csrf.init_app(app)
+    install_login(app, login_endpoint)
+
+    @app.before_request
+    def _open_db():
+        if request.endpoint not in static_endpoints:
+            database.connect(reuse_if_open=True)
+
+    respond = error_responder(error_template)
+    install_idle_logout(app, login_endpoint)
+    install_role_check(app, login_endpoint, respond)
+    install_headers(app)
+    register_error_handlers(app, respond, upload_limit_mb=upload_limit_mb, unexpected=unexpected)
+
+
 def session_config(secret_key: bytes, *, cookie_name: str, secure: bool) -> dict:
     """Flask settings for the session cookie and CSRF tokens (tokens live as long as the session)."""
     return {
