@@ -247,14 +247,17 @@ class Ingestor:
             log.exception("could not record the ingestion error")
 
 
-_INSERT_SQL: dict[int, tuple[str, list]] = {}  # id(database) -> (SQL, fields)
+# (placeholder, quote characters) -> (SQL, fields). Keyed by the dialect, not by id(database): a new database
+# object can reuse a freed one's id (a PostgreSQL statement was once run on SQLite that way).
+_INSERT_SQL: dict[tuple[str, str], tuple[str, list]] = {}
 
 
 def _insert_record(**values) -> None:
     """INSERT one ReceivedRecord with SQL built once per database (building it through the ORM cost more than
     decrypting the envelope). Values still pass through each field's db_value, as with Model.insert."""
     database = db_proxy.obj
-    cached = _INSERT_SQL.get(id(database))
+    dialect = (database.param, database.quote)
+    cached = _INSERT_SQL.get(dialect)
     if cached is None:
         fields = [ReceivedRecord._meta.fields[name] for name in values]
         open_quote, close_quote = database.quote[0], database.quote[-1]  # '""' on SQLite and PostgreSQL
@@ -265,7 +268,7 @@ def _insert_record(**values) -> None:
         columns = ", ".join(quote(field.column_name) for field in fields)
         placeholders = ", ".join([database.param] * len(fields))
         table = quote(ReceivedRecord._meta.table_name)
-        cached = _INSERT_SQL[id(database)] = (f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", fields)
+        cached = _INSERT_SQL[dialect] = (f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", fields)
     sql, fields = cached
     database.execute_sql(sql, [field.db_value(values[field.name]) for field in fields])
 
