@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--limit", type=int, default=None, help="cap cells per class (smoke runs)")
     t.add_argument("--no-augment", action="store_true")
+    t.add_argument("--threads", type=int, default=None,
+                   help="cap TensorFlow's CPU threads (speed only; not part of the recipe)")
     t.add_argument("--no-holdout", action="store_true",
                    help="final refit on every cell (no validation side): only with a recipe already validated "
                         "by a held-out run")
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                              epochs=args.epochs, batch_size=args.batch, optimizer=args.optimizer,
                              learning_rate=args.lr, augment=not args.no_augment, limit=args.limit,
                              holdout=not args.no_holdout)
-        train(config, args.out)
+        train(config, args.out, threads=args.threads)
     elif args.command == "convert":
         from model_conversion.export import export_run
         export_run(args.run, args.out, args.name, args.calibration)

@@ -35,6 +35,7 @@ class TrainConfig:
     augment: bool = True
     limit: int | None = None  # per-class cap, for smoke runs and tests
     holdout: bool = True  # False: final refit on every cell with the recipe validated on a held-out run
+    augment_recipe: str = "od-stain"  # "od-stain": optical-density stain jitter + some greyscale (augment.py)
 
 
 def save_split(run_dir: Path, train: list[Sample], val: list[Sample]) -> None:
@@ -111,11 +112,19 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, weights: np.ndarray, ba
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def train(config: TrainConfig, run_dir: Path, log=print) -> Path:
-    """Train (or resume) a run; returns the path of the final Keras model."""
+def train(config: TrainConfig, run_dir: Path, log=print, threads: int | None = None) -> Path:
+    """Train (or resume) a run; returns the path of the final Keras model.
+
+    ``threads`` caps TensorFlow's CPU threads (two runs side by side on a
+    small machine); it changes speed, not the recipe, so it is not saved.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     import tensorflow as tf
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
 
     from model_conversion.model import build_model
     from model_conversion.prepare import default_cache_dir, prepare_images
