@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--frame-limit", type=int, default=None, help="evaluate only the first N frames of each collection")
     e.add_argument("--holdout-card", type=Path, default=None,
                    help="for a --no-holdout refit: model_card.json of the validated held-out run of the same recipe")
+    e.add_argument("--compared-card", type=Path, action="append", default=[],
+                   help="model_card.json of an earlier recipe's held-out run on the same subjects (repeatable): "
+                        "recorded in the card, since choosing a recipe by held-out figures makes them optimistic")
 
     args = parser.parse_args(argv)
     if args.command == "train":
@@ -67,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         export_run(args.run, args.out, args.name, args.calibration)
     elif args.command == "evaluate":
         from model_conversion.evaluate import evaluate_run
-        evaluate_run(args.run, args.models, args.name, args.frames, args.frame_limit, args.holdout_card)
+        evaluate_run(args.run, args.models, args.name, args.frames, args.frame_limit, args.holdout_card,
+                     compared=args.compared_card)
     return 0
 
 

@@ -192,8 +192,39 @@ def refit_cell_level(run: Path, models: dict[str, Path], holdout_card: Path, log
     return cells
 
 
+def recipe_summary(card: dict) -> dict:
+    """One row of the recipe comparison: a held-out card's recipe and its int8 figures."""
+    training = card["provenance"]["training"]
+    int8 = card["cell_level"]["int8"]
+    return {"recipe": training.get("augment_recipe", "colour-jitter"),
+            "created": card["provenance"].get("created"),
+            "validation_subjects": training["validation_subjects"],
+            **{k: int8[k] for k in ("weighted_f1", "sensitivity", "specificity", "roc_auc")},
+            "per_subject_accuracy": {s: v["accuracy"] for s, v in card["cell_level"].get("int8_by_subject", {}).items()}}
+
+
+def recipes_compared(card: dict, compared: list[Path], holdout_card: Path | None) -> list[dict]:
+    """Earlier recipes measured on the same held-out subjects, then this one.
+
+    Written into the card because choosing between recipes by their held-out
+    figures makes those figures optimistic; the reader must know it happened.
+    """
+    if holdout_card is not None:  # a refit carries its validated run's comparison
+        return json.loads(holdout_card.read_text()).get("recipes_compared", [])
+    if not compared:
+        return []
+    rows = []
+    for path in compared:
+        earlier = json.loads(Path(path).read_text())
+        if earlier["provenance"]["training"]["validation_subjects"] != card["provenance"]["training"]["validation_subjects"]:
+            raise SystemExit(f"{path} was validated on other subjects; recipes must be compared on the same split")
+        rows.append(recipe_summary(earlier))
+    return rows + [recipe_summary(card)]
+
+
 def evaluate_run(run: Path, models_dir: Path, name: str = "allscope_blast", frames_data: str | None = None,
-                 frame_limit: int | None = None, holdout_card: Path | None = None, log=print) -> dict:
+                 frame_limit: int | None = None, holdout_card: Path | None = None, log=print,
+                 compared: list[Path] = ()) -> dict:
     from device.analysis import Analyzer
     from device.delegates import DelegateConfig
     from device.inference import CellClassifier
@@ -232,6 +263,9 @@ def evaluate_run(run: Path, models_dir: Path, name: str = "allscope_blast", fram
     card = {"name": name, "provenance": provenance, "cell_level": cells, "frame_level": frames,
             "detection": detection,
             "model_files": {k: {"file": p.name, "bytes": p.stat().st_size} for k, p in models.items()}}
+    comparison = recipes_compared(card, list(compared), holdout_card if not val else None)
+    if comparison:
+        card["recipes_compared"] = comparison
     if probs is not None:
         card["figures"] = plot_card_figures(models_dir, probs, cells, name)
     else:  # the held-out run's figure is the one that describes the recipe

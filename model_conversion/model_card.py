@@ -10,6 +10,13 @@ SOURCES = """\
 - Network: Anand et al., Scientific Reports 2025 (five convolutional blocks, thirteen 3×3 convolutions, five max-pools)."""
 
 
+AUGMENT_RECIPES = {
+    "colour-jitter": "flips, 90° rotations, zoom, blur/resolution loss, RGB colour jitter, noise",
+    "od-stain": "flips, 90° rotations, zoom, blur/resolution loss, per-channel stain jitter in optical density, "
+                "colour jitter, 15 % of cells in greyscale, noise",
+}
+
+
 def _fmt(value) -> str:
     if value is None:
         return "–"
@@ -25,6 +32,22 @@ def _metrics_table(rows: dict[str, dict]) -> list[str]:
     for name, m in rows.items():
         lines.append(f"| {name} | " + " | ".join(_fmt(m.get(k)) for k in keys) + " |")
     return lines
+
+
+def _recipes_compared(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    subjects = sorted({s for r in rows for s in r["per_subject_accuracy"]})
+    out = ["", "Recipes compared on these same held-out cells (int8), oldest first. The last one is this model's. "
+           "Because a recipe was kept for its held-out figures, they are somewhat optimistic for cells from new "
+           "patients and laboratories.", "",
+           "| recipe | weighted F1 | sensitivity | specificity | ROC AUC | " + " | ".join(
+               f"subject {s}" for s in subjects) + " |", "|---" * (5 + len(subjects)) + "|"]
+    for r in rows:
+        out.append(f"| {r['recipe']} | {_fmt(r['weighted_f1'])} | {_fmt(r['sensitivity'])} | "
+                   f"{_fmt(r['specificity'])} | {_fmt(r['roc_auc'])} | "
+                   + " | ".join(_fmt(r["per_subject_accuracy"].get(s)) for s in subjects) + " |")
+    return out
 
 
 def render_markdown(card: dict) -> str:
@@ -49,8 +72,9 @@ def render_markdown(card: dict) -> str:
            "## Training", "",
            f"- {t['epochs']} epochs, batch {t['batch_size']}, {t['optimizer']} (lr {t['learning_rate']}, cosine decay), "
            f"cross-entropy weighted so that within each source blasts and normal cells weigh the same "
-           f"(single-class PBC at half weight), augmentation {'on' if t['augment'] else 'off'} (flips, 90° rotations, "
-           "zoom, blur/resolution loss, colour/stain jitter, noise). Seed " + str(t["seed"]) + ".",
+           f"(single-class PBC at half weight), augmentation {'on' if t['augment'] else 'off'} "
+           f"({AUGMENT_RECIPES.get(t.get('augment_recipe', 'colour-jitter'), t.get('augment_recipe'))}). "
+           "Seed " + str(t["seed"]) + ".",
            "- Training cells by source: " + "; ".join(f"{s}: {c['blast']} blast, {c['normal']} normal"
                                                     for s, c in t["cells_by_source"].items()) + ".",
            ]
@@ -60,17 +84,21 @@ def render_markdown(card: dict) -> str:
         out += [f"- **Final refit on every cell.** The recipe was first validated by a run that held out C-NMC "
                 f"subjects {', '.join(h['validation_subjects'])} and 20 % of the ALL-IDB2 and PBC files (trained on "
                 f"{', '.join(h['train_subjects'])}); its held-out figures are below. This shipped model is the same "
-                "recipe, unchanged, trained on every cell (both healthy donors, all eight patients): nothing was "
-                "chosen by looking at the held-out figures. Its own held-out performance cannot be measured on this "
-                "data; expect it to be at least as good, since it saw more patients and donors.", "",
+                "recipe, unchanged, trained on every cell (both healthy donors, all eight patients)"
+                + ("; the recipe itself was chosen among those compared below by their held-out figures. "
+                   if card.get("recipes_compared") else ": nothing was chosen by looking at the held-out figures. ")
+                + "Its own held-out performance cannot be measured on this data; expect it to be at least as good, "
+                "since it saw more patients and donors.", "",
                 "## Held-out cells (subject-disjoint validation run of the same recipe)", ""]
     else:
         out += [f"- Subject-disjoint split: C-NMC subjects in training {', '.join(t['train_subjects'])}; held out "
                 f"{', '.join(t['validation_subjects'])} (no patient or donor on both sides). ALL-IDB2 and PBC have "
                 "no subject ids: 20 % of their files held out at random by class. The model shipped is the one "
-                "after the last epoch; the held-out cells were never used to choose an epoch, a threshold or a "
-                "recipe.", "", "## Held-out cells (subject-disjoint validation)", ""]
+                "after the last epoch; the held-out cells were never used to choose an epoch or a threshold"
+                + (" (they were used to choose the recipe: see the comparison below)." if card.get("recipes_compared")
+                   else " or a recipe."), "", "## Held-out cells (subject-disjoint validation)", ""]
     out += _metrics_table({k: cells[k] for k in ("keras", "float32", "int8")})
+    out += _recipes_compared(card.get("recipes_compared", []))
     out += ["", "int8 by source:", ""]
     out += _metrics_table(cells["int8_by_source"])
     out += ["", "int8 accuracy per held-out C-NMC subject:", "", "| subject | true label | cells | accuracy |",
