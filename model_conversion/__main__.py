@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--limit", type=int, default=None, help="cap cells per class (smoke runs)")
     t.add_argument("--no-augment", action="store_true")
+    t.add_argument("--augment-recipe", choices=["colour-jitter", "od-stain"], default="colour-jitter",
+                   help="augmentation recipe (model_conversion/augment.py; default: the shipped model's)")
     t.add_argument("--threads", type=int, default=None,
                    help="cap TensorFlow's CPU threads (speed only; not part of the recipe)")
     t.add_argument("--no-holdout", action="store_true",
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--holdout-card", type=Path, default=None,
                    help="for a --no-holdout refit: model_card.json of the validated held-out run of the same recipe")
     e.add_argument("--compared-card", type=Path, action="append", default=[],
-                   help="model_card.json of an earlier recipe's held-out run on the same subjects (repeatable): "
+                   help="model_card.json of another recipe's held-out run on the same subjects (repeatable): "
                         "recorded in the card, since choosing a recipe by held-out figures makes them optimistic")
 
     args = parser.parse_args(argv)
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         config = TrainConfig(data=str(Path(args.data).resolve()), input_size=args.size, width=args.width,
                              epochs=args.epochs, batch_size=args.batch, optimizer=args.optimizer,
                              learning_rate=args.lr, augment=not args.no_augment, limit=args.limit,
+                             augment_recipe=args.augment_recipe,
                              holdout=not args.no_holdout)
         train(config, args.out, threads=args.threads)
     elif args.command == "convert":

@@ -5,7 +5,10 @@ and magnification: flips, 90° rotations, small zoom, stain jitter,
 blur/resolution loss and sensor noise. The black background outside the
 cell mask stays black, as device.cellprep produces it.
 
-Stain variation is simulated where it arises: in optical density
+Two named recipes (the run's ``augment_recipe``). "colour-jitter", the
+shipped model's: RGB brightness/contrast/saturation/hue jitter and
+per-channel RGB gains. "od-stain", tried next: stain variation simulated
+where it arises: in optical density
 (Beer-Lambert, OD = -log10(I / I0)), where a thicker or longer stain scales
 each colour's absorbance. Per-channel OD gain and offset (after Tellez et
 al., Med. Image Anal. 2019, "Quantifying the effects of data augmentation
@@ -27,8 +30,18 @@ class AugmentStrength:
     greyscale_share: float = 0.15  # share of cells shown without colour
 
 
-def augment_batch(images, strength: AugmentStrength = AugmentStrength()):
-    """images: float32 (B, S, S, 3) in 0..255 → augmented batch, same shape."""
+RECIPES = ("colour-jitter", "od-stain")
+
+
+def augment_batch(images, recipe: str = "colour-jitter", strength: AugmentStrength = AugmentStrength()):
+    """images: float32 (B, S, S, 3) in 0..255 → augmented batch, same shape.
+
+    ``recipe`` "colour-jitter": RGB colour jitter and per-channel RGB gains;
+    "od-stain": stain jitter in optical density, colour jitter and a
+    greyscale share (``strength``).
+    """
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown augmentation recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
     import tensorflow as tf
 
     shape = tf.shape(images)
@@ -56,10 +69,13 @@ def augment_batch(images, strength: AugmentStrength = AugmentStrength()):
     pick = tf.cast(tf.random.uniform([batch, 1, 1, 1]) < 0.5, tf.float32)
     x = pick * blurred + (1.0 - pick) * x
 
-    x = stain_jitter(x, strength)
-    # Camera and display: brightness, contrast, saturation, hue.
-    x = tf.map_fn(_colour_jitter, x)
-    x = _some_greyscale(x, strength.greyscale_share)
+    if recipe == "od-stain":
+        x = stain_jitter(x, strength)
+        x = tf.map_fn(_colour_jitter, x)  # camera and display: brightness, contrast, saturation, hue
+        x = _some_greyscale(x, strength.greyscale_share)
+    else:
+        x = tf.map_fn(_colour_jitter, x)
+        x = x * tf.random.uniform([batch, 1, 1, 3], 0.88, 1.12)  # stain balance differs between labs
     x = x + tf.random.normal(tf.shape(x), stddev=tf.random.uniform([], 0.0, 0.02))
     x = tf.clip_by_value(x, 0.0, 1.0) * mask
     return x * 255.0

@@ -204,7 +204,7 @@ def recipe_summary(card: dict) -> dict:
 
 
 def recipes_compared(card: dict, compared: list[Path], holdout_card: Path | None) -> list[dict]:
-    """Earlier recipes measured on the same held-out subjects, then this one.
+    """Other recipes measured on the same held-out subjects, then this one.
 
     Written into the card because choosing between recipes by their held-out
     figures makes those figures optimistic; the reader must know it happened.

@@ -38,7 +38,7 @@ def _recipes_compared(rows: list[dict]) -> list[str]:
     if not rows:
         return []
     subjects = sorted({s for r in rows for s in r["per_subject_accuracy"]})
-    out = ["", "Recipes compared on these same held-out cells (int8), oldest first. The last one is this model's. "
+    out = ["", "Recipes compared on these same held-out cells (int8); the last row is this model's recipe. "
            "Because a recipe was kept for its held-out figures, they are somewhat optimistic for cells from new "
            "patients and laboratories.", "",
            "| recipe | weighted F1 | sensitivity | specificity | ROC AUC | " + " | ".join(

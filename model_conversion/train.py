@@ -35,7 +35,7 @@ class TrainConfig:
     augment: bool = True
     limit: int | None = None  # per-class cap, for smoke runs and tests
     holdout: bool = True  # False: final refit on every cell with the recipe validated on a held-out run
-    augment_recipe: str = "od-stain"  # "od-stain": optical-density stain jitter + some greyscale (augment.py)
+    augment_recipe: str = "colour-jitter"  # or "od-stain" (model_conversion/augment.py)
 
 
 def save_split(run_dir: Path, train: list[Sample], val: list[Sample]) -> None:
@@ -99,7 +99,7 @@ def source_balanced_weights(samples: list[Sample], single_class_weight: float = 
 
 
 def make_dataset(images: np.ndarray, labels: np.ndarray, weights: np.ndarray, batch_size: int, augment: bool,
-                 seed: int):
+                 seed: int, recipe: str = "colour-jitter"):
     import tensorflow as tf
 
     from model_conversion.augment import augment_batch
@@ -108,7 +108,7 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, weights: np.ndarray, ba
     ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     ds = ds.map(lambda x, y, w: (tf.cast(x, tf.float32), y, w))
     if augment:
-        ds = ds.map(lambda x, y, w: (augment_batch(x), y, w), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda x, y, w: (augment_batch(x, recipe), y, w), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -178,7 +178,8 @@ def train(config: TrainConfig, run_dir: Path, log=print, threads: int | None = N
         keras.callbacks.ModelCheckpoint(str(final)),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
     ]
-    model.fit(make_dataset(x_train, y_train, weights, config.batch_size, config.augment, config.seed),
+    model.fit(make_dataset(x_train, y_train, weights, config.batch_size, config.augment, config.seed,
+                           config.augment_recipe),
               validation_data=(tf.data.Dataset.from_tensor_slices((x_val.astype(np.float32), y_val)).batch(64)
                                if len(x_val) else None),
               epochs=config.epochs, callbacks=callbacks, verbose=2)

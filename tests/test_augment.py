@@ -48,12 +48,18 @@ def test_greyscale_share_one_removes_colour_and_zero_keeps_it():
     np.testing.assert_array_equal(_some_greyscale(x, 0.0).numpy(), x.numpy())
 
 
-def test_augmented_cells_keep_a_black_background_and_the_pixel_range():
+@pytest.mark.parametrize("recipe", ["colour-jitter", "od-stain"])
+def test_augmented_cells_keep_a_black_background_and_the_pixel_range(recipe):
     tf.random.set_seed(7)
     cells = _cells(count=32)
-    out = augment_batch(tf.constant(cells)).numpy()
+    out = augment_batch(tf.constant(cells), recipe).numpy()
     assert out.shape == cells.shape
     assert out.min() >= 0.0 and out.max() <= 255.0
     corners = out[:, :4, :4, :]
     assert np.all(corners == 0.0), "the background outside the cell must stay black, as cellprep makes it"
     assert np.abs(out - cells).mean() > 1.0, "augmentation changed nothing"
+
+
+def test_an_unknown_recipe_is_named_in_the_error():
+    with pytest.raises(ValueError, match="'hed'"):
+        augment_batch(tf.constant(_cells(count=2)), "hed")
