@@ -141,8 +141,6 @@ def live_server(tmp_path):
     import os
     import subprocess
     import sys
-    import time
-    import urllib.request
 
     data_dir = tmp_path / "var"
     for username, roles in ROLE_USERS.items():
@@ -158,27 +156,42 @@ def live_server(tmp_path):
                                    cwd=REPO_ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"allscope serve exited early:\n{log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(base + "/login", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"allscope serve did not answer within 60 s:\n{log_path.read_text()}")
-            time.sleep(0.2)
+        wait_until_serving(process, base + "/login", log_path)
         yield base
     finally:
-        process.terminate()
+        stop_process(process)
+
+
+def wait_until_serving(process, url: str, log_path, timeout: float = 60.0) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's log if it exits or never answers."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"allscope serve exited early:\n{log_path.read_text()}")
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"allscope serve did not answer within {timeout:.0f} s:\n{log_path.read_text()}")
+        time.sleep(0.2)
+
+
+def stop_process(process, timeout: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited within ``timeout`` seconds."""
+    import subprocess
+
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def pytest_terminal_summary(terminalreporter):

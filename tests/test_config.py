@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import tomllib
 import urllib.parse
 import urllib.request
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from conftest import REPO_ROOT, TEST_PASSWORD, csrf_from, free_port
+from conftest import REPO_ROOT, TEST_PASSWORD, csrf_from, free_port, stop_process, wait_until_serving
 from device import config as cfg
 from device.config import AllscopeConfig, ConfigError, SecretError, load_config, parse_config, read_secret
 
@@ -235,31 +234,6 @@ def test_config_check_and_show_as_real_processes(tmp_path):
     assert "# key_file = (unset)" in shown.stdout
 
 
-def _wait_until_up(process: subprocess.Popen, url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"allscope serve exited early:\n{log_path.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"allscope serve did not answer within 60 s:\n{log_path.read_text()}")
-        time.sleep(0.2)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def test_serve_uses_the_config_file(tmp_path, users_database):
     """Data dir, port and idle logout from the file; the environment's data dir loses to it."""
     data_dir = tmp_path / "configured-var"
@@ -277,7 +251,7 @@ def test_serve_uses_the_config_file(tmp_path, users_database):
                                    cwd=REPO_ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(process, base + "/login", log_path)
+        wait_until_serving(process, base + "/login", log_path)
         jar = http.cookiejar.CookieJar()
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
         with opener.open(base + "/login", timeout=10) as response:
@@ -290,7 +264,7 @@ def test_serve_uses_the_config_file(tmp_path, users_database):
         # the login worked only because the server uses the configured data dir (its database holds "tech")
         assert 'data-idle-minutes="7"' in page
     finally:
-        _stop(process)
+        stop_process(process)
     output = log_path.read_text()
     assert f"configuration from {config_file}" in output and f"data in {data_dir}" in output
     assert (data_dir / "secret_key").is_file()
@@ -307,9 +281,9 @@ def test_serve_flags_beat_the_file_and_a_bad_file_stops_it_in_one_line(tmp_path)
         process = subprocess.Popen([*ALLSCOPE, "serve", "--config", str(config_file), "--data-dir", str(flag_dir),
                                     "--port", str(port)], stdout=log, stderr=log, cwd=REPO_ROOT)
     try:
-        _wait_until_up(process, f"http://127.0.0.1:{port}/login", log_path)
+        wait_until_serving(process, f"http://127.0.0.1:{port}/login", log_path)
     finally:
-        _stop(process)
+        stop_process(process)
     assert (flag_dir / "allscope.db").is_file() and not (tmp_path / "file-var").exists()
 
     config_file.write_text('[device]\nport = 70000\n')

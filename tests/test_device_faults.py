@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, TEST_PASSWORD, Auth, csrf_from, free_port
+from conftest import REPO_ROOT, TEST_PASSWORD, Auth, csrf_from, free_port, stop_process, wait_until_serving
 from figures import report
 
 DEMO = sorted((REPO_ROOT / "device" / "demo").glob("*.jpg"))
@@ -337,8 +337,6 @@ def _damaged_model(tmp_path: Path, kind: str) -> Path:
 
 @pytest.mark.parametrize("kind", ["truncated", "garbled"])
 def test_corrupt_model_at_start_fails_analyses_not_the_server(tmp_path, users_database, kind):
-    import requests
-
     model = _damaged_model(tmp_path, kind)
     data_dir = tmp_path / "var"
     data_dir.mkdir()
@@ -353,14 +351,7 @@ def test_corrupt_model_at_start_fails_analyses_not_the_server(tmp_path, users_da
                                    stdout=log, stderr=log, cwd=REPO_ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        def login_page_up():
-            assert process.poll() is None, f"allscope serve exited:\n{log_path.read_text()}"
-            try:
-                return requests.get(base + "/login", timeout=2).status_code == 200
-            except requests.ConnectionError:
-                return False
-
-        wait_for(login_page_up, "the UI to start", timeout=60, step=0.2)
+        wait_until_serving(process, base + "/login", log_path)
         tech = _session(base, "tech")
         token = csrf_from(tech.get(base + "/").text)
         headers = {"X-CSRFToken": token}
@@ -406,12 +397,7 @@ def test_corrupt_model_at_start_fails_analyses_not_the_server(tmp_path, users_da
         assert "Traceback" not in doctor.stdout + doctor.stderr
         report("corrupt model: analyses failed with one line while the UI kept serving", len(failures))
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def _session(base: str, username: str):
