@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import sys
 
 
 def _add_location_args(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
@@ -82,11 +80,10 @@ def cmd_users(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import waitress
-
     from device import accounts
     from device.config import apply_central_config
     from sync.central_web import create_central_app
+    from webui.server import run_waitress
 
     apply_central_config(args)  # [central] of the configuration file, for the flags not given
     overrides = {"ALLSCOPE_TLS": bool(args.tls)}
@@ -102,17 +99,4 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"No account exists yet: open http://{args.host}:{args.port}/setup, or run\n"
                   f"  allscope central users create ADMIN_NAME --role admin  (the password is read from stdin)",
                   flush=True)
-
-    def _terminate(signum, _frame):
-        raise KeyboardInterrupt  # waitress stops cleanly on KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        waitress.serve(app, host=args.host, port=args.port, threads=8, ident="allscope-central",
-                       clear_untrusted_proxy_headers=True, max_request_body_size=app.config["MAX_CONTENT_LENGTH"])
-    except KeyboardInterrupt:
-        pass
-    except OSError as error:
-        print(f"allscope: cannot serve on {args.host}:{args.port}: {error.strerror or error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_waitress(app, args.host, args.port, ident="allscope-central")

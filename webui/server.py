@@ -41,8 +41,6 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
 def serve(data_dir: str | None, host: str | None = None, port: int | None = None, model: Path | None = None,
           threads: int = 8, config: str | None = None) -> int:
     """Precedence: these arguments (command-line flags) > the configuration file > built-in defaults."""
-    import waitress
-
     limit_malloc_arenas()  # before any thread of the app starts
 
     from device import accounts
@@ -75,15 +73,23 @@ def serve(data_dir: str | None, host: str | None = None, port: int | None = None
     with app.app_context():
         if not accounts.any_user_exists():
             print(first_run_hint(host, port, data_root), flush=True)
-    stop = app.extensions.get("allscope_stop")
+    return run_waitress(app, host, port, threads=threads, ident="allscope", on_stop=app.extensions.get("allscope_stop"))
+
+
+def run_waitress(app, host: str, port: int, *, threads: int = 8, ident: str = "allscope", on_stop=None) -> int:
+    """Serve ``app`` with waitress until SIGTERM or Ctrl-C; exit status 0, or 2 with one line if the port fails.
+
+    Shared by the device's and the central's web UI. SIGTERM (systemd's stop) becomes KeyboardInterrupt, on which
+    waitress stops cleanly; ``on_stop`` then runs (the device's analysis worker finishes or abandons its job).
+    """
+    import waitress
 
     def _terminate(signum, _frame):
-        # waitress stops on KeyboardInterrupt; the services then finish or abandon the analysis in flight cleanly.
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        waitress.serve(app, host=host, port=port, threads=threads, ident="allscope",
+        waitress.serve(app, host=host, port=port, threads=threads, ident=ident,
                        clear_untrusted_proxy_headers=True, max_request_body_size=app.config["MAX_CONTENT_LENGTH"])
     except KeyboardInterrupt:
         pass
@@ -91,6 +97,6 @@ def serve(data_dir: str | None, host: str | None = None, port: int | None = None
         print(f"allscope: cannot serve on {host}:{port}: {error.strerror or error}", file=sys.stderr)
         return 2
     finally:
-        if callable(stop):
-            stop()
+        if callable(on_stop):
+            on_stop()
     return 0
