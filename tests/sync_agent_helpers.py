@@ -161,6 +161,20 @@ def start_central(central: Central, broker, client_id: str = CENTRAL_ID) -> Proc
     return process
 
 
+def sync_until_empty(central: Central, broker, device: "Device", *agent_args: str) -> Process:
+    """Start `central run`, run the device's agent with --until-empty (must exit 0), stop the central.
+
+    Returns the stopped central process, whose ``lines`` hold its summary.
+    """
+    receiver = start_central(central, broker)
+    try:
+        agent = device.run_agent("--until-empty", *agent_args)
+        assert agent.wait(120) == 0, agent.tail()
+    finally:
+        receiver.stop()
+    return receiver
+
+
 # --- device --------------------------------------------------------------------------------------------
 
 @dataclass

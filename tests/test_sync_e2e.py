@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 from sync_agent_helpers import (REPO_ROOT, assert_synced_exactly_once, crop_hashes, enrol_device, enrol_with_cli,
-                                populate, setup_central, start_central)
+                                populate, setup_central, sync_until_empty)
 
 
 def test_records_crops_and_report_versions_arrive_once(pki, mqtt_broker, tmp_path):
@@ -28,12 +28,7 @@ def test_records_crops_and_report_versions_arrive_once(pki, mqtt_broker, tmp_pat
     # Every report version is queued (signed v1, amendment draft v2 and its signing).
     assert {r[:2] for r in expected if r[0] == "report"} and len(expected) > 20
 
-    receiver = start_central(central, mqtt_broker)
-    try:
-        agent = device.run_agent("--until-empty")
-        assert agent.wait(120) == 0, agent.tail()
-    finally:
-        receiver.stop()
+    sync_until_empty(central, mqtt_broker, device)
     checked = assert_synced_exactly_once(central, device, expected)
 
     # Crops (policy "crops", the default) arrived whole, hash-checked, and stored under their hash.
@@ -60,12 +55,7 @@ def test_frames_policy_sends_full_frames_in_chunks(pki, mqtt_broker, tmp_path):
     central = setup_central(tmp_path / "central", pki, [("clinic-e2e-3", "Clinic Three")])
     device = enrol_device(pki, mqtt_broker, tmp_path / "device", "clinic-e2e-3", max_message_bytes=64 * 1024)
     populate(device.data_dir, 1, amend=False)
-    receiver = start_central(central, mqtt_broker)
-    try:
-        agent = device.run_agent("--until-empty", "--media", "frames")
-        assert agent.wait(120) == 0, agent.tail()
-    finally:
-        receiver.stop()
+    sync_until_empty(central, mqtt_broker, device, "--media", "frames")
     (frame_path, frame_sha), = device.rows("SELECT image_path, sha256 FROM capture")
     assert (device.data_dir / frame_path).stat().st_size > 2 * 64 * 1024  # really several chunks
     complete, stored = central.files()[frame_sha]
@@ -89,12 +79,7 @@ def test_status_command_reports_the_backlog_and_last_ack(pki, mqtt_broker, tmp_p
     before = status()
     assert before["pending"] == pending and before["last_ack_at"] is None and before["enrolled"]
     assert before["device_id"] == "clinic-e2e-2" and before["oldest_pending_seconds"] >= 0
-    receiver = start_central(central, mqtt_broker)
-    try:
-        agent = device.run_agent("--until-empty")
-        assert agent.wait(120) == 0, agent.tail()
-    finally:
-        receiver.stop()
+    sync_until_empty(central, mqtt_broker, device)
     after = status()
     assert after["pending"] == 0 and after["last_ack_at"] and after["key_confirmed"]
     text = subprocess.run([sys.executable, "-m", "device.cli", "sync", "status", "--data-dir",
@@ -134,12 +119,7 @@ def test_usb_export_import_then_online_sync_stores_no_duplicates(pki, mqtt_broke
     assert (folder / "acks.json").is_file()
 
     # The device comes online without applying the acks: it resends, the central answers "duplicate".
-    receiver = start_central(central, mqtt_broker)
-    try:
-        agent = device.run_agent("--until-empty")
-        assert agent.wait(120) == 0, agent.tail()
-    finally:
-        receiver.stop()
+    receiver = sync_until_empty(central, mqtt_broker, device)
     assert_synced_exactly_once(central, device, expected)
     summary = next(line for line in receiver.lines if "stopped after" in line)
     counts = _counts(summary)
