@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from model_conversion.augment import DEFAULT_RECIPE, RECIPES
+
 
 def _default_data() -> str:
     from model_conversion.data import find_shared_data
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--limit", type=int, default=None, help="cap cells per class (smoke runs)")
     t.add_argument("--no-augment", action="store_true")
-    t.add_argument("--augment-recipe", choices=["colour-jitter", "od-stain"], default="colour-jitter",
+    t.add_argument("--augment-recipe", choices=RECIPES, default=DEFAULT_RECIPE,
                    help="augmentation recipe (model_conversion/augment.py; default: the shipped model's)")
     t.add_argument("--threads", type=int, default=None,
                    help="cap TensorFlow's CPU threads (speed only; not part of the recipe)")

@@ -31,9 +31,10 @@ class AugmentStrength:
 
 
 RECIPES = ("colour-jitter", "od-stain")
+DEFAULT_RECIPE = "colour-jitter"  # the shipped model's; also what runs from before recipes had names used
 
 
-def augment_batch(images, recipe: str = "colour-jitter", strength: AugmentStrength = AugmentStrength()):
+def augment_batch(images, recipe: str = DEFAULT_RECIPE, strength: AugmentStrength = AugmentStrength()):
     """images: float32 (B, S, S, 3) in 0..255 → augmented batch, same shape.
 
     ``recipe`` "colour-jitter": RGB colour jitter and per-channel RGB gains;

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model_conversion.augment import DEFAULT_RECIPE
 from model_conversion.data import LABEL_NAMES
 from model_conversion.eval_detection import read_points, read_voc_boxes
 from model_conversion.metrics import agreement, binary_metrics, triage_metrics
@@ -196,7 +197,7 @@ def recipe_summary(card: dict) -> dict:
     """One row of the recipe comparison: a held-out card's recipe and its int8 figures."""
     training = card["provenance"]["training"]
     int8 = card["cell_level"]["int8"]
-    return {"recipe": training.get("augment_recipe", "colour-jitter"),
+    return {"recipe": training.get("augment_recipe", DEFAULT_RECIPE),
             "created": card["provenance"].get("created"),
             "validation_subjects": training["validation_subjects"],
             **{k: int8[k] for k in ("weighted_f1", "sensitivity", "specificity", "roc_auc")},

@@ -15,6 +15,7 @@ import numpy as np
 
 from device.decision import DecisionSettings
 from device.cellprep import PREPROCESSING_ID
+from model_conversion.augment import DEFAULT_RECIPE
 from model_conversion.convert import convert_keras_model, write_atomic
 from model_conversion.data import LABEL_NAMES
 from model_conversion.metadata import embed_metadata
@@ -59,7 +60,8 @@ def base_provenance(run: Path) -> dict:
         "training": {"epochs": config["epochs"], "batch_size": config["batch_size"],
                      "optimizer": config["optimizer"], "learning_rate": config["learning_rate"],
                      "augment": config["augment"],
-                     "augment_recipe": config.get("augment_recipe", "colour-jitter"), "seed": config["seed"], "cells_by_source": sources,
+                     "augment_recipe": config.get("augment_recipe", DEFAULT_RECIPE), "seed": config["seed"],
+                     "cells_by_source": sources,
                      "train_subjects": split["train"]["subjects"],
                      "validation_subjects": split["val"]["subjects"]},
         "intended_use": "Decision support for trained professionals reviewing blood smears; not a diagnosis.",

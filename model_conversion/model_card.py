@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from model_conversion.augment import DEFAULT_RECIPE
+
 SOURCES = """\
 - ALL-IDB: R. Donida Labati, V. Piuri, F. Scotti, "ALL-IDB: the acute lymphoblastic leukemia image database for image processing", IEEE ICIP 2011 (research use with citation).
 - C-NMC 2019: A. Gupta, R. Gupta et al., "C-NMC: Classification of Normal vs Malignant Cells in B-ALL White Blood Cancer Microscopic Images", ISBI 2019 challenge, The Cancer Imaging Archive (CC BY 3.0).
@@ -73,7 +75,7 @@ def render_markdown(card: dict) -> str:
            f"- {t['epochs']} epochs, batch {t['batch_size']}, {t['optimizer']} (lr {t['learning_rate']}, cosine decay), "
            f"cross-entropy weighted so that within each source blasts and normal cells weigh the same "
            f"(single-class PBC at half weight), augmentation {'on' if t['augment'] else 'off'} "
-           f"({AUGMENT_RECIPES.get(t.get('augment_recipe', 'colour-jitter'), t.get('augment_recipe'))}). "
+           f"({AUGMENT_RECIPES.get(t.get('augment_recipe', DEFAULT_RECIPE), t.get('augment_recipe'))}). "
            "Seed " + str(t["seed"]) + ".",
            "- Training cells by source: " + "; ".join(f"{s}: {c['blast']} blast, {c['normal']} normal"
                                                     for s, c in t["cells_by_source"].items()) + ".",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model_conversion.augment import DEFAULT_RECIPE
 from model_conversion.data import LABEL_NAMES, Sample, load_shared_data, split_by_group
 
 
@@ -35,7 +36,7 @@ class TrainConfig:
     augment: bool = True
     limit: int | None = None  # per-class cap, for smoke runs and tests
     holdout: bool = True  # False: final refit on every cell with the recipe validated on a held-out run
-    augment_recipe: str = "colour-jitter"  # or "od-stain" (model_conversion/augment.py)
+    augment_recipe: str = DEFAULT_RECIPE  # one of augment.RECIPES
 
 
 def save_split(run_dir: Path, train: list[Sample], val: list[Sample]) -> None:
@@ -99,7 +100,7 @@ def source_balanced_weights(samples: list[Sample], single_class_weight: float = 
 
 
 def make_dataset(images: np.ndarray, labels: np.ndarray, weights: np.ndarray, batch_size: int, augment: bool,
-                 seed: int, recipe: str = "colour-jitter"):
+                 seed: int, recipe: str = DEFAULT_RECIPE):
     import tensorflow as tf
 
     from model_conversion.augment import augment_batch
