@@ -1,6 +1,6 @@
 """How well ``device.detect.find_cells`` finds white cells in whole frames.
 
-ALL-IDB1 (21 frames): every blast centre is listed beside each frame
+ALL-IDB1 (every frame of ../shared/data/all-idb1): every blast centre is listed beside each frame
 (``ImNNN_Y.xyc``); ``other/ImNNN_Y.xyc`` lists centres of some other objects
 (normal white cells *and platelets*), not exhaustively. A listed centre is
 found when a detected cell centre lies within ``match_factor`` x the frame's
