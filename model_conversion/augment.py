@@ -3,7 +3,7 @@
 Cells have no orientation, microscopes differ in stain, focus, resolution
 and magnification: flips, 90° rotations, small zoom, stain jitter,
 blur/resolution loss and sensor noise. The black background outside the
-cell mask stays black, as device.cellprep produces it.
+cell mask stays black, as device.core.cellprep produces it.
 
 Two named recipes (the run's ``augment_recipe``). "colour-jitter", the
 shipped model's: RGB brightness/contrast/saturation/hue jitter and

@@ -84,7 +84,7 @@ def load_folder_per_class(folder: Path, blast_classes: tuple[str, ...] = ("blast
     A ``folder/<subject>/<class>/`` layout is also understood: the subject
     becomes the split group.
     """
-    from device.imageio import SUPPORTED_SUFFIXES
+    from device.core.imageio import SUPPORTED_SUFFIXES
 
     samples = []
     for path in sorted(folder.rglob("*")):

@@ -1,4 +1,4 @@
-"""How well ``device.detect.find_cells`` finds white cells in whole frames.
+"""How well ``device.core.detect.find_cells`` finds white cells in whole frames.
 
 ALL-IDB1 (every frame of ../shared/data/all-idb1): every blast centre is listed beside each frame
 (``ImNNN_Y.xyc``); ``other/ImNNN_Y.xyc`` lists centres of some other objects
@@ -36,8 +36,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from device.detect import CellCandidate, DetectionParams, find_cells
-from device.imageio import load_image
+
+from device.core.detect import CellCandidate, DetectionParams, find_cells
+from device.core.imageio import load_image
 from model_conversion.data import find_shared_data
 
 MATCH_FACTOR = 0.6

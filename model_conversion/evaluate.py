@@ -25,8 +25,8 @@ from model_conversion.train import load_split
 
 
 def tflite_probabilities(model_path: Path, images: np.ndarray) -> np.ndarray:
-    from device.delegates import DelegateConfig
-    from device.inference import CellClassifier
+    from device.inference.classifier import CellClassifier
+    from device.inference.delegates import DelegateConfig
 
     classifier = CellClassifier.load(model_path, DelegateConfig(kind="cpu", num_threads=2))
     return np.concatenate([classifier.predict(images[i:i + 64]) for i in range(0, len(images), 64)])
@@ -57,7 +57,7 @@ def cell_level(run: Path, models: dict[str, Path], log=print) -> tuple[dict, dic
         m = binary_metrics(y[idx], probs["int8"][idx])
         result["int8_by_subject"][subject] = {"cells": m["count"], "true_label": LABEL_NAMES[int(y[idx][0])],
                                               "accuracy": m["accuracy"]}
-    from device.decision import DecisionSettings
+    from device.core.decision import DecisionSettings
     decision = DecisionSettings()
     result["int8_triage"] = triage_metrics(y, probs["int8"], decision.review_low, decision.review_high)
     result["agreement_int8_vs_float32"] = agreement(probs["int8"], probs["float32"])
@@ -77,7 +77,7 @@ def _match(cells, point) -> int | None:
 
 
 def frame_level_all_idb1(analyzer, folder: Path, limit: int | None = None) -> dict:
-    from device.imageio import load_image
+    from device.core.imageio import load_image
 
     frames, totals = [], {"blast_centroids": 0, "blasts_found": 0, "blasts_called_blast": 0,
                           "other_centroids": 0, "others_found": 0, "others_called_normal": 0}
@@ -116,7 +116,7 @@ def frame_level_all_idb1(analyzer, folder: Path, limit: int | None = None) -> di
 
 def frame_level_bccd(analyzer, folder: Path, limit: int | None = None) -> dict:
     """BCCD: another laboratory, no leukaemia: every white cell should be called normal."""
-    from device.imageio import load_image
+    from device.core.imageio import load_image
 
     images = sorted((folder / "JPEGImages").glob("*.jpg"))[:limit]
     flags: dict[str, int] = {}
@@ -226,9 +226,9 @@ def recipes_compared(card: dict, compared: list[Path], holdout_card: Path | None
 def evaluate_run(run: Path, models_dir: Path, name: str = "allscope_blast", frames_data: str | None = None,
                  frame_limit: int | None = None, holdout_card: Path | None = None, log=print,
                  compared: list[Path] = ()) -> dict:
-    from device.analysis import Analyzer
-    from device.delegates import DelegateConfig
-    from device.inference import CellClassifier
+    from device.core.analysis import Analyzer
+    from device.inference.classifier import CellClassifier
+    from device.inference.delegates import DelegateConfig
     from model_conversion.convert import write_atomic
     from model_conversion.export import base_provenance, write_models
     from model_conversion.model_card import render_markdown

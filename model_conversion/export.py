@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from device.decision import DecisionSettings
-from device.cellprep import PREPROCESSING_ID
+from device.core.cellprep import PREPROCESSING_ID
+from device.core.decision import DecisionSettings
 from model_conversion.augment import DEFAULT_RECIPE
 from model_conversion.convert import convert_keras_model, write_atomic
 from model_conversion.data import LABEL_NAMES
@@ -54,7 +54,7 @@ def base_provenance(run: Path) -> dict:
         "width": config["width"],
         "labels": list(LABEL_NAMES),
         "preprocessing": PREPROCESSING_ID,
-        "input": "uint8 RGB 0..255 of device.cellprep.prepare_cell output (cell masked on black, Reinhard-normalised)",
+        "input": "uint8 RGB 0..255 of device.core.cellprep.prepare_cell output (cell masked on black, Reinhard-normalised)",
         "decision": {"threshold": decision.threshold, "review_low": decision.review_low,
                      "review_high": decision.review_high},
         "training": {"epochs": config["epochs"], "batch_size": config["batch_size"],

@@ -17,7 +17,7 @@ Mean 0 / std 1 because the graph itself rescales 0..255 to 0..1: the model
 ``(x - mean) / std`` must leave them untouched.
 
 The populator stores associated files as a zip archive appended to the
-flatbuffer, which is how ``device/model_info.py`` reads them back with only
+flatbuffer, which is how ``device/inference/model_info.py`` reads them back with only
 the standard library.
 
 tflite-support 0.4.4 pins protobuf<4, which conflicts with tensorflow 2.21, so

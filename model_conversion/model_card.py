@@ -66,7 +66,7 @@ def render_markdown(card: dict) -> str:
            "- Files: " + ", ".join(f"`{v['file']}` ({v['bytes'] / 1e6:.2f} MB)" for v in card["model_files"].values())
            + ". The int8 model is full-integer (uint8 in/out); labels, input normalisation and provenance are "
              "embedded as TFLite metadata (`labels.txt`, `allscope.json`).",
-           f"- Input: {p['input']}; preprocessing `{p['preprocessing']}` (device/cellprep.py), the same code in "
+           f"- Input: {p['input']}; preprocessing `{p['preprocessing']}` (device/core/cellprep.py), the same code in "
            "training and on the device.",
            f"- Decision: blast when p_blast ≥ {p['decision']['threshold']}; cells with "
            f"{p['decision']['review_low']} ≤ p_blast < {p['decision']['review_high']} are flagged for review. "
@@ -149,7 +149,7 @@ def render_markdown(card: dict) -> str:
     detection = card.get("detection", {})
     if "all_idb1" in detection and "bccd" in detection:
         d, b = detection["all_idb1"], detection["bccd"]
-        out += ["## Cell finding (device/detect.py, no model involved)", "",
+        out += ["## Cell finding (device/core/detect.py, no model involved)", "",
                 f"- ALL-IDB1: {_fmt(d['blast_recall'])} of the {d.get('totals', {}).get('blasts', 109)} annotated "
                 f"blast centres found; {d['detections_per_frame']:.1f} cells reported per frame, "
                 f"{d['unmatched_per_frame']:.1f} of them on neither annotation list (mostly unlisted white cells, "

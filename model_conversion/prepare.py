@@ -1,4 +1,4 @@
-"""Run every training/validation image through device.cellprep once, with a cache.
+"""Run every training/validation image through device.core.cellprep once, with a cache.
 
 The cache file is keyed by the images' paths, the input size and the
 preprocessing version, so a change to any of them rebuilds it.
@@ -15,8 +15,8 @@ from typing import Callable
 
 import numpy as np
 
-from device.cellprep import PREPROCESSING_ID, prepare_cell
-from device.imageio import load_image
+from device.core.cellprep import PREPROCESSING_ID, prepare_cell
+from device.core.imageio import load_image
 from model_conversion.data import Sample
 
 

@@ -39,7 +39,7 @@ CENTRAL_USERS = {"boss": "admin", "tech": "technician"}
 
 def _users_database(path, open_db, users: dict) -> "Path":
     """A migrated database holding ``users`` (password TEST_PASSWORD), checkpointed so it can be copied."""
-    from device import accounts
+    from device.services import accounts
 
     database = open_db(path)
     for username, roles in users.items():
@@ -52,7 +52,7 @@ def _users_database(path, open_db, users: dict) -> "Path":
 @pytest.fixture(scope="session")
 def users_database(tmp_path_factory):
     """The device database with the ROLE_USERS accounts, made once (Argon2 is slow on purpose); copied per test."""
-    from device.records import open_database
+    from device.store.records import open_database
 
     return _users_database(tmp_path_factory.mktemp("users-db") / "allscope.db", open_database, ROLE_USERS)
 
@@ -60,7 +60,7 @@ def users_database(tmp_path_factory):
 @pytest.fixture(scope="session")
 def central_users_db(tmp_path_factory):
     """The central database with the CENTRAL_USERS accounts, made once; copied per test."""
-    from sync.central_db import open_central_database
+    from sync.central.db import open_central_database
 
     return _users_database(tmp_path_factory.mktemp("central-users") / "central.db", open_central_database,
                            CENTRAL_USERS)
@@ -71,7 +71,7 @@ def app(tmp_path, users_database):
     """A web UI app with its own data directory (a copy of the users database); no background threads."""
     import shutil
 
-    from webui import create_app
+    from webui.app import create_app
 
     data_dir = tmp_path / "var"
     data_dir.mkdir()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import cv2
 
-from device.imageio import load_image
-from device.records import Capture, Cell, Patient, Sample, db_proxy
+from device.core.imageio import load_image
+from device.store.records import Capture, Cell, Patient, Sample, db_proxy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_FRAME = REPO_ROOT / "device" / "demo" / "BloodImage_00000.jpg"

@@ -1,6 +1,6 @@
 """Helpers for the sync agent, end-to-end and fault tests: an enrolled device, its records, a central.
 
-A test process is a device *or* a central (both bind ``device.records.db_proxy``), so:
+A test process is a device *or* a central (both bind ``device.store.records.db_proxy``), so:
 the central is set up (migrated, device registered) and then runs as a real
 ``allscope central run`` process; the agent runs as ``allscope sync run`` (a real
 process too, so it can be SIGKILLed); the test process writes the device's
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import cv2
 import pytest
-
-from device.imageio import load_image
-from device.storage import DataDir
 from sync_fixtures import WAIT, issue_device
+
+from device.core.imageio import load_image
+from device.store.datadir import DataDir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = REPO_ROOT / "device" / "demo"
@@ -80,9 +80,9 @@ def setup_central(root: Path, pki, devices: list[tuple[str, str]]) -> Central:
     """A migrated central database with ``devices`` [(device_id, clinic)] enrolled (in a subprocess)."""
     root.mkdir(parents=True, exist_ok=True)
     script = ("import sys, json\n"
-              "from sync.central_db import open_central_database\n"
-              "from sync.central_models import Device\n"
-              "from sync.pki import load_certificate, cert_fingerprint\n"
+              "from sync.central.db import open_central_database\n"
+              "from sync.central.models import Device\n"
+              "from sync.fleet.pki import load_certificate, cert_fingerprint\n"
               "db = open_central_database(sys.argv[1])\n"
               "for device_id, clinic, cert in json.loads(sys.argv[2]):\n"
               "    Device.create(device_id=device_id, clinic=clinic,\n"
@@ -210,7 +210,7 @@ def enrol_device(pki, broker, data_dir: Path, device_id: str, **agent_settings) 
     Bundle: CA, the device's client certificate and key, the central's public keys, bundle.json;
     the device's own Ed25519 signing key is generated here (it never leaves the device).
     """
-    from sync import keys
+    from sync.wire import keys
 
     sync_dir = data_dir / "sync"
     sync_dir.mkdir(parents=True, exist_ok=True)
@@ -266,8 +266,8 @@ def populate(data_dir: Path, patients: int, *, captures_per_sample: int = 1, ame
              start: int = 0) -> dict:
     """Patients, each with a sample, captures of real demo frames with crops, a signed report and
     (``amend``) an amendment signed as version 2. Returns counts. Binds db_proxy to the device database."""
-    from device import signoff
-    from device.records import Capture, Cell, Patient, Sample, db_proxy, open_database
+    from device.services import signoff
+    from device.store.records import Capture, Cell, Patient, Sample, db_proxy, open_database
 
     open_database(data_dir / "allscope.db")
     data = DataDir(data_dir)
@@ -336,7 +336,7 @@ def assert_synced_exactly_once(central: Central, device: Device, expected: list[
 def keep_outbox_history(device: Device) -> None:
     """Copy every outbox row, as the triggers insert it, into ``test_outbox_history`` (a test-only table and
     trigger in the device database; the agent never reads them). Migrates the database first if needed."""
-    from device.records import db_proxy, open_database
+    from device.store.records import db_proxy, open_database
 
     open_database(device.database)
     db_proxy.close()

@@ -3,7 +3,7 @@
 Loaded by ``tests/conftest.py`` (``pytest_plugins = ["sync_fixtures"]``); helpers are imported with
 ``from sync_fixtures import issue_device, mqtt_client, ...``.
 
-- ``pki`` (session): a fleet PKI in a temporary directory (``sync.pki.Pki``).
+- ``pki`` (session): a fleet PKI in a temporary directory (``sync.fleet.pki.Pki``).
 - ``mqtt_broker`` (per test): mosquitto with ``firmware_config/mosquitto`` on a free loopback port,
   ``.host``, ``.port``, ``.restart()``, ``.stop()``, ``.reload()``, ``.log_tail()``; always terminated.
 - ``postgres_server`` (session) and ``postgres_url`` (per test: a fresh database on that server).
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from sync.broker import Broker, find_mosquitto, free_port
-from sync.pki import Issued, Pki, init_pki, issue, load_certificate, revoked_serials
+from sync.fleet.broker import Broker, find_mosquitto, free_port
+from sync.fleet.pki import Issued, Pki, init_pki, issue, load_certificate, revoked_serials
 
 WAIT = 15.0  # seconds: the longest a helper waits for something that must happen (never a pass condition)
 
@@ -46,7 +46,7 @@ _issue_lock = threading.Lock()
 
 def issue_device(pki: Pki, device_id: str) -> Issued:
     """The device's client certificate in ``pki``: issued on first use, reused after (unless revoked)."""
-    from sync.pki import cert_fingerprint
+    from sync.fleet.pki import cert_fingerprint
 
     with _issue_lock:
         path = pki.cert_path(device_id)

@@ -43,9 +43,9 @@ def serve(data_dir: str | None, host: str | None = None, port: int | None = None
     """Precedence: these arguments (command-line flags) > the configuration file > built-in defaults."""
     limit_malloc_arenas()  # before any thread of the app starts
 
-    from device import accounts
-    from device.config import ConfigError, load_config
-    from webui import create_app
+    from device.config.schema import ConfigError, load_config
+    from device.services import accounts
+    from webui.app import create_app
 
     try:
         settings = load_config(config)  # --config, $ALLSCOPE_CONFIG, /etc/allscope/allscope.toml, or defaults
@@ -53,7 +53,7 @@ def serve(data_dir: str | None, host: str | None = None, port: int | None = None
         for line in error.problems:
             print(f"allscope: {line}", file=sys.stderr)
         return 2
-    from device import atrest
+    from device.store import atrest
 
     atrest.configure(settings.storage)  # durability and encryption at rest, before create_app opens the database
     overrides = settings.web_overrides()

@@ -1,0 +1,171 @@
+"""Memory and storage writes of the device service, for ``allscope bench all``.
+
+One run: a fresh data directory with one technician, ``allscope serve`` as a
+subprocess (the real service: waitress, analysis worker, camera), then
+
+* idle: VmHWM / VmRSS from /proc/<pid>/status once the login page answers;
+* model loaded: after one blank frame went through the analysis worker (the
+  worker loads the model on its first job; a blank frame has no cell, so this
+  is the model and the pipeline, not a frame's work);
+* after K frames: K distinct real frames uploaded through the API one by one,
+  each waited for until its analysis is done.
+
+Writes: ``write_bytes`` counts pages when they are dirtied, ``cancelled_write_bytes``
+those of files deleted or truncated before write-back (waitress and werkzeug
+each spool an upload over 512 KB to a temporary file and delete it); the net
+of the two is what reached the storage. The database's growth includes its WAL file.
+
+Around those K frames the service's ``write_bytes`` from /proc/<pid>/io (what
+the process sent to the block layer: image PNGs and crops written with fsync,
+SQLite pages and its WAL; not sockets, not page-cache reads) and the growth
+of the data directory on disk (images, crops, database files) are measured,
+both per frame. The data directory is made under the results directory so it
+sits on the same storage as the figures (on a Pi: the SD card); a tmpfs
+there would show zero writes.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+USERNAME = "bench-memory"
+POLL_TIMEOUT_S = 180.0
+
+
+def proc_io(pid: int) -> dict[str, int]:
+    """The counters of /proc/<pid>/io (all threads of the process)."""
+    text = Path(f"/proc/{pid}/io").read_text()
+    return {name: int(value) for name, value in (line.split(": ") for line in text.splitlines())}
+
+
+def disk_usage(root: Path) -> dict[str, int]:
+    """Bytes on disk (allocated blocks) of the images, the crops and the database files."""
+    out = {"images": 0, "crops": 0, "database": 0}
+    for path in root.rglob("*"):
+        if not path.is_file():
+            continue
+        top = path.relative_to(root).parts[0]
+        kind = top if top in ("images", "crops") else "database" if path.name.startswith("allscope.db") else None
+        if kind:
+            out[kind] += path.stat().st_blocks * 512
+    return out
+
+
+class _Api:
+    """A logged-in technician talking JSON (and multipart) to the served app, CSRF header included."""
+
+    def __init__(self, client, csrf: str):
+        self.client, self.csrf = client, csrf
+
+    def call(self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json"):
+        request = urllib.request.Request(self.client.base + path, data=body, method=method,
+                                         headers={"X-CSRFToken": self.csrf, "Content-Type": content_type})
+        try:
+            with self.client.opener.open(request, timeout=60) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            detail = error.read()
+            error.close()
+            raise RuntimeError(f"{method} {path}: HTTP {error.code} {detail[:200]!r}") from None
+
+    def upload(self, sample_id: int, name: str, data: bytes) -> int:
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n"
+                f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        _status, answer = self.call("POST", f"/api/samples/{sample_id}/captures", body,
+                                    f"multipart/form-data; boundary={boundary}")
+        return answer["captures"][0]
+
+    def wait_done(self, capture_id: int) -> dict:
+        deadline = time.monotonic() + POLL_TIMEOUT_S
+        while time.monotonic() < deadline:
+            _status, answer = self.call("GET", f"/api/captures/{capture_id}/poll")
+            if answer.get("status") in ("done", "failed"):
+                if answer["status"] == "failed":
+                    raise RuntimeError(f"analysis of capture {capture_id} failed: {answer}")
+                return answer
+            time.sleep(0.1)
+        raise RuntimeError(f"capture {capture_id} not analysed within {POLL_TIMEOUT_S:.0f} s")
+
+
+def _login(base: str, password: str) -> _Api:
+    import re
+
+    from webui.bench.web import Client
+
+    client = Client(base)
+    client.login(USERNAME, password)
+    _status, page = client.get("/patients")
+    match = re.search(rb'<meta name="csrf-token" content="([^"]+)"', page)
+    if not match:
+        raise RuntimeError("no CSRF token on the patient list page")
+    return _Api(client, match.group(1).decode())
+
+
+def _blank_png() -> bytes:
+    from device.services.jobs import encode_png
+
+    return encode_png(np.full((480, 640, 3), 200, np.uint8))
+
+
+def run_memory_once(work_root: Path, frames: list[tuple[str, bytes]], model: Path | None) -> dict:
+    """One fresh service: memory at three points and storage writes per analysed frame."""
+    from webui.bench.web import free_port, memory_mb, start_server, stop_server
+
+    data_dir = Path(tempfile.mkdtemp(prefix="allscope-bench-memory-", dir=work_root))
+    password = secrets.token_urlsafe(18)
+    process = None
+    try:
+        subprocess.run([sys.executable, "-m", "device.cli", "users", "create", USERNAME, "--role", "technician",
+                        "--data-dir", str(data_dir)], input=password + "\n", text=True, check=True,
+                       capture_output=True, timeout=60)
+        port = free_port()
+        process = start_server(data_dir, port, model, data_dir / "server.log")
+        time.sleep(1.0)  # let start-up threads (camera, worker) settle
+        idle = memory_mb(process.pid)
+        api = _login(f"http://127.0.0.1:{port}", password)
+        _s, patient = api.call("POST", "/api/patients", json.dumps({"identifier": "BENCH-MEM-1",
+                                                                     "name": "Bench Memory"}).encode())
+        _s, sample = api.call("POST", f"/api/patients/{patient['patient']['id']}/samples", b"{}")
+        sample_id = sample["sample"]["id"]
+        api.wait_done(api.upload(sample_id, "blank.png", _blank_png()))
+        model_loaded = memory_mb(process.pid)
+        io_before, disk_before = proc_io(process.pid), disk_usage(data_dir)
+        cells = 0
+        for name, data in frames:
+            cells += int(api.wait_done(api.upload(sample_id, name, data)).get("cell_count") or 0)
+        io_after, disk_after = proc_io(process.pid), disk_usage(data_dir)
+        after = memory_mb(process.pid)
+    finally:
+        if process is not None:
+            stop_server(process)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    count = len(frames)
+    written = io_after["write_bytes"] - io_before["write_bytes"]
+    cancelled = io_after["cancelled_write_bytes"] - io_before["cancelled_write_bytes"]  # dirtied, then deleted
+    stored = {kind: (disk_after[kind] - disk_before[kind]) / count for kind in disk_after}
+    return {
+        "idle_rss_mb": idle.get("rss_mb"), "idle_peak_rss_mb": idle.get("peak_rss_mb"),
+        "model_loaded_rss_mb": model_loaded.get("rss_mb"), "model_loaded_peak_rss_mb": model_loaded.get("peak_rss_mb"),
+        "after_frames_rss_mb": after.get("rss_mb"), "after_frames_peak_rss_mb": after.get("peak_rss_mb"),
+        "frames": count, "cells_per_frame": cells / count,
+        "net_written_kb_per_frame": (written - cancelled) / count / 1024,
+        "written_kb_per_frame": written / count / 1024,
+        "cancelled_kb_per_frame": cancelled / count / 1024,
+        "stored_kb_per_frame": sum(stored.values()) / 1024,
+        "stored_image_kb_per_frame": stored["images"] / 1024,
+        "stored_crops_kb_per_frame": stored["crops"] / 1024,
+        "stored_database_kb_per_frame": stored["database"] / 1024,
+    }

@@ -1,0 +1,155 @@
+"""From a frame (or a single-cell crop) to per-cell verdicts and a frame flag.
+
+Decision support for a professional, never a diagnosis on its own: every
+result carries that statement, cells in the uncertain band are flagged for a
+human to look at, and an unusable frame is reported as such instead of being
+classified.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from device.core.cellprep import prepare_cell
+from device.core.decision import DecisionSettings, verdict_label
+from device.core.detect import DetectionParams, find_cells
+from device.core.quality import QualityThresholds, assess_quality
+
+DISCLAIMER = ("Decision support only: every result must be reviewed by a qualified professional; "
+              "allscope does not make a diagnosis.")
+
+FLAG_BLASTS_SEEN = "blasts_seen"
+FLAG_NO_BLASTS_SEEN = "no_blasts_seen"
+FLAG_NEEDS_REVIEW = "needs_review"
+FLAG_UNUSABLE_IMAGE = "unusable_image"
+FLAG_NO_CELLS_FOUND = "no_cells_found"
+
+
+@dataclass(frozen=True)
+class CellVerdict:
+    x: float
+    y: float
+    w: float
+    h: float
+    p_blast: float
+    label: str  # "blast" | "normal"
+    needs_review: bool
+    edge: bool  # cut by the frame border: listed, not counted
+
+    def to_dict(self) -> dict:
+        return {"x": round(self.x, 1), "y": round(self.y, 1), "w": round(self.w, 1), "h": round(self.h, 1),
+                "label": self.label, "p_blast": round(self.p_blast, 4),
+                "needs_review": self.needs_review, "edge": self.edge}
+
+
+@dataclass
+class FrameResult:
+    path: str
+    width: int
+    height: int
+    quality: dict
+    cells: list[CellVerdict] = field(default_factory=list)
+    flag: str = FLAG_NO_CELLS_FOUND
+    timings_ms: dict = field(default_factory=dict)
+
+    @property
+    def counted(self) -> list[CellVerdict]:
+        return [c for c in self.cells if not c.edge]
+
+    @property
+    def cell_count(self) -> int:
+        return len(self.counted)
+
+    @property
+    def blast_count(self) -> int:
+        return sum(1 for c in self.counted if c.label == "blast")
+
+    @property
+    def blast_fraction(self) -> float:
+        return round(self.blast_count / self.cell_count, 4) if self.cell_count else 0.0
+
+    @property
+    def review_count(self) -> int:
+        return sum(1 for c in self.counted if c.needs_review)
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "width": self.width, "height": self.height, "quality": self.quality,
+                "cells": [c.to_dict() for c in self.cells], "cell_count": self.cell_count,
+                "blast_count": self.blast_count, "blast_fraction": self.blast_fraction,
+                "review_count": self.review_count, "flag": self.flag,
+                "timings_ms": self.timings_ms, "disclaimer": DISCLAIMER}
+
+
+def frame_flag(result: FrameResult, usable: bool) -> str:
+    """One flag per frame: unusable, no cells, blasts, uncertain cells, or none seen."""
+    if not usable:
+        return FLAG_UNUSABLE_IMAGE
+    counted = result.counted
+    if not counted:
+        return FLAG_NO_CELLS_FOUND
+    if any(c.label == "blast" and not c.needs_review for c in counted):
+        return FLAG_BLASTS_SEEN
+    if any(c.needs_review for c in counted):
+        return FLAG_NEEDS_REVIEW
+    return FLAG_NO_BLASTS_SEEN
+
+
+class Analyzer:
+    """Holds the loaded classifier and the settings; analyses frames and crops."""
+
+    def __init__(self, classifier, decision: DecisionSettings | None = None,
+                 detection: DetectionParams | None = None, quality: QualityThresholds | None = None):
+        self.classifier = classifier
+        self.decision = decision or DecisionSettings.from_model(classifier.info.provenance)
+        self.detection = detection or DetectionParams()
+        self.quality = quality or QualityThresholds()
+
+    def prepare(self, crops: list[np.ndarray], excludes: list[np.ndarray | None] | None = None) -> np.ndarray:
+        """Canonical model inputs; ``excludes`` masks out neighbouring cells' nuclei per crop."""
+        size = self.classifier.input_size
+        batch = np.zeros((len(crops), size, size, 3), np.uint8)
+        excludes = excludes or [None] * len(crops)
+        for i, (crop, exclude) in enumerate(zip(crops, excludes)):
+            batch[i] = prepare_cell(crop, size, exclude).image
+        return batch
+
+    def classify_crops(self, crops: list[np.ndarray]) -> np.ndarray:
+        """p_blast for each single-cell crop."""
+        if not crops:
+            return np.zeros((0,), np.float32)
+        return self.classifier.predict(self.prepare(crops))
+
+    def analyze_frame(self, rgb: np.ndarray, path: str | Path = "") -> FrameResult:
+        started = time.perf_counter()
+        height, width = rgb.shape[:2]
+        report = assess_quality(rgb, self.quality)
+        result = FrameResult(path=str(path), width=width, height=height, quality=report.to_dict())
+        t_quality = time.perf_counter()
+        if not report.usable:
+            result.flag = FLAG_UNUSABLE_IMAGE
+            result.timings_ms = {"quality": _ms(started, t_quality), "total": _ms(started, t_quality)}
+            return result
+        candidates = find_cells(rgb, self.detection)
+        t_detect = time.perf_counter()
+        batch = self.prepare([c.crop for c in candidates], [c.neighbours for c in candidates])
+        t_prepare = time.perf_counter()
+        probabilities = self.classifier.predict(batch) if len(batch) else np.zeros((0,), np.float32)
+        t_classify = time.perf_counter()
+        for candidate, p in zip(candidates, probabilities):
+            label, review = verdict_label(float(p), self.decision)
+            result.cells.append(CellVerdict(float(candidate.x), float(candidate.y), float(candidate.w),
+                                            float(candidate.h), float(p), label, review,
+                                            bool(candidate.touches_edge)))
+        result.flag = frame_flag(result, usable=True)
+        result.timings_ms = {"quality": _ms(started, t_quality), "detect": _ms(t_quality, t_detect),
+                             "prepare": _ms(t_detect, t_prepare), "classify": _ms(t_prepare, t_classify),
+                             "total": _ms(started, t_classify)}
+        return result
+
+
+def _ms(a: float, b: float) -> float:
+    return round((b - a) * 1000.0, 1)

@@ -1,0 +1,443 @@
+"""AnalysisWorker: one background thread that analyses stored captures, one at a time.
+
+    worker = AnalysisWorker(data_dir, model_path).start()
+    worker.enqueue(capture.id)      # after the capture row is committed
+    worker.stage(capture.id)        # "queued", "analysing: finding cells", "classifying 12 cells", or None
+                                    # once finished (then the capture row's status says done / failed)
+    worker.stop()
+
+The model is loaded once, on the first job (start-up stays fast and a bad
+model file fails jobs with one line instead of the server). For each capture
+the cell crops are written first, then the cells and the capture's result in
+one transaction: a crash leaves at most orphan crop files, never rows
+without files or half a result. Captures left queued or analysing by a crash
+are re-queued on start and re-run from scratch. A failing job marks its
+capture failed with one line and the thread goes on.
+
+Model loading and a frame's analysis run under a deadline (``watchdog_seconds``,
+see device/services/watchdog.py): when a delegate hangs, the watchdog fails the capture
+with one line, discards the classifier and starts a fresh job thread, which
+reloads the model for the next capture; after ``CPU_AFTER_HANGS`` hangs in a row
+on an accelerator the worker reloads on the CPU instead. The backend in use, its
+measured latency (median per cell over the last frames) and the restarts are
+properties the status page reads.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import queue
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from device.core.analysis import Analyzer, FrameResult
+from device.errors import AllscopeError, ImageLoadError
+from device.services.watchdog import Ticket, Watchdog
+from device.store.datadir import DataDir
+from device.store.records import Capture, Cell, audit, db_proxy, utcnow
+
+log = logging.getLogger(__name__)
+
+SYSTEM_USER = "allscope"  # the audit trail's name for changes made by the device itself
+CROP_MARGIN = 0.25  # of the cell's box, each side: enough context for a reviewer to see the neighbourhood
+DEFAULT_WATCHDOG_SECONDS = 30.0  # a 2592x1944 frame takes ~1-3 s on a Pi 4: 30 s only trips on a hang
+CPU_AFTER_HANGS = 2  # hangs in a row on an accelerator before the worker gives up on it until restarted
+LATENCY_WINDOW = 50  # frames whose per-cell inference time makes up the median on the status page
+
+
+class _ReportingAnalyzer(Analyzer):
+    """An Analyzer that says when classification starts and of how many cells (for the progress line)."""
+
+    on_stage = staticmethod(lambda _stage: None)
+
+    def prepare(self, crops, excludes=None):
+        self.on_stage(f"classifying {len(crops)} cells")
+        return super().prepare(crops, excludes)
+
+
+class JobAbandoned(Exception):
+    """The worker is stopping: the job is left for the next start, nothing written."""
+
+
+class _Superseded(Exception):
+    """The watchdog gave up on this job and its thread: the thread ends without writing anything."""
+
+
+class AnalysisWorker:
+    def __init__(self, data: DataDir | str | Path, model_path: str | Path, delegate=None, decision=None,
+                 username: str = SYSTEM_USER, watchdog_seconds: float | None = DEFAULT_WATCHDOG_SECONDS,
+                 loader: Callable[[Path, Any], Any] | None = None):
+        """``loader(model_path, DelegateConfig)`` returns a classifier (default ``CellClassifier.load``);
+        ``watchdog_seconds`` None or 0 turns the watchdog off."""
+        self.data = data if isinstance(data, DataDir) else DataDir.resolve(data)
+        self.model_path = Path(model_path)
+        self.delegate = delegate
+        self.decision = decision
+        self.username = username
+        self._loader = loader
+        self._analyzer: _ReportingAnalyzer | None = None
+        self._queue: queue.Queue[int] = queue.Queue()
+        self._stages: dict[int, str] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._recovered = threading.Event()
+        self._latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+        self._restarts = 0
+        self._hangs_in_a_row = 0
+        self._watchdog_problem: str | None = None
+        self._cpu_reason: str | None = None  # set when the watchdog gave up on the configured accelerator
+        self._model_problem: str | None = None  # why the model did not load (the status page shows it)
+        self._watchdog = Watchdog(watchdog_seconds, self._on_hung, name="allscope-analysis-watchdog") \
+            if watchdog_seconds else None
+        self._thread = self._new_thread(0)
+
+    def _new_thread(self, generation: int) -> threading.Thread:
+        name = "allscope-analysis" + (f"-{generation}" if generation else "")
+        return threading.Thread(target=self._run, args=(generation,), name=name, daemon=True)
+
+    # --- control -----------------------------------------------------------------------------------------
+    def start(self) -> "AnalysisWorker":
+        if self._watchdog is not None:
+            self._watchdog.start()
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish or abandon the job in flight (never half-written), then join."""
+        self._stop.set()
+        thread = self._thread
+        if thread.is_alive():
+            thread.join(timeout)
+        if self._watchdog is not None:
+            self._watchdog.stop()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def enqueue(self, capture_id: int) -> None:
+        self._set_stage(capture_id, "queued")
+        self._queue.put(int(capture_id))
+
+    def stage(self, capture_id: int) -> str | None:
+        with self._lock:
+            return self._stages.get(int(capture_id))
+
+    def idle(self) -> bool:
+        return self._recovered.is_set() and self._queue.unfinished_tasks == 0
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """For tests and shutdown scripts: wait until every queued job has run."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.idle():
+                return True
+            time.sleep(0.05)
+        return self.idle()
+
+    def _set_stage(self, capture_id: int, stage: str) -> None:
+        with self._lock:
+            self._stages[int(capture_id)] = stage
+
+    def _forget(self, capture_id: int) -> None:
+        with self._lock:
+            self._stages.pop(int(capture_id), None)
+
+    # --- status (read by the admin status page) ------------------------------------------------------------
+    @property
+    def backend(self) -> str | None:
+        """What the loaded classifier runs on, e.g. "cpu-xnnpack/1 thread"; None before the first job."""
+        with self._lock:
+            analyzer = self._analyzer
+        return analyzer.classifier.backend if analyzer is not None else None
+
+    @property
+    def fallback_reason(self) -> str | None:
+        """Why the configured delegate is not the one running (None when it is, or nothing is loaded)."""
+        with self._lock:
+            analyzer, reason = self._analyzer, self._cpu_reason
+        return reason or (getattr(analyzer.classifier, "fallback_reason", None) if analyzer is not None else None)
+
+    @property
+    def latency_ms(self) -> float | None:
+        """Median inference time per cell over the last ``LATENCY_WINDOW`` frames with cells."""
+        with self._lock:
+            samples = list(self._latencies)
+        return round(statistics.median(samples), 2) if samples else None
+
+    @property
+    def latency_samples(self) -> int:
+        with self._lock:
+            return len(self._latencies)
+
+    @property
+    def model_problem(self) -> str | None:
+        """Why the last attempt to load the model failed, as one line (None: loaded, or not tried yet)."""
+        with self._lock:
+            return self._model_problem
+
+    @property
+    def watchdog_seconds(self) -> float | None:
+        return self._watchdog.seconds if self._watchdog is not None else None
+
+    @property
+    def watchdog_restarts(self) -> int:
+        with self._lock:
+            return self._restarts
+
+    @property
+    def watchdog_problem(self) -> str | None:
+        """The last watchdog intervention as one line (None if there was none since the start)."""
+        with self._lock:
+            return self._watchdog_problem
+
+    # --- thread ------------------------------------------------------------------------------------------
+    def _run(self, generation: int = 0) -> None:
+        if generation == 0:
+            try:
+                self._requeue_interrupted()
+            except Exception:  # noqa: BLE001 - the worker must come up even if recovery cannot read the database
+                log.exception("could not re-queue interrupted captures")
+            self._recovered.set()
+        while not self._stop.is_set():
+            try:
+                capture_id = self._queue.get(timeout=0.25)
+            except queue.Empty:
+                continue
+            superseded = False
+            try:
+                self._with_connection(self._process, capture_id)
+            except _Superseded:
+                superseded = True  # the watchdog failed the job, counted it done and started our successor
+                log.warning("capture %s: the abandoned analysis thread returned; its result is discarded",
+                            capture_id)
+            except JobAbandoned:
+                log.info("capture %s: analysis abandoned on shutdown; it is re-run on the next start", capture_id)
+            except Exception as error:  # noqa: BLE001 - never let one capture kill the worker
+                if not isinstance(error, AllscopeError):
+                    log.exception("capture %s: analysis failed", capture_id)
+                    error = AllscopeError(f"analysis failed unexpectedly ({type(error).__name__}); see the device log")
+                self._fail_safely(capture_id, error)
+            finally:
+                if not superseded:
+                    self._queue.task_done()
+            if superseded:
+                return
+
+    @staticmethod
+    def _with_connection(function, *args):
+        """Each job on its own connection, closed afterwards (peewee connections are per thread)."""
+        db_proxy.connect(reuse_if_open=True)
+        try:
+            return function(*args)
+        finally:
+            if not db_proxy.is_closed():
+                db_proxy.close()
+
+    def _requeue_interrupted(self) -> None:
+        def pending():
+            return [c.id for c in Capture.select(Capture.id).where(Capture.status.in_(("queued", "analysing")))
+                    .order_by(Capture.id)]
+
+        for capture_id in self._with_connection(pending):
+            self.enqueue(capture_id)
+
+    # --- one job -----------------------------------------------------------------------------------------
+    def _process(self, capture_id: int) -> None:
+        capture = Capture.get_or_none(Capture.id == capture_id)
+        if capture is None or capture.status in ("done", "failed"):
+            self._forget(capture_id)
+            return
+        with db_proxy.atomic():
+            # A crash during an earlier run can only have left crop files (rows are written in one
+            # transaction), but an 'analysing' capture is cleared anyway before it is run again.
+            Cell.delete().where(Cell.capture == capture_id).execute()
+            Capture.update(status="analysing", error="", version=Capture.version + 1) \
+                .where(Capture.id == capture_id).execute()
+        self._set_stage(capture_id, "analysing: loading the model" if self._analyzer is None
+                        else "analysing: finding cells")
+        try:
+            rgb = _load_stored(self.data, capture.image_path)
+        except ImageLoadError as error:
+            raise AllscopeError(f"stored image unreadable: {error.reason}") from None
+        ticket = None
+        try:
+            with self._deadline(capture_id) as ticket:
+                analyzer = self._load_analyzer()
+                self._set_stage(capture_id, "analysing: finding cells")
+                analyzer.on_stage = lambda stage: self._set_stage(capture_id, stage)
+                try:
+                    result = analyzer.analyze_frame(rgb, capture.image_path)
+                finally:
+                    analyzer.on_stage = _ReportingAnalyzer.on_stage
+        finally:
+            if ticket is not None and ticket.expired:
+                raise _Superseded()  # whatever the stuck call did or raised, nothing of it is written
+        self._record_inference(result)
+        self._set_stage(capture_id, "saving results")
+        started = time.perf_counter()
+        crop_paths = [self.data.store_crop(capture_id, i, _png(_crop(rgb, cell))) for i, cell in enumerate(result.cells)]
+        timings = dict(result.timings_ms, crops=round((time.perf_counter() - started) * 1000.0, 1))
+        if self._stop.is_set():
+            raise JobAbandoned()
+        self._write_result(capture_id, result, crop_paths, timings, analyzer.classifier.info.short_id)
+        self._forget(capture_id)  # final states are read from the capture row
+
+    def _write_result(self, capture_id: int, result: FrameResult, crop_paths: list[str], timings: dict,
+                      model_id: str) -> None:
+        # IMMEDIATE: this transaction reads before it writes, and in WAL mode a deferred one whose snapshot
+        # went stale (an upload committed meanwhile) fails at once with "database is locked", busy_timeout or not.
+        with db_proxy.atomic("IMMEDIATE"):
+            capture = Capture.get_by_id(capture_id)
+            Cell.delete().where(Cell.capture == capture_id).execute()
+            if result.cells:
+                Cell.insert_many([
+                    {"capture": capture_id, "x": c.x, "y": c.y, "w": c.w, "h": c.h, "crop_path": path,
+                     "ai_label": c.label, "p_blast": c.p_blast, "needs_review": c.needs_review, "edge": c.edge}
+                    for c, path in zip(result.cells, crop_paths)]).execute()
+            after = {"status": "done", "flag": result.flag, "cell_count": result.cell_count,
+                     "blast_count": result.blast_count, "review_count": result.review_count, "model_id": model_id}
+            Capture.update(**after, quality=result.quality, timings_ms=timings, error="", analysed_at=utcnow(),
+                           version=Capture.version + 1).where(Capture.id == capture_id).execute()
+            audit("analyse", "capture", capture_id, username=self.username,
+                  before={"status": capture.status}, after=after)
+
+    def _fail_safely(self, capture_id: int, error: BaseException) -> None:
+        message = " ".join(str(error).split())[:300] or "analysis failed"
+        self._forget(capture_id)
+        try:
+            def mark():
+                with db_proxy.atomic():
+                    Capture.update(status="failed", error=message, version=Capture.version + 1) \
+                        .where(Capture.id == capture_id).execute()
+                    audit("analyse_failed", "capture", capture_id, username=self.username, detail=message)
+            self._with_connection(mark)
+        except Exception:  # noqa: BLE001
+            log.exception("capture %s: could not record the failure", capture_id)
+
+    # --- watchdog ----------------------------------------------------------------------------------------
+    def _deadline(self, capture_id: int):
+        if self._watchdog is None:
+            return contextlib.nullcontext(Ticket(capture_id, 0.0))
+        return self._watchdog.deadline(capture_id)
+
+    def _record_inference(self, result: FrameResult) -> None:
+        classify_ms = result.timings_ms.get("classify")
+        with self._lock:
+            self._hangs_in_a_row = 0
+            if result.cells and classify_ms is not None:
+                self._latencies.append(float(classify_ms) / len(result.cells))
+
+    def _on_hung(self, ticket: Ticket) -> None:
+        """Called by the watchdog thread: fail the capture, drop the classifier, start a fresh job thread."""
+        from device.inference.delegates import DelegateConfig
+
+        capture_id = int(ticket.what)
+        with self._lock:
+            analyzer, self._analyzer = self._analyzer, None
+            backend = analyzer.classifier.backend if analyzer is not None else "model loading"
+            self._restarts += 1
+            self._hangs_in_a_row += 1
+            configured = self.delegate or DelegateConfig()
+            if configured.kind != "cpu" and self._hangs_in_a_row >= CPU_AFTER_HANGS and self._cpu_reason is None:
+                self._cpu_reason = (f"{configured.kind} delegate hung {self._hangs_in_a_row} times in a row; "
+                                    "running on the CPU until the service restarts")
+                log.warning("analysis worker: %s", self._cpu_reason)
+            message = (f"inference did not finish within {ticket.seconds:.0f} s ({backend} hung?); the analysis "
+                       "worker was restarted and reloads the model: run the analysis again")
+            self._watchdog_problem = f"{utcnow():%Y-%m-%d %H:%M} UTC, capture #{capture_id}: {message}"
+        self._fail_safely(capture_id, AllscopeError(message))
+        self._queue.task_done()  # the stuck thread never reaches its own task_done
+        if not self._stop.is_set():
+            with self._lock:
+                self._thread = self._new_thread(self._restarts)
+                thread = self._thread
+            thread.start()
+
+    def set_decision(self, decision) -> None:
+        """New decision settings (an admin change; None: the model's own), used from the next job on."""
+        with self._lock:
+            self.decision = decision
+
+    def set_model(self, model_path: str | Path) -> None:
+        """Another model file, loaded by the next job (the job in flight finishes with the old one)."""
+        with self._lock:
+            self.model_path = Path(model_path)
+            self._analyzer = None
+            self._model_problem = None
+
+    def _load_analyzer(self) -> _ReportingAnalyzer:
+        """The loaded analyzer (loading it on first use), with the decision settings in force for this job."""
+        with self._lock:
+            analyzer, model_path, decision = self._analyzer, self.model_path, self.decision
+        if analyzer is None:
+            from device.inference.classifier import CellClassifier
+            from device.inference.delegates import DelegateConfig
+
+            delegate = self.delegate or DelegateConfig()
+            if self._cpu_reason is not None:
+                delegate = DelegateConfig(kind="cpu", num_threads=delegate.num_threads)
+            try:
+                classifier = (self._loader or CellClassifier.load)(model_path, delegate)
+            except AllscopeError as error:
+                with self._lock:
+                    self._model_problem = " ".join(str(error).split())[:300]
+                raise
+            with self._lock:
+                self._model_problem = None
+            analyzer = _ReportingAnalyzer(classifier)
+            analyzer.model_decision = analyzer.decision  # from the model card: the default
+            log.info("analysis worker: model %s (sha256 %s) on %s", model_path.name,
+                     classifier.info.short_id, classifier.backend)
+            with self._lock:
+                if self.model_path == model_path:
+                    self._analyzer = analyzer
+        analyzer.decision = decision or analyzer.model_decision
+        return analyzer
+
+
+def _load_stored(data: DataDir, relative: str) -> np.ndarray:
+    from device.core.imageio import load_image_bytes
+
+    try:
+        blob = data.read_bytes(relative)  # decrypted when the data is encrypted at rest
+    except ValueError:
+        raise ImageLoadError(relative, "stored path is outside the data directory") from None
+    except FileNotFoundError:
+        raise ImageLoadError(relative, "the stored image is missing") from None
+    return load_image_bytes(blob, relative)
+
+
+def crop_box(x: float, y: float, w: float, h: float, width: int, height: int,
+             margin: float = CROP_MARGIN) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of a cell's box (centre x, y) grown by ``margin`` each side, clipped to the frame."""
+    half_w, half_h = w * (0.5 + margin), h * (0.5 + margin)
+    x0, y0 = max(0, int(np.floor(x - half_w))), max(0, int(np.floor(y - half_h)))
+    x1, y1 = min(width, int(np.ceil(x + half_w))), min(height, int(np.ceil(y + half_h)))
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+
+def _crop(rgb: np.ndarray, cell) -> np.ndarray:
+    x0, y0, x1, y1 = crop_box(cell.x, cell.y, cell.w, cell.h, rgb.shape[1], rgb.shape[0])
+    return rgb[y0:y1, x0:x1]
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buffer = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise AllscopeError("could not encode an image as PNG")
+    return buffer.tobytes()
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """PNG bytes of an RGB uint8 frame (lossless: what is stored is what was analysed)."""
+    return _png(rgb)

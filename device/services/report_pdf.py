@@ -1,0 +1,203 @@
+"""A report as a PDF (fpdf2): patient header and disclaimer on every page, page numbers, cell crops in a grid.
+
+Takes the plain dict of ``device.services.reporting.report_content`` so it shows the
+same as the page. Text is set in DejaVu Sans when the system has it (any
+language); otherwise in the core Helvetica font, whose Latin-1 encoding
+cannot hold every character, so text is folded to Latin-1 first ("–" -> "-",
+unknown -> "?"): a name never stops a report from printing.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+from fpdf import FPDF
+from fpdf.enums import XPos, YPos
+
+FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/share/fonts/dejavu"),
+             Path("/usr/share/fonts/TTF"))
+_FOLD = str.maketrans({"–": "-", "—": "-", "‘": "'", "’": "'", "“": '"', "”": '"', "…": "...",
+                       "•": "-", "·": "-", "≥": ">=", "≤": "<=", "×": "x", "\u00a0": " "})
+GRID_COLUMNS = 6
+TILE_MM = 26.0
+
+
+def find_unicode_font(dirs=FONT_DIRS) -> tuple[Path, Path] | None:
+    """(regular, bold) DejaVu Sans files, or None."""
+    for folder in dirs:
+        regular, bold = folder / "DejaVuSans.ttf", folder / "DejaVuSans-Bold.ttf"
+        if regular.is_file() and bold.is_file():
+            return regular, bold
+    return None
+
+
+def fold_latin1(text: str) -> str:
+    return str(text).translate(_FOLD).encode("latin-1", "replace").decode("latin-1")
+
+
+class ReportPDF(FPDF):
+    def __init__(self, content: dict, unicode_font: tuple[Path, Path] | None):
+        super().__init__(format="A4", unit="mm")
+        self.content = content
+        self.family = "Helvetica"
+        self.unicode = unicode_font is not None
+        if unicode_font:
+            self.add_font("DejaVu", "", str(unicode_font[0]))
+            self.add_font("DejaVu", "B", str(unicode_font[1]))
+            self.family = "DejaVu"
+        self.set_margins(15, 15, 15)
+        self.set_auto_page_break(True, margin=24)
+
+    def t(self, text) -> str:
+        text = "" if text is None else str(text)
+        return text if self.unicode else fold_latin1(text)
+
+    def font(self, size: float, bold: bool = False) -> None:
+        self.set_font(self.family, "B" if bold else "", size)
+
+    def header(self) -> None:
+        patient, report = self.content["patient"], self.content["report"]
+        self.font(9, bold=True)
+        self.cell(0, 5, self.t(f"allscope blood smear report · sample {self.content['sample']['id']} · "
+                               f"version {report['version']} ({report['status']})"),
+                  new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.font(9)
+        born = f", born {patient['date_of_birth']}" if patient.get("date_of_birth") else ""
+        self.cell(0, 5, self.t(f"Patient {patient['identifier']} · {patient['name']}{born}"),
+                  new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.line(15, self.get_y() + 1, self.w - 15, self.get_y() + 1)
+        self.ln(4)
+
+    def footer(self) -> None:
+        self.set_y(-20)
+        self.font(7.5)
+        self.multi_cell(self.w - 30 - 22, 3.6, self.t(self.content["disclaimer"]), new_x=XPos.RIGHT,
+                        new_y=YPos.TOP)
+        self.cell(22, 3.6, f"Page {self.page_no()}/{{nb}}", align="R")
+
+    # --- building blocks ---
+    def heading(self, text: str) -> None:
+        self.ln(2)
+        self.font(12, bold=True)
+        self.cell(0, 7, self.t(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+
+    def pairs(self, rows: list[tuple[str, object]]) -> None:
+        for label, value in rows:
+            if value in (None, ""):
+                continue
+            self.font(9.5, bold=True)
+            self.cell(48, 5.5, self.t(label))
+            self.font(9.5)
+            self.multi_cell(0, 5.5, self.t(value), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+
+    def paragraph(self, text: str, size: float = 9.5, bold: bool = False) -> None:
+        self.font(size, bold)
+        self.multi_cell(0, 5, self.t(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+
+    def banner(self, text: str, rgb: tuple[int, int, int]) -> None:
+        self.set_fill_color(*rgb)
+        self.set_text_color(255, 255, 255)
+        self.font(13, bold=True)
+        self.cell(0, 10, self.t(text), align="C", fill=True, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.set_text_color(0, 0, 0)
+        self.ln(2)
+
+
+def _pct(value) -> str:
+    return "n/a (no blast or normal cell counted)" if value is None else f"{value:.1f} %"
+
+
+def render_report_pdf(content: dict, crop_file, unicode_font: tuple[Path, Path] | None | bool = True,
+                      compress: bool = True) -> bytes:
+    """The PDF bytes. ``crop_file(cell_dict)`` gives a crop's absolute path (or None);
+    ``unicode_font``: True = find DejaVu, None/False = core font, or a (regular, bold) pair."""
+    if unicode_font is True:
+        unicode_font = find_unicode_font()
+    pdf = ReportPDF(content, unicode_font or None)
+    pdf.compress = compress
+    report, patient, sample = content["report"], content["patient"], content["sample"]
+    summary, model = content["summary"], content["model"]
+    pdf.set_title(f"allscope report, sample {sample['id']}, version {report['version']}")
+    pdf.set_creator("allscope")
+    pdf.add_page()
+
+    if report["status"] == "draft":
+        pdf.banner("DRAFT — not signed", (179, 38, 30))
+    elif report["status"] == "amended":
+        pdf.banner(f"AMENDED — superseded by version {report['superseded_by_version']}", (97, 97, 97))
+
+    pdf.heading("Patient")
+    pdf.pairs([("Identifier", patient["identifier"]), ("Name", patient["name"]),
+               ("Date of birth", patient["date_of_birth"]), ("Sex", patient["sex"]),
+               ("Referring clinician", patient["referring_clinician"]), ("Symptoms", patient["symptoms"]),
+               ("WBC (10^9/L)", patient["wbc"]), ("Haemoglobin (g/dL)", patient["hemoglobin"]),
+               ("Platelets (10^9/L)", patient["platelets"])])
+    pdf.heading("Sample")
+    pdf.pairs([("Sample", sample["id"]), ("Collected", sample["collected_at"]),
+               ("Specimen", sample["specimen_type"]), ("Stain", sample["stain"]), ("Notes", sample["notes"])])
+
+    pdf.heading("Findings")
+    labels = summary["by_label"]
+    pdf.pairs([("Blast percentage", _pct(summary["blast_percentage"])),
+               ("Blasts counted", summary["blast_count"]),
+               ("White cells counted", f"{summary['evaluable_cells']} (blasts + normal cells)"),
+               ("Excluded", f"{labels['other']} other, {labels['unusable']} unusable, "
+                            f"{summary['edge_cells']} at the frame edge"),
+               ("Review", f"{summary['needs_review']} flagged by the AI, {summary['reviewed']} labelled by the "
+                          f"reviewer, {summary['overridden']} changed from the AI's label"),
+               ("Captures", f"{summary['captures_analysed']} analysed of {summary['captures_total']}")])
+    for problem in summary.get("quality_problems", []):
+        pdf.paragraph(f"Quality: {problem}", size=9)
+
+    pdf.heading("Conclusion")
+    pdf.paragraph(report["conclusion"] or "(no conclusion yet)", size=10.5)
+    if report["supersedes_version"]:
+        pdf.paragraph(f"Amends version {report['supersedes_version']}. Reason: {report['amendment_reason']}")
+    if report["signed_by"]:
+        pdf.paragraph(f"Signed by {report['signer_name']} ({report['signed_by']}) at {report['signed_at']} UTC",
+                      bold=True)
+
+    pdf.heading("Decision support")
+    pdf.paragraph(content["disclaimer"], bold=True)
+    from device.services.reporting import model_line  # local: keeps this module importable on its own
+
+    pdf.paragraph(model_line(model), size=9)
+    if model.get("training_data"):
+        pdf.paragraph(f"Training cells: {model['training_data']}.", size=9)
+
+    _cell_grid(pdf, summary.get("cells", []), crop_file)
+    return bytes(pdf.output())
+
+
+def _cell_grid(pdf: ReportPDF, cells: list[dict], crop_file) -> None:
+    if not cells:
+        return
+    pdf.heading(f"Cells ({len(cells)}; hardest first, edge cells last)")
+    gap = (pdf.w - 30 - GRID_COLUMNS * TILE_MM) / (GRID_COLUMNS - 1)
+    row_h = TILE_MM + 9
+    for i, cell in enumerate(cells):
+        column = i % GRID_COLUMNS
+        if column == 0:
+            if pdf.get_y() + row_h > pdf.h - pdf.b_margin:
+                pdf.add_page()
+            top = pdf.get_y()
+        x = 15 + column * (TILE_MM + gap)
+        path = crop_file(cell)
+        if isinstance(path, bytes):  # the crop itself (decrypted from an encrypted data directory)
+            pdf.image(io.BytesIO(path), x=x, y=top, w=TILE_MM, h=TILE_MM, keep_aspect_ratio=True)
+        elif path is not None and os.path.isfile(path):
+            pdf.image(str(path), x=x, y=top, w=TILE_MM, h=TILE_MM, keep_aspect_ratio=True)
+        else:
+            pdf.rect(x, top, TILE_MM, TILE_MM)
+        pdf.set_xy(x, top + TILE_MM + 0.5)
+        pdf.font(7.5, bold=True)
+        final = cell["final_label"] + ("" if cell["reviewer_label"] is None else " (reviewed)")
+        pdf.cell(TILE_MM, 3.8, pdf.t(final))
+        pdf.set_xy(x, top + TILE_MM + 4.3)
+        pdf.font(7)
+        edge = ", edge" if cell["edge"] else ""
+        pdf.cell(TILE_MM, 3.5, pdf.t(f"AI {cell['ai_label']} {cell['p_blast'] * 100:.0f}%{edge}"))
+        if column == GRID_COLUMNS - 1 or i == len(cells) - 1:
+            pdf.set_xy(15, top + row_h)

@@ -1,0 +1,164 @@
+"""The review workflow's rules: relabelling cells, drafts, sign-off and amendments.
+
+One rule decides when labels may change: **while the sample's latest report
+version is a draft (or there is no report yet)**. Once it is signed, labels
+are frozen; a pathologist who needs to change anything starts an amendment,
+which opens a draft version N+1 (``supersedes`` = N, with a reason). Labels
+may then change again; signing N+1 marks N "amended" (kept, viewable, never
+deleted). Version N stays the report of record until N+1 is signed.
+
+Sign-off is refused while a capture is still queued or analysing, while a
+counted cell the AI flagged for review has no reviewer label, or when the
+conclusion is empty. Every change writes its audit event in the same
+transaction. Each function raises :class:`ReviewError` (a one-line message
+and an HTTP-like status) instead of changing anything when refused.
+"""
+
+from __future__ import annotations
+
+import peewee as pw
+
+from device.services import reporting
+from device.store.records import CELL_LABELS, Capture, Cell, Report, Sample, audit, changes, db_proxy, row_dict, utcnow
+
+
+class ReviewError(Exception):
+    def __init__(self, message: str, status: int = 409):
+        super().__init__(message)
+        self.status = status
+
+
+def latest_report(sample: Sample | int) -> Report | None:
+    return Report.select().where(Report.sample == sample).order_by(Report.version.desc()).first()
+
+
+def labels_locked(sample: Sample | int) -> str | None:
+    """Why labels cannot change now, or None when they can."""
+    latest = latest_report(sample)
+    if latest is not None and latest.status != "draft":
+        return (f"Report version {latest.version} is signed: cell labels are frozen. "
+                "Start an amendment to change them.")
+    return None
+
+
+def sign_blockers(sample: Sample, conclusion: str | None = None) -> list[str]:
+    """Every reason sign-off is refused now (empty list: it may be signed)."""
+    summary = reporting.sample_summary(sample)
+    reasons = []
+    if summary["captures_total"] == 0:
+        reasons.append("There is no capture for this sample yet.")
+    if summary["captures_pending"]:
+        reasons.append(f"{summary['captures_pending']} capture(s) still waiting for analysis.")
+    if summary["unreviewed"]:
+        reasons.append(f"{summary['unreviewed']} cell(s) flagged for review still need your label.")
+    if conclusion is not None and not conclusion.strip():
+        reasons.append("Write a conclusion before signing.")
+    return reasons
+
+
+def relabel(cell: Cell, label: str, *, username: str, address: str = "") -> Cell:
+    """Set the reviewer's label; the AI's label is kept. Bumps the capture's version for sync."""
+    if label not in CELL_LABELS:
+        raise ReviewError(f"Unknown label {label!r}: use one of {', '.join(CELL_LABELS)}.", 400)
+    with db_proxy.atomic():
+        cell = Cell.get_by_id(cell.id)  # fresh, inside the transaction
+        capture = cell.capture
+        locked = labels_locked(capture.sample_id)
+        if locked:
+            raise ReviewError(locked)
+        if cell.reviewer_label == label:
+            return cell
+        before = row_dict(cell)
+        cell.reviewer_label, cell.reviewed_by, cell.reviewed_at = label, username, utcnow()
+        cell.save()
+        Capture.update(version=Capture.version + 1).where(Capture.id == capture.id).execute()
+        old, new = changes(before, row_dict(cell))
+        audit("relabel", "cell", cell.id, username=username, before=old, after=new, address=address,
+              detail=f"AI label {cell.ai_label}, p_blast {cell.p_blast:.3f}")
+    return cell
+
+
+def _new_version(sample: Sample, username: str, **fields) -> Report:
+    latest = latest_report(sample)
+    try:
+        return Report.create(sample=sample, version=(latest.version + 1) if latest else 1, created_by=username,
+                             **fields)
+    except pw.IntegrityError:
+        raise ReviewError("Someone else started a report for this sample at the same time: reload the page.") from None
+
+
+def save_draft(sample: Sample, conclusion: str, *, username: str, address: str = "") -> Report:
+    """Create or update the one open draft of a sample."""
+    with db_proxy.atomic():
+        latest = latest_report(sample)
+        if latest is not None and latest.status != "draft":
+            raise ReviewError(f"Report version {latest.version} is already signed: start an amendment to change it.")
+        if latest is None:
+            report = _new_version(sample, username, conclusion=conclusion)
+            audit("create", "report", report.id, username=username, after=row_dict(report), address=address)
+            return report
+        before = row_dict(latest)
+        latest.conclusion = conclusion
+        latest.save()
+        old, new = changes(before, row_dict(latest))
+        if new:
+            audit("update", "report", latest.id, username=username, before=old, after=new, address=address)
+        return latest
+
+
+def sign(sample: Sample, conclusion: str, *, username: str, address: str = "") -> Report:
+    """Sign the open draft (creating it if needed); when it is an amendment, mark the old version amended."""
+    with db_proxy.atomic():
+        blockers = sign_blockers(sample, conclusion)
+        if blockers:
+            raise ReviewError("Cannot sign yet: " + " ".join(blockers))
+        latest = latest_report(sample)
+        if latest is not None and latest.status != "draft":
+            raise ReviewError(f"Report version {latest.version} is already signed: start an amendment to change it.")
+        report = latest or _new_version(sample, username)
+        before = row_dict(report)
+        report.conclusion = conclusion.strip()
+        report.ai_summary = reporting.snapshot(sample)
+        report.status, report.signed_by, report.signed_at = "signed", username, utcnow()
+        report.save()
+        after = row_dict(report)
+        after.pop("ai_summary", None)  # the snapshot is in the row itself; keep the trail readable
+        before.pop("ai_summary", None)
+        audit("sign", "report", report.id, username=username, before=before, after=after, address=address)
+        if report.supersedes_id:
+            old = Report.get_by_id(report.supersedes_id)
+            old.status = "amended"
+            old.save()
+            audit("supersede", "report", old.id, username=username, before={"status": "signed"},
+                  after={"status": "amended", "superseded_by": report.id, "superseded_by_version": report.version},
+                  address=address, detail=report.amendment_reason)
+        return report
+
+
+def start_amendment(report: Report, reason: str, *, username: str, address: str = "") -> Report:
+    """Open draft version N+1 of a signed report (the latest version); labels may change again."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ReviewError("Give the reason for the amendment.", 400)
+    with db_proxy.atomic():
+        report = Report.get_by_id(report.id)
+        latest = latest_report(report.sample_id)
+        if report.status != "signed" or latest.id != report.id:
+            raise ReviewError(f"Only the latest signed version can be amended (this is version {report.version}, "
+                              f"{report.status}).")
+        new = _new_version(report.sample, username, conclusion=report.conclusion, supersedes=report,
+                           amendment_reason=reason)
+        old = row_dict(report)
+        old.pop("ai_summary", None)
+        audit("amend", "report", new.id, username=username, before=old, after=row_dict(new), address=address,
+              detail=reason)
+        return new
+
+
+def report_dict(report: Report) -> dict:
+    """A report row for the API (the snapshot only for signed versions)."""
+    out = row_dict(report)
+    out["fhir_status"] = reporting.fhir_status(report)
+    newer = Report.get_or_none(Report.supersedes == report)
+    out["superseded_by"] = newer.id if newer else None
+    return out

@@ -1,0 +1,130 @@
+"""The device's data directory: database, images by content hash, and secrets.
+
+Layout (default ``./var``, or ``--data-dir`` / ``$ALLSCOPE_DATA_DIR``)::
+
+    allscope.db            SQLite records (WAL)
+    images/ab/abcdef….png  captured and uploaded frames, named by SHA-256
+    crops/<capture>/…png   cell crops cut from a frame after analysis
+    secret_key             Flask session key, generated, mode 0600
+    at-rest.json           present when the database and files are encrypted (device/store/atrest.py)
+
+Every file is written to a temporary name in the same directory, flushed and
+renamed, so a crash leaves either the old state or the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DATA_DIR = Path("var")
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the new one, never a partial one.
+
+    Temp file in the same directory (os.replace is only atomic within one
+    file system), fsync before the rename, fsync of the directory after it so
+    the rename survives a power cut (the appliance is often just unplugged).
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    directory.mkdir(parents=True, exist_ok=True)
+    # mkstemp creates 0600; the device service may run as another user. ``mode`` forces one (secrets: 0600).
+    if mode is None:
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.chmod(tmp_name, mode)
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(directory)
+
+
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """Make the entries of ``directory`` (a rename, a new file) durable across a power cut."""
+    if hasattr(os, "O_DIRECTORY"):
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+@dataclass(frozen=True)
+class DataDir:
+    root: Path
+
+    @classmethod
+    def resolve(cls, path: str | Path | None = None) -> "DataDir":
+        chosen = Path(path or os.environ.get("ALLSCOPE_DATA_DIR") or DEFAULT_DATA_DIR).expanduser().resolve()
+        chosen.mkdir(parents=True, exist_ok=True)
+        return cls(chosen)
+
+    @property
+    def database(self) -> Path:
+        return self.root / "allscope.db"
+
+    def absolute(self, relative: str) -> Path:
+        """Absolute path of a stored relative path; refuses anything that would leave the data directory."""
+        target = (self.root / relative).resolve()
+        if self.root not in target.parents:
+            raise ValueError(f"path outside the data directory: {relative}")
+        return target
+
+    def store_image(self, png_bytes: bytes) -> tuple[str, str]:
+        """Store an encoded image by content hash; returns (relative path, sha256). Idempotent.
+
+        The hash is of the image itself, also when the file on disk is encrypted.
+        """
+        digest = hashlib.sha256(png_bytes).hexdigest()
+        relative = f"images/{digest[:2]}/{digest}.png"
+        target = self.root / relative
+        if not target.exists():
+            write_atomic(target, self._sealed(png_bytes, relative))
+        return relative, digest
+
+    def store_crop(self, capture_id: int, index: int, png_bytes: bytes) -> str:
+        relative = f"crops/{capture_id}/{index:04d}.png"
+        write_atomic(self.root / relative, self._sealed(png_bytes, relative))
+        return relative
+
+    def read_bytes(self, relative: str) -> bytes:
+        """The bytes of a stored image or crop (decrypted when the data is encrypted at rest).
+
+        ValueError for a path outside the data directory, FileNotFoundError for a missing file,
+        device.store.atrest.AtRestError for a file that does not decrypt. Every reader of stored files uses this.
+        """
+        from device.store import atrest
+
+        path = self.absolute(relative)
+        blob = path.read_bytes()
+        keys = atrest.keys_for(self.root)
+        return keys.decrypt(blob, relative) if keys is not None else blob
+
+    def _sealed(self, data: bytes, relative: str) -> bytes:
+        from device.store import atrest
+
+        keys = atrest.keys_for(self.root)
+        return keys.encrypt(data, relative) if keys is not None else data
+
+    def secret_key(self) -> bytes:
+        """The session signing key: generated once, kept with mode 0600, never a default."""
+        path = self.root / "secret_key"
+        if not path.exists():
+            write_atomic(path, secrets.token_hex(32).encode(), mode=0o600)
+        os.chmod(path, 0o600)
+        return path.read_bytes().strip()

@@ -1,0 +1,396 @@
+"""The device's sync agent (``allscope sync run``): outbox -> sealed envelopes -> MQTT -> central, until acked.
+
+One thread does everything: it drives paho's network loop itself (``client.loop``)
+and, between loop passes, fills the send window from the outbox. So paho's
+callbacks, the SQLite outbox and the media progress table are only ever touched
+from this thread, and a SIGTERM just sets an event the loop checks.
+
+Delivery rules:
+
+* An entry leaves the outbox only on a *central* acknowledgement whose Ed25519
+  signature verifies with the bundle's ``central_sign_ed25519.pub`` and whose
+  record and version match the entry ("stored" or "duplicate"). "rejected"
+  keeps it, with the reason as its last error, and offers it again later. The
+  broker's PUBACK only means "the broker has it".
+* At most ``window`` entries are in flight, sent in outbox-id order, so the
+  versions of one record leave in order. A capture waits until every file the
+  media policy sends with it is complete at the central (head of line).
+* The MQTT session is persistent (clean_start False, session expiry): acks
+  that arrive while the device is offline are queued by the broker. When the
+  broker says the session is gone, every in-flight entry is sent again (the
+  central acknowledges a resend as "duplicate"); an entry without an ack after
+  ``ack_timeout_s`` is sent again too.
+* Reconnects use capped exponential back-off with jitter (our own loop, so a
+  TLS refusal is counted and shown like any other failure).
+* The first envelope of every connection is a self-signed "hello" carrying
+  the device's signing key, which the central pins; records wait for its ack
+  until the central has confirmed the key once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import signal
+import ssl
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from device.store.records import open_database
+from sync.agent import outbox
+from sync.agent.config import AgentConfig
+from sync.agent.media import FileIndex, MediaFile, file_names
+from sync.agent.outbox import backlog
+from sync.agent.sealer import Sealer
+from sync.wire import acks as acks_mod
+from sync.wire import envelope as env_mod
+from sync.wire import keys, topics
+
+log = logging.getLogger("allscope.sync")
+
+CHUNK_WINDOW = 32  # file chunks in flight (each up to max_message_bytes)
+# Rejections that can clear by themselves (the hello not yet processed by another receiver, a central
+# hiccup) are retried after ack_timeout_s; the others after retry_rejected_s.
+TRANSIENT_REASONS = ("no_key", "internal_error")
+
+
+def backoff_delays(initial: float, cap: float, jitter: float, rng: random.Random | None = None):
+    """Endless reconnect delays: initial, doubled each time up to cap, each spread by +-jitter."""
+    rng = rng or random.Random()
+    delay = initial
+    while True:
+        yield delay * rng.uniform(1.0 - jitter, 1.0 + jitter)
+        delay = min(cap, delay * 2)
+
+
+class SyncAgent:
+    def __init__(self, config: AgentConfig):
+        self.config = config
+        self.database = open_database(config.database)
+        self.sealer = Sealer.from_config(config)
+        self.central_public = keys.load_ed25519_public(config.path("central_sign_ed25519.pub"))
+        self.key_fingerprint = self.sealer.fingerprint
+        self.files = FileIndex(config.data_dir)
+        self.sending: dict[str, MediaFile] = {}        # sha256 -> file with chunks in flight
+        self.stop_event = threading.Event()
+        self.inflight: dict[int, float] = {}            # outbox id -> monotonic time sent
+        self.chunks_inflight: dict[tuple[str, int], float] = {}
+        self.retry_after: dict[int, float] = {}         # rejected outbox id -> monotonic time to offer again
+        self.ack_batch: list[dict] = []                  # verified record acks not yet applied to the outbox
+        self.cursor = 0                                 # highest outbox id offered in this pass
+        self.connected = False
+        self.lost = False
+        self.hello_confirmed = outbox.get_state("hello_key") == self.key_fingerprint
+        self.hello_sent_at = 0.0
+        self.status_sent_at = 0.0
+        self.counts = {"sent": 0, "acked": 0, "rejected": 0, "chunks": 0, "bad_acks": 0, "connects": 0}
+        self.client = self._make_client()
+
+    # --- MQTT client -------------------------------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        config = self.config
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.device_id,
+                             protocol=mqtt.MQTTv5, reconnect_on_failure=False)
+        client.tls_set(ca_certs=str(config.path("ca.crt")), certfile=str(config.path("device.crt")),
+                       keyfile=str(config.path("device.key")), cert_reqs=ssl.CERT_REQUIRED,
+                       tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.will_set(topics.status(config.device_id), json.dumps({"state": "offline"}), qos=1, retain=True)
+        client.max_inflight_messages_set(config.window + CHUNK_WINDOW + 4)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _connect_properties(self) -> Properties:
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = self.config.session_expiry_s
+        return properties
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            self._error(f"broker refused the connection: {reason_code}")
+            self.lost = True
+            return
+        self.connected = True
+        self.counts["connects"] += 1
+        if not flags.session_present:
+            # Acks queued for the old session are gone: everything unacknowledged goes again.
+            self._requeue_all()
+        client.subscribe(topics.ack(self.config.device_id), qos=1)
+        self._send_hello()
+        self._publish_status()
+        log.info("connected to %s:%d as %s (session %s)", self.config.broker_host, self.config.broker_port,
+                 self.config.device_id, "resumed" if flags.session_present else "new")
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self.connected = False
+        self.lost = True
+        if not self.stop_event.is_set():
+            self._error(f"disconnected from the broker: {reason_code}")
+
+    def _on_message(self, client, userdata, message):
+        if message.topic == topics.ack(self.config.device_id):
+            # Applied in one transaction per loop pass (flush_acks), not one per message: at hundreds of
+            # acks per second, a commit per ack costs more than sealing the envelopes.
+            self.handle_ack(message.payload, flush=False)
+
+    # --- run loop ----------------------------------------------------------------------------------------
+
+    def stop(self, *_):
+        self.stop_event.set()
+
+    def install_signal_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+
+    def run(self, *, until_empty: bool = False) -> int:
+        """Sync until stopped (or, with ``until_empty``, until the outbox is empty). Returns 0."""
+        config = self.config
+        delays = backoff_delays(config.backoff_initial_s, config.backoff_max_s, config.backoff_jitter)
+        while not self.stop_event.is_set():
+            finished, had_session = self._session(until_empty)
+            self.flush_acks()  # acks verified before the connection ended still count
+            if finished or self.stop_event.is_set():
+                break
+            if had_session:  # a connection that worked starts the back-off over
+                delays = backoff_delays(config.backoff_initial_s, config.backoff_max_s, config.backoff_jitter)
+            delay = next(delays)
+            log.info("reconnecting in %.1f s", delay)
+            self.stop_event.wait(delay)
+        self._goodbye()
+        return 0
+
+    def _session(self, until_empty: bool) -> tuple[bool, bool]:
+        """One connection, from connect to loss: (finished, connected at all)."""
+        self.lost, self.connected = False, False
+        had_session = False
+        try:
+            self.client.connect(self.config.broker_host, self.config.broker_port, self.config.keepalive_s,
+                                clean_start=False, properties=self._connect_properties())
+        except (OSError, ssl.SSLError, ValueError) as error:
+            self._error(f"cannot connect to {self.config.broker_host}:{self.config.broker_port}: "
+                        f"{' '.join(str(error).split()) or type(error).__name__}")
+            return False, False
+        while not self.stop_event.is_set() and not self.lost:
+            rc = self.client.loop(timeout=0.05)
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                if not self.lost and not self.stop_event.is_set():
+                    self._error(f"connection lost: {mqtt.error_string(rc)}")
+                self.connected = False
+                break
+            if self.connected:
+                had_session = True
+                self.pump()
+                if until_empty and not self.inflight and backlog() == 0:
+                    return True, True
+        return False, had_session
+
+    def _goodbye(self) -> None:
+        """Graceful stop: a retained offline status (a clean DISCONNECT suppresses the will), then disconnect."""
+        if self.connected:
+            try:
+                info = self.client.publish(topics.status(self.config.device_id),
+                                           json.dumps({"state": "offline", "backlog": backlog()}), qos=1,
+                                           retain=True)
+                deadline = time.monotonic() + 2.0
+                while not info.is_published() and time.monotonic() < deadline:
+                    self.client.loop(timeout=0.05)
+                self.client.disconnect()
+                self.client.loop(timeout=0.2)
+            except Exception:  # noqa: BLE001 - stopping must not fail
+                log.exception("error while disconnecting")
+        self.connected = False
+
+    # --- sending -----------------------------------------------------------------------------------------
+
+    def pump(self) -> None:
+        """Called between network loop passes: acks, status, hello, resends, then fill the window."""
+        self.flush_acks()
+        now = time.monotonic()
+        if now - self.status_sent_at >= self.config.status_interval_s:
+            self._publish_status()
+        if not self.hello_confirmed:
+            if now - self.hello_sent_at >= self.config.ack_timeout_s:
+                self._send_hello()
+            return
+        timeout = self.config.ack_timeout_s
+        for entry_id, sent in list(self.inflight.items()):
+            if now - sent >= timeout:
+                del self.inflight[entry_id]
+                self._rewind(entry_id)
+        for key, sent in list(self.chunks_inflight.items()):
+            if now - sent >= timeout:
+                del self.chunks_inflight[key]
+        for entry_id, when in list(self.retry_after.items()):
+            if now >= when:
+                del self.retry_after[entry_id]
+                self._rewind(entry_id)
+        free = self.config.window - len(self.inflight)
+        sent: list[int] = []
+        try:
+            while free > 0:
+                batch = outbox.pending(min(free, 500), after_id=self.cursor)
+                if not batch:
+                    return
+                for position, entry in enumerate(batch):
+                    if entry.id not in self.inflight and entry.id not in self.retry_after:
+                        if entry.entity == "capture" and not self._files_ready(entry):
+                            # Head of line: later records wait for this capture's files, but the files
+                            # of the captures behind it may already go (keeps the chunk window full).
+                            for later in batch[position + 1:]:
+                                if len(self.chunks_inflight) >= CHUNK_WINDOW:
+                                    break
+                                if later.entity == "capture":
+                                    self._files_ready(later)
+                            return
+                        self._send_entry(entry)
+                        sent.append(entry.id)
+                        free -= 1
+                    self.cursor = entry.id
+                    if free <= 0:
+                        return
+        finally:
+            outbox.mark_sent(sent)
+
+    def _rewind(self, entry_id: int) -> None:
+        self.cursor = min(self.cursor, entry_id - 1)
+
+    def _requeue_all(self) -> None:
+        self.inflight.clear()
+        self.chunks_inflight.clear()
+        self.cursor = 0
+
+    def _publish(self, payload: bytes) -> None:
+        self.client.publish(topics.up(self.config.device_id), payload, qos=1)
+
+    def _send_entry(self, entry) -> None:
+        data = self.sealer.entry(entry)
+        if len(data) > self.config.max_message_bytes:
+            log.warning("outbox entry %d (%s:%s) is %d bytes, above max_message_bytes", entry.id, entry.entity,
+                        entry.record_id, len(data))
+        self._publish(data)
+        self.inflight[entry.id] = time.monotonic()
+        self.counts["sent"] += 1
+
+    def _files_ready(self, entry) -> bool:
+        """True when every file of this capture is complete at the central; else sends missing chunks."""
+        if self.config.media == "none":
+            return True
+        ready = True
+        for name in file_names(entry.data(), self.config.media):
+            media = self.files.describe(name)
+            if media is None:
+                log.warning("capture %s: file %s is missing; the record goes without it", entry.record_id, name)
+                continue
+            if outbox.file_complete(media.sha256):
+                continue
+            ready = False
+            progress = outbox.file_progress(media.sha256, name=media.name, size=media.size,
+                                            chunks=media.count(self.sealer.chunk))
+            self.sending[media.sha256] = media
+            for index in progress.missing():
+                key = (media.sha256, index)
+                if key in self.chunks_inflight:
+                    continue
+                if len(self.chunks_inflight) >= CHUNK_WINDOW:
+                    return False
+                self._publish(self.sealer.file_chunk(media, index, entry))
+                self.chunks_inflight[key] = time.monotonic()
+                self.counts["chunks"] += 1
+        return ready
+
+    def _send_hello(self) -> None:
+        self._publish(self.sealer.hello({"backlog": backlog()}))
+        self.hello_sent_at = time.monotonic()
+
+    def _publish_status(self) -> None:
+        self.client.publish(topics.status(self.config.device_id),
+                            json.dumps({"state": "online", "backlog": backlog()}), qos=1, retain=True)
+        self.status_sent_at = time.monotonic()
+
+    # --- acknowledgements --------------------------------------------------------------------------------
+
+    def flush_acks(self) -> int:
+        """Apply the batched record acks to the outbox in one transaction; returns the entries removed."""
+        if not self.ack_batch:
+            return 0
+        batch, self.ack_batch = self.ack_batch, []
+        removed = outbox.remove_acked(batch)
+        self.counts["acked"] += removed
+        return removed
+
+    def handle_ack(self, data: bytes, flush: bool = True) -> int:
+        """Apply one signed ack message (forged acks are ignored). With ``flush`` the outbox is updated now and
+        the number of entries removed is returned; without, the items wait for :meth:`flush_acks` (returns 0)."""
+        try:
+            ack = acks_mod.parse_ack(data, self.central_public, device_id=self.config.device_id)
+        except acks_mod.AckError as error:
+            self.counts["bad_acks"] += 1
+            log.warning("ignored an acknowledgement: %s", error)
+            return 0
+        records, now = [], time.monotonic()
+        for item in ack.acks:
+            if item["record"] == env_mod.HELLO_RECORD:
+                self._hello_ack(item)
+            elif item["record"].startswith("file:"):
+                self._chunk_ack(item)
+            else:
+                records.append(item)
+                self.inflight.pop(item["entry"], None)
+                if item["status"] in acks_mod.DONE:
+                    self.retry_after.pop(item["entry"], None)
+                else:
+                    wait = self.config.ack_timeout_s if item["reason"] in TRANSIENT_REASONS \
+                        else self.config.retry_rejected_s
+                    self.retry_after[item["entry"]] = now + wait
+                    self.counts["rejected"] += 1
+                    log.warning("central rejected %s v%s (entry %s): %s", item["record"], item["version"],
+                                item["entry"], item["reason"] or "no reason")
+        self.ack_batch.extend(records)
+        return self.flush_acks() if flush else 0
+
+    def _hello_ack(self, item: dict) -> None:
+        if item["status"] in acks_mod.DONE:
+            if not self.hello_confirmed:
+                log.info("central confirmed the signing key %s", self.key_fingerprint)
+                outbox.set_state("hello_key", self.key_fingerprint)
+            self.hello_confirmed = True
+        else:
+            self.hello_confirmed = False
+            self._error(f"central refused this device's hello: {item['reason']} (re-enrol the device)")
+
+    def _chunk_ack(self, item: dict) -> None:
+        sha, index = item["record"][5:], item.get("index")
+        if not isinstance(index, int):
+            return
+        if item["status"] in acks_mod.DONE:
+            self.chunks_inflight.pop((sha, index), None)
+            if outbox.mark_chunk_acked(sha, index):
+                self.sending.pop(sha, None)
+                log.info("file %s complete at the central", sha[:12])
+        else:
+            self.chunks_inflight[(sha, index)] = time.monotonic()  # offered again after ack_timeout_s
+            if item["reason"] == "file_hash_mismatch":  # the central dropped its chunks: start the file over
+                media = self.sending.get(sha)
+                if media is not None:
+                    outbox.file_progress(sha, name=media.name, size=media.size, chunks=0)
+            self._error(f"central refused chunk {index} of file {sha[:12]}: {item['reason']}")
+
+    # --- bookkeeping -------------------------------------------------------------------------------------
+
+    def _error(self, message: str) -> None:
+        log.warning("%s", message)
+        outbox.set_state("last_error", f"{env_mod.utc_timestamp()} {message}")
+
+
+def run_agent(config: AgentConfig, *, until_empty: bool = False) -> int:
+    agent = SyncAgent(config)
+    agent.install_signal_handlers()
+    return agent.run(until_empty=until_empty)

@@ -1,0 +1,321 @@
+"""Central ingestion: one envelope in, acknowledgements out. Pure logic, no MQTT (see central_service.py).
+
+Checks, in order (the first failure rejects the message)::
+
+    parse -> device known (unknown_device) -> not revoked (revoked) -> topic device == envelope device
+    (device_mismatch) -> hello: pin the signing key (key_mismatch) -> signature with the pinned key
+    (no_key, bad_signature) -> plaintext only when allowed (plaintext_refused) -> decrypt
+    (decrypt_failed, hash_mismatch) -> replay check per (device, entity, record_id, version):
+    same content = duplicate, other content = replay_conflict -> store in ONE transaction -> "stored".
+
+Every rejection becomes an ``IngestError`` row and a log line; :meth:`Ingestor.handle`
+never raises, so a hostile or broken message cannot stop a receiver. The same
+path serves MQTT (``allscope central run``) and USB exports (``allscope central import``).
+
+File chunks go through the same checks and are then stored by ``sync/central/files.py``.
+Refusals are ``EnvelopeError(reason, message)`` (``Rejected`` here) whether the envelope
+module or this one refuses.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import peewee as pw
+
+from device.store.records import db_proxy, utcnow
+from sync.central.files import store_chunk
+from sync.central.models import ENTITIES, Device, IngestError, ReceivedRecord
+from sync.wire import envelope as env_mod
+from sync.wire import keys
+from sync.wire.acks import ack_item
+from sync.wire.envelope import EnvelopeError as Rejected
+
+log = logging.getLogger("allscope.central")
+
+_RECORD_RE = re.compile(r"^([a-z]+):([0-9]{1,18})$")
+
+
+class _DeviceRow(NamedTuple):
+    id: int
+    device_id: str
+    state: str
+    signing_public_key: str
+
+
+@dataclass
+class Ingestor:
+    """Stores what devices send into the central database bound to ``db_proxy``.
+
+    ``server_private`` is the central's X25519 key (``central_enc_x25519.key``);
+    ``data_dir`` receives assembled files under ``files/``. ``allow_plaintext``
+    accepts unencrypted envelopes (the bench's encryption-off run only).
+    """
+
+    server_private: object
+    data_dir: Path
+    allow_plaintext: bool = False
+    counts: collections.Counter = field(default_factory=collections.Counter)
+
+    def __post_init__(self):
+        self.data_dir = Path(self.data_dir)
+        self._keys: dict[str, object] = {}      # pinned PEM -> loaded key
+        self._touched: dict[int, float] = {}    # device row id -> monotonic time of the last last_seen_at write
+
+    # --- entry points ------------------------------------------------------------------------------------
+
+    def handle(self, topic_device_id: str | None, payload: bytes) -> list[dict]:
+        """Ingest one envelope; return the acks for the device (empty when nothing identifies an entry).
+
+        ``topic_device_id`` is the device the transport authenticated (the MQTT topic, which the
+        broker's ACL ties to the TLS certificate), or the export's device for a USB import.
+        """
+        envelope = None
+        try:
+            envelope = env_mod.parse(payload)
+            ack = self._ingest(topic_device_id, envelope)
+        except Rejected as error:  # the envelope module's refusals and ours alike
+            return self._rejection(topic_device_id, envelope, payload, error.reason, str(error))
+        except Exception as error:  # noqa: BLE001 - a receiver must survive anything a message causes
+            log.exception("internal error on a message from %s", topic_device_id)
+            if isinstance(error, (pw.OperationalError, pw.InterfaceError)):
+                _reconnect_later()
+            return self._rejection(topic_device_id, envelope, payload, "internal_error",
+                                   f"{type(error).__name__}: {' '.join(str(error).split())}"[:500])
+        self.counts[ack["status"]] += 1
+        return [ack]
+
+    def handle_status(self, topic_device_id: str, payload: bytes, retained: bool = False) -> None:
+        """A device's status ({"state": "online", "backlog": N}, or the last will "offline").
+
+        ``retained``: the broker's stored copy, replayed when a receiver subscribes; it says
+        nothing about when the device was last seen, so last_seen_at is left alone.
+        """
+        if not payload:
+            return  # a cleared retained message
+        try:
+            status = json.loads(payload.decode("utf-8"))
+            if not isinstance(status, dict) or status.get("state") not in ("online", "offline"):
+                raise ValueError("expected {\"state\": \"online\"|\"offline\", ...}")
+            backlog = status.get("backlog")
+            if backlog is not None and (not isinstance(backlog, int) or isinstance(backlog, bool) or backlog < 0):
+                raise ValueError("backlog must be a non-negative integer")
+            update = {Device.online: status["state"] == "online"}
+            if not retained:
+                update[Device.last_seen_at] = utcnow()
+            if backlog is not None:
+                update[Device.backlog] = backlog
+            with db_proxy.atomic():
+                changed = Device.update(update).where(Device.device_id == topic_device_id).execute()
+            if not changed:
+                self._record_error(topic_device_id, "unknown_device", "status from a device that is not enrolled")
+        except (ValueError, UnicodeDecodeError) as error:
+            self._record_error(topic_device_id, "malformed_status", " ".join(str(error).split())[:500])
+        except Exception as error:  # noqa: BLE001
+            log.exception("internal error on a status from %s", topic_device_id)
+            self._record_error(topic_device_id, "internal_error", f"status: {type(error).__name__}: {error}"[:500])
+
+    # --- the checks --------------------------------------------------------------------------------------
+
+    def _ingest(self, topic_device_id: str | None, envelope) -> dict:
+        device = self._device(envelope.device)
+        if device is None:
+            raise Rejected("unknown_device", f"device {envelope.device!r} is not enrolled")
+        if device.state == "revoked":
+            raise Rejected("revoked", f"device {envelope.device!r} was revoked")
+        if topic_device_id is not None and topic_device_id != envelope.device:
+            raise Rejected("device_mismatch", f"envelope of {envelope.device!r} arrived as {topic_device_id!r}")
+        if envelope.kind == "hello":
+            return self._hello(device, envelope)
+        if not device.signing_public_key:
+            raise Rejected("no_key", "no signing key pinned yet: the device must send its hello first")
+        env_mod.verify(envelope, self._public_key(device.signing_public_key))
+        plaintext = self._open(envelope)
+        self._touch(device)
+        if envelope.kind == "chunk":
+            return store_chunk(device.id, envelope, plaintext, self.data_dir)
+        return self._record(device, envelope, plaintext)
+
+    @staticmethod
+    def _device(device_id: str) -> "_DeviceRow | None":
+        """The device's row by one plain query: this runs for every message, peewee's query building is not free."""
+        row = db_proxy.execute_sql(
+            f'SELECT "id", "device_id", "state", "signing_public_key" FROM "device" WHERE "device_id" = '
+            f"{db_proxy.param}", (device_id,)).fetchone()
+        return _DeviceRow(*row) if row else None
+
+    def _public_key(self, pem: str):
+        if pem not in self._keys:
+            self._keys[pem] = keys.ed25519_public_from_pem(pem)
+        return self._keys[pem]
+
+    def _open(self, envelope) -> bytes:
+        return env_mod.decrypt(envelope, self.server_private, require_encryption=not self.allow_plaintext)
+
+    def _hello(self, device: "_DeviceRow", envelope) -> dict:
+        """Pin the device's Ed25519 key from its self-signed hello (trust on first use over mTLS).
+
+        The broker only lets the holder of the device's TLS certificate publish on its topic, so the
+        first hello comes from the enrolled appliance; afterwards the key can only change by re-enrolment.
+        """
+        public = env_mod.hello_key(envelope)
+        env_mod.verify(envelope, public)
+        pem = keys.public_pem(public).decode("ascii")
+        pinned = device.signing_public_key
+        if pinned and keys.raw_public(keys.ed25519_public_from_pem(pinned)) != keys.raw_public(public):
+            raise Rejected("key_mismatch", "hello with another signing key than the pinned one (re-enrol the device)")
+        with db_proxy.atomic():
+            # Guarded on the column so two receivers cannot pin two different keys.
+            changed = Device.update(signing_public_key=pinned or pem, last_seen_at=utcnow()).where(
+                (Device.id == device.id) & (Device.signing_public_key == pinned)).execute()
+        if not changed:
+            raise Rejected("key_mismatch", "another signing key was pinned meanwhile")
+        if not pinned:
+            log.info("pinned the signing key of %s (%s)", device.device_id, keys.fingerprint(public))
+        return ack_item(envelope, "duplicate" if pinned else "stored")
+
+    def _record(self, device: "_DeviceRow", envelope, plaintext: bytes) -> dict:
+        if envelope.kind != "record":
+            raise Rejected("malformed", f"unknown kind {envelope.kind!r}")
+        entity, record_id = _split_record(envelope.record)
+        if entity not in ENTITIES:
+            raise Rejected("malformed", f"unknown entity {entity!r}")
+        if envelope.version < 1:
+            raise Rejected("malformed", f"version {envelope.version} < 1")
+        try:
+            payload = json.loads(plaintext.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise Rejected("malformed", "record payload is not JSON") from None
+        if not isinstance(payload, dict):
+            raise Rejected("malformed", "record payload is not a JSON object")
+        if "id" in payload and payload["id"] != record_id:
+            raise Rejected("malformed", f"payload id {payload['id']!r} differs from {envelope.record!r}")
+        try:  # insert first: a new version is the common case, a replay the exception
+            with db_proxy.atomic():
+                _insert_record(device=device.id, entity=entity, record_id=record_id, version=envelope.version,
+                               content_sha256=envelope.content_sha256, payload=payload,
+                               created_at=_parse_time(envelope.created), received_at=utcnow(),
+                               patient_identifier=_patient_identifier(entity, payload))
+            return ack_item(envelope, "stored")
+        except pw.IntegrityError:  # this version is already here (a resend, or another receiver was faster)
+            existing = ReceivedRecord.select(ReceivedRecord.content_sha256).where(
+                (ReceivedRecord.device == device.id) & (ReceivedRecord.entity == entity) &
+                (ReceivedRecord.record_id == record_id) & (ReceivedRecord.version == envelope.version)).first()
+            if existing is None:
+                raise
+        if existing.content_sha256 == envelope.content_sha256:
+            return ack_item(envelope, "duplicate")
+        raise Rejected("replay_conflict", f"{envelope.record} version {envelope.version} already stored with "
+                                          f"other content")
+
+    # --- bookkeeping -------------------------------------------------------------------------------------
+
+    def _touch(self, device: "_DeviceRow") -> None:
+        """Device.last_seen_at, written at most every 10 s per device (not one extra write per message)."""
+        now = time.monotonic()
+        if now - self._touched.get(device.id, -1e9) > 10:
+            Device.update(last_seen_at=utcnow()).where(Device.id == device.id).execute()
+            self._touched[device.id] = now
+
+    def _rejection(self, topic_device_id, envelope, payload: bytes, reason: str, detail: str) -> list[dict]:
+        claimed = getattr(envelope, "device", None) or topic_device_id or ""
+        where = f" ({envelope.kind} {envelope.record} v{envelope.version} entry {envelope.entry})" if envelope else ""
+        self._record_error(claimed, reason, f"{detail}{where}")
+        self.counts["rejected"] += 1
+        entry = _entry_of(envelope, payload)
+        if entry is None:
+            return []
+        if envelope is not None:
+            return [ack_item(envelope, "rejected", reason)]
+        return [{"entry": entry[0], "record": entry[1], "version": entry[2], "status": "rejected", "reason": reason}]
+
+    def _record_error(self, device_id: str, reason: str, detail: str) -> None:
+        self.counts[f"error:{reason}"] += 1
+        log.warning("rejected a message from %s: %s: %s", device_id or "?", reason, detail)
+        try:
+            with db_proxy.atomic():
+                IngestError.create(device_id=str(device_id)[:64], reason=reason[:32], detail=detail[:2000])
+        except Exception:  # noqa: BLE001 - the database itself may be what failed
+            log.exception("could not record the ingestion error")
+
+
+# (placeholder, quote characters) -> (SQL, fields). Keyed by the dialect, not by id(database): a new database
+# object can reuse a freed one's id (a PostgreSQL statement was once run on SQLite that way).
+_INSERT_SQL: dict[tuple[str, str], tuple[str, list]] = {}
+
+
+def _insert_record(**values) -> None:
+    """INSERT one ReceivedRecord with SQL built once per database (building it through the ORM cost more than
+    decrypting the envelope). Values still pass through each field's db_value, as with Model.insert."""
+    database = db_proxy.obj
+    dialect = (database.param, database.quote)
+    cached = _INSERT_SQL.get(dialect)
+    if cached is None:
+        fields = [ReceivedRecord._meta.fields[name] for name in values]
+        open_quote, close_quote = database.quote[0], database.quote[-1]  # '""' on SQLite and PostgreSQL
+
+        def quote(name: str) -> str:
+            return f"{open_quote}{name}{close_quote}"
+
+        columns = ", ".join(quote(field.column_name) for field in fields)
+        placeholders = ", ".join([database.param] * len(fields))
+        table = quote(ReceivedRecord._meta.table_name)
+        cached = _INSERT_SQL[dialect] = (f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", fields)
+    sql, fields = cached
+    database.execute_sql(sql, [field.db_value(values[field.name]) for field in fields])
+
+
+def _reconnect_later() -> None:
+    """Drop a connection the server may have closed (PostgreSQL restart): the next query opens a new one."""
+    try:
+        db_proxy.close()
+    except Exception:  # noqa: BLE001 - it is broken already; all that matters is not to reuse it
+        log.debug("closing the broken database connection failed", exc_info=True)
+
+
+# --- helpers -----------------------------------------------------------------------------------------------
+
+def _entry_of(envelope, payload: bytes):
+    """(entry, record, version) of a rejected message: from the parsed envelope, else best effort from the JSON."""
+    if envelope is not None:
+        return envelope.entry, envelope.record, envelope.version
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, TypeError):
+        return None
+    if isinstance(data, dict) and type(data.get("entry")) is int and isinstance(data.get("record"), str):
+        version = data.get("version") if type(data.get("version")) is int else 0
+        return data["entry"], data["record"][:80], version
+    return None
+
+
+def _split_record(record: str) -> tuple[str, int]:
+    match = _RECORD_RE.match(record)
+    if not match:
+        raise Rejected("malformed", f"record {record[:80]!r} is not <entity>:<id>")
+    return match.group(1), int(match.group(2))
+
+
+def _patient_identifier(entity: str, payload: dict) -> str:
+    value = payload.get("patient_identifier")
+    if not value and entity == "patient":
+        value = payload.get("identifier")
+    return str(value or "")[:64]
+
+
+def _parse_time(text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise Rejected("malformed", f"created {text[:40]!r} is not an ISO 8601 time") from None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value

@@ -1,0 +1,75 @@
+"""Central admin UI: log in, log out, and the one-time set-up page while no account exists.
+
+Accounts are ``device.services.accounts`` bound to the central database (Argon2id,
+persisted lock-out). Central admins hold the role "admin"; any other role is
+refused everywhere after login by the role declarations.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+
+from device.services import accounts
+from sync.central.web.forms import LoginForm, SetupForm
+from webui.kit import security
+from webui.kit.access import ADMIN, ANY_USER, allow, allow_anonymous
+from webui.kit.security import safe_next
+
+bp = Blueprint("auth", __name__)
+
+
+def client_address() -> str:
+    return request.remote_addr or "unknown"
+
+
+@bp.get("/")
+@allow(ADMIN)
+def home():
+    return redirect(url_for("devices.device_list"))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@allow_anonymous
+def login():
+    if not accounts.any_user_exists():
+        return redirect(url_for("auth.setup"))
+    form = LoginForm()
+    if request.method == "GET":
+        form.next.data = request.args.get("next", "")
+    error = ""
+    if form.validate_on_submit():
+        user, error = accounts.authenticate(form.username.data, form.password.data, client_address())
+        if user is not None:
+            target = safe_next(form.next.data, url_for("devices.device_list"))
+            security.start_session(user)  # fresh session bound to the user's epoch (no fixation)
+            return redirect(target)
+    status = 401 if error else (400 if form.errors else 200)
+    return render_template("central/login.html", form=form, error=error), status
+
+
+@bp.post("/logout")
+@allow(*ANY_USER)
+def logout():
+    return security.end_session(client_address(), url_for("auth.login"))
+
+
+@bp.route("/setup", methods=["GET", "POST"])
+@allow_anonymous
+def setup():
+    """Create the first central admin. Works only while the database has no user at all."""
+    if accounts.any_user_exists():
+        abort(404)
+    form = SetupForm()
+    error = ""
+    if form.validate_on_submit():
+        try:
+            accounts.create_first_user(form.username.data, form.password.data, [ADMIN],
+                                       full_name=form.full_name.data or "")
+        except accounts.SetupClosed:  # lost a race with another set-up request
+            abort(404)
+        except accounts.AccountError as err:
+            error = str(err)
+        else:
+            flash("Administrator created: log in.", "info")
+            return redirect(url_for("auth.login"))
+    return render_template("central/setup.html", form=form, error=error), (400 if error or form.errors else 200)

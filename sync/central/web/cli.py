@@ -1,0 +1,102 @@
+"""``allscope central serve`` (the admin web UI behind waitress) and ``allscope central users create|list``.
+
+    allscope central serve [--central-db URL] [--data-dir DIR] [--host H] [--port 8090]
+    allscope central users create NAME [--role admin] [--full-name TEXT]   (password from stdin)
+    allscope central users list
+
+The central database is ``--central-db`` (a SQLite path or ``postgresql://``
+URL), else ``$ALLSCOPE_CENTRAL_DB``, else ``central.db`` in the central data
+directory (``--data-dir``, ``$ALLSCOPE_CENTRAL_DATA_DIR`` or ./var-central).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def _add_location_args(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--central-db", default=default, help="SQLite path or postgresql:// URL (default: "
+                        "$ALLSCOPE_CENTRAL_DB or central.db in the data directory)")
+    parser.add_argument("--data-dir", default=default, help="central data directory (default: "
+                        "$ALLSCOPE_CENTRAL_DATA_DIR or ./var-central)")
+
+
+def register(group: str, commands) -> None:
+    """Add ``serve`` and ``users`` to ``allscope central``."""
+    if group != "central":
+        return
+    serve = commands.add_parser("serve", help="serve the central admin web UI (waitress)")
+    _add_location_args(serve)
+    serve.add_argument("--host", default=None, help="listen address (default: central.host of the config, "
+                                                    "127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="TCP port (default: central.port of the config, 8090)")
+    serve.add_argument("--config", default=None, help="configuration file whose [central] gives the defaults of "
+                       "the flags above (default: $ALLSCOPE_CONFIG, else /etc/allscope/allscope.toml)")
+    serve.add_argument("--pki", default=None,
+                       help="fleet PKI directory for enrol/revoke (default: $ALLSCOPE_PKI or <data dir>/pki)")
+    serve.add_argument("--broker", default=None,
+                       help="broker host:port offered for new bundles (default: $ALLSCOPE_BROKER or localhost:8883)")
+    serve.add_argument("--tls", action="store_true", help="served behind TLS: mark the session cookie Secure")
+    serve.set_defaults(func=cmd_serve)
+
+    users = commands.add_parser("users", help="central admin accounts (passwords are read from stdin)")
+    _add_location_args(users)
+    users_sub = users.add_subparsers(dest="central_users_command", required=True)
+    create = users_sub.add_parser("create", help="create an account; the password is read from stdin")
+    create.add_argument("username")
+    create.add_argument("--role", choices=["admin"], default="admin", help="central accounts are admins")
+    create.add_argument("--full-name", default="")
+    _add_location_args(create, suppress=True)
+    _add_location_args(users_sub.add_parser("list", help="list accounts"), suppress=True)
+    users.set_defaults(func=cmd_users)
+
+
+def _open(args: argparse.Namespace):
+    from sync.central.db import open_central_database
+    from sync.central.web.app import resolve_central_db, resolve_data_dir
+
+    data = resolve_data_dir(args.data_dir)
+    return data, open_central_database(resolve_central_db(args.central_db, data))
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from device.cli.main import _read_password
+    from device.services import accounts
+    from device.store.records import User
+
+    _open(args)
+    if args.central_users_command == "create":
+        user = accounts.create_user(args.username, _read_password(), [args.role], full_name=args.full_name,
+                                    actor=f"cli:{os.environ.get('USER', 'unknown')}")
+        print(f"created {user.username} ({user.roles})")
+    else:
+        for user in User.select().order_by(User.username):
+            state = "disabled" if user.disabled else "active"
+            last = user.last_login_at.isoformat(timespec="minutes") if user.last_login_at else "never"
+            print(f"{user.username}\t{user.roles}\t{state}\tlast login {last}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from device.config.schema import apply_central_config
+    from device.services import accounts
+    from sync.central.web.app import create_central_app
+    from webui.server import run_waitress
+
+    apply_central_config(args)  # [central] of the configuration file, for the flags not given
+    overrides = {"ALLSCOPE_TLS": bool(args.tls)}
+    if args.pki:
+        overrides["CENTRAL_PKI_DIR"] = args.pki
+    if args.broker:
+        overrides["CENTRAL_BROKER"] = args.broker
+    app = create_central_app(args.central_db, args.data_dir, overrides)
+    print(f"allscope central admin UI on http://{args.host}:{args.port}/  (data in {app.config['CENTRAL_DATA_DIR']})",
+          flush=True)
+    with app.app_context():
+        if not accounts.any_user_exists():
+            print(f"No account exists yet: open http://{args.host}:{args.port}/setup, or run\n"
+                  f"  allscope central users create ADMIN_NAME --role admin  (the password is read from stdin)",
+                  flush=True)
+    return run_waitress(app, args.host, args.port, ident="allscope-central")

@@ -1,0 +1,134 @@
+"""Central admin UI: the fleet. Devices (state, last seen, online, backlog, fingerprints), enrol, revoke.
+
+Enrolment and revocation are the same functions as ``allscope central enrol``
+/ ``revoke`` (``sync/central/web/fleet.py`` adapts them); here they run in one
+transaction with the audit event, so a failed audit leaves no half-enrolled
+device. The bundle leaves the server only as the HTTP download (a zip,
+``Cache-Control: no-store``); its temporary directory is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import io
+
+import peewee as pw
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
+from flask_login import current_user
+
+from device.errors import AllscopeError
+from device.store.records import audit, db_proxy, row_dict
+from sync.central.models import Device, IngestError, ReceivedRecord
+from sync.central.web import fleet
+from sync.central.web.forms import ActionForm, EnrolForm
+from webui.kit.access import ADMIN, allow
+
+bp = Blueprint("devices", __name__)
+
+
+def _address() -> str:
+    return request.remote_addr or "unknown"
+
+
+def _record_counts() -> dict[int, int]:
+    rows = (ReceivedRecord.select(ReceivedRecord.device, pw.fn.COUNT(ReceivedRecord.id).alias("n"))
+            .group_by(ReceivedRecord.device).tuples())
+    return {device_id: count for device_id, count in rows}
+
+
+def _device_or_404(device_id: str) -> Device:
+    device = Device.get_or_none(Device.device_id == device_id)
+    if device is None:
+        abort(404)
+    return device
+
+
+@bp.get("/devices")
+@allow(ADMIN)
+def device_list():
+    devices = list(Device.select().order_by(Device.clinic, Device.device_id))
+    return render_template("central/devices.html", devices=devices, counts=_record_counts(),
+                           fingerprint=fleet.signing_key_fingerprint)
+
+
+@bp.get("/devices/<device_id>")
+@allow(ADMIN)
+def device_page(device_id: str):
+    device = _device_or_404(device_id)
+    per_entity = dict(ReceivedRecord.select(ReceivedRecord.entity, pw.fn.COUNT(ReceivedRecord.id))
+                      .where(ReceivedRecord.device == device).group_by(ReceivedRecord.entity).tuples())
+    errors = list(IngestError.select().where(IngestError.device_id == device.device_id)
+                  .order_by(IngestError.at.desc()).limit(20))
+    return render_template("central/device.html", device=device, per_entity=per_entity, errors=errors,
+                           fingerprint=fleet.signing_key_fingerprint, form=ActionForm())
+
+
+@bp.route("/devices/enrol", methods=["GET", "POST"])
+@allow(ADMIN)
+def enrol():
+    form = EnrolForm()
+    if request.method == "GET":  # "Enrol again" on a device page pre-fills its id and clinic
+        form.device_id.data = request.args.get("device_id", "")
+        form.clinic.data = request.args.get("clinic", "")
+        form.broker.data = current_app.config["CENTRAL_BROKER"]
+    error = ""
+    if form.validate_on_submit():
+        device_id = form.device_id.data
+        host, port = form.broker.parsed
+        try:
+            with db_proxy.atomic():
+                before = Device.get_or_none(Device.device_id == device_id)
+                bundle, enrolment = fleet.enrol_bundle(device_id, clinic=(form.clinic.data or "").strip(),
+                                                       broker_host=host, broker_port=port,
+                                                       pki_dir=current_app.config["CENTRAL_PKI_DIR"])
+                device = Device.get(Device.device_id == device_id)
+                audit("re-enrol" if enrolment.re_enrolled else "enrol", "device", device_id,
+                      username=current_user.username, address=_address(),
+                      before=_enrol_fields(before) if before is not None else None,
+                      after=_enrol_fields(device) | {"broker": f"{host}:{port}"})
+        except AllscopeError as err:
+            error = str(err)
+        else:
+            response = send_file(io.BytesIO(bundle), mimetype="application/zip", as_attachment=True,
+                                 download_name=f"allscope-bundle-{device_id}.zip")
+            response.headers["Cache-Control"] = "no-store"  # it holds the device's TLS private key
+            return response
+    status = 400 if error or form.errors else 200
+    return render_template("central/enrol.html", form=form, error=error), status
+
+
+def _enrol_fields(device: Device) -> dict:
+    return {k: v for k, v in row_dict(device).items() if k in ("clinic", "state", "cert_fingerprint")}
+
+
+@bp.get("/devices/<device_id>/revoke")
+@allow(ADMIN)
+def revoke_confirm(device_id: str):
+    device = _device_or_404(device_id)
+    return render_template("central/revoke.html", device=device, form=ActionForm())
+
+
+@bp.post("/devices/<device_id>/revoke")
+@allow(ADMIN)
+def revoke(device_id: str):
+    device = _device_or_404(device_id)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    if device.state == "revoked":
+        flash(f"{device_id} was already revoked.", "info")
+        return redirect(url_for("devices.device_page", device_id=device_id))
+    try:
+        with db_proxy.atomic():
+            revocation = fleet.revoke_device(device_id, pki_dir=current_app.config["CENTRAL_PKI_DIR"])
+            after = Device.get(Device.device_id == device_id)
+            audit("revoke", "device", device_id, username=current_user.username, address=_address(),
+                  before={"state": device.state}, after={"state": after.state,
+                                                         "revoked_at": after.revoked_at.isoformat()},
+                  detail=revocation.crl_note or f"CRL lists serials {revocation.revoked_serials}")
+    except AllscopeError as err:
+        flash(str(err), "error")
+    else:
+        flash(f"{device_id} is revoked: its messages are now refused, and the broker refuses its certificate "
+              f"after its next reload.", "info")
+        if revocation.crl_note:
+            flash(revocation.crl_note, "error")
+    return redirect(url_for("devices.device_page", device_id=device_id))

@@ -1,0 +1,198 @@
+"""CLI of the fleet identities: PKI, broker configuration, enrolment, revocation.
+
+    allscope central pki init --dir PKI [--broker-host H ...] [--force]
+    allscope central pki issue NAME --dir PKI [--server-host H ...] [--replace]
+    allscope central broker-config --pki PKI --persistence DIR [--port 8883] [--bind ADDR] [--user U] [--out FILE]
+    allscope central enrol DEVICE_ID --out BUNDLE_DIR [--pki PKI] [--broker HOST:PORT] [--clinic NAME]
+                                      [--central-db URL] [--data-dir DIR]
+    allscope central revoke DEVICE_ID [--pki PKI] [--central-db URL] [--data-dir DIR]
+    allscope device enrol BUNDLE [--data-dir DIR] [--new-key]
+
+Defaults are those of the other central commands: PKI ``$ALLSCOPE_PKI`` or pki/ in the data directory; database
+``$ALLSCOPE_CENTRAL_DB`` or central.db in the central data directory (``$ALLSCOPE_CENTRAL_DATA_DIR`` or
+./var-central); broker ``$ALLSCOPE_BROKER`` or localhost:8883.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_BROKER = "localhost:8883"
+
+
+def _actor() -> str:
+    return f"cli:{os.environ.get('USER', 'unknown')}"
+
+
+def register(group: str, commands) -> None:
+    """Add this module's subcommands of ``allscope <group> ...`` (group: central | device | sync)."""
+    if group == "central":
+        _register_central(commands)
+    elif group == "device":
+        enrol = commands.add_parser("enrol", help="install an enrolment bundle (directory or zip) and generate "
+                                                  "this device's signing key")
+        enrol.add_argument("bundle", type=Path, help="bundle directory or zip from `allscope central enrol`")
+        enrol.add_argument("--data-dir", default=None, help="records and images (default: $ALLSCOPE_DATA_DIR or ./var)")
+        enrol.add_argument("--new-key", action="store_true",
+                           help="replace an existing signing key (the central admin must then re-enrol the device)")
+        enrol.set_defaults(func=cmd_device_enrol)
+
+
+def _register_central(commands) -> None:
+    pki = commands.add_parser("pki", help="the fleet CA and certificates")
+    pki_sub = pki.add_subparsers(dest="pki_command", required=True)
+    init = pki_sub.add_parser("init", help="create the CA, broker and central certificates, CRL and envelope keys")
+    init.add_argument("--dir", required=True, type=Path, help="PKI directory (created)")
+    init.add_argument("--broker-host", action="append", default=None, metavar="HOST",
+                      help="a DNS name or IP of the broker for its certificate (repeat; default localhost, 127.0.0.1)")
+    init.add_argument("--force", action="store_true", help="replace an existing PKI (every certificate stops working)")
+    init.set_defaults(func=cmd_pki_init)
+    issue = pki_sub.add_parser("issue", help="issue a client certificate (or a server one with --server-host)")
+    issue.add_argument("name", help="CN: a device id, 'central' or 'broker'")
+    issue.add_argument("--dir", required=True, type=Path, help="PKI directory")
+    issue.add_argument("--server-host", action="append", default=None, metavar="HOST",
+                       help="issue a server certificate for this DNS name or IP (repeat)")
+    issue.add_argument("--replace", action="store_true", help="replace the name's certificate (the old one is revoked)")
+    issue.set_defaults(func=cmd_pki_issue)
+
+    conf = commands.add_parser("broker-config", help="write the mosquitto configuration for a PKI")
+    conf.add_argument("--pki", default=None, help="fleet PKI directory (default: $ALLSCOPE_PKI or var-central/pki)")
+    conf.add_argument("--persistence", required=True, type=Path, help="mosquitto's persistence directory")
+    conf.add_argument("--port", type=int, default=8883)
+    conf.add_argument("--bind", default="", help="listen address (default: every interface)")
+    conf.add_argument("--user", default="mosquitto", help="user mosquitto drops to when started as root")
+    conf.add_argument("--acl", type=Path, default=None, help="ACL file (default: firmware_config/mosquitto/acl)")
+    conf.add_argument("--out", type=Path, default=None, help="write here (default: print)")
+    conf.set_defaults(func=cmd_broker_config)
+
+    enrol = commands.add_parser("enrol", help="issue a device certificate and write its enrolment bundle")
+    enrol.add_argument("device_id")
+    enrol.add_argument("--out", required=True, type=Path, help="bundle directory to create")
+    enrol.add_argument("--broker", default=None, help="HOST:PORT the device connects to (default: $ALLSCOPE_BROKER "
+                                                      f"or {DEFAULT_BROKER})")
+    enrol.add_argument("--clinic", default="", help="clinic name shown on the central server")
+    _add_central_args(enrol)
+    enrol.set_defaults(func=cmd_enrol)
+
+    revoke = commands.add_parser("revoke", help="refuse a device's envelopes and put its certificate on the CRL")
+    revoke.add_argument("device_id")
+    _add_central_args(revoke)
+    revoke.set_defaults(func=cmd_revoke)
+
+
+def _add_central_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pki", default=None, help="fleet PKI directory (default: $ALLSCOPE_PKI or pki in the data directory)")
+    parser.add_argument("--central-db", default=None, help="SQLite path or postgresql:// URL (default: "
+                        "$ALLSCOPE_CENTRAL_DB or central.db in the data directory)")
+    parser.add_argument("--data-dir", default=None,
+                        help="central data directory (default: $ALLSCOPE_CENTRAL_DATA_DIR or ./var-central)")
+
+
+def _pki_dir(args) -> Path:
+    """Same default as `central run` and `central serve`: $ALLSCOPE_PKI, else pki/ in the central data directory."""
+    from sync.central.web.app import resolve_data_dir
+
+    return Path(args.pki or os.environ.get("ALLSCOPE_PKI") or resolve_data_dir(args.data_dir).root / "pki")
+
+
+def _open_central(args):
+    from sync.central.db import open_central_database
+    from sync.central.web.app import resolve_central_db, resolve_data_dir
+
+    return open_central_database(resolve_central_db(args.central_db, resolve_data_dir(args.data_dir)))
+
+
+# --- commands ---------------------------------------------------------------------------------------------
+
+def cmd_pki_init(args) -> int:
+    from sync.fleet.pki import cert_fingerprint, init_pki, load_certificate
+
+    pki = init_pki(args.dir, broker_hosts=args.broker_host or ("localhost", "127.0.0.1"), force=args.force)
+    print(f"fleet PKI in {pki.root}")
+    print(f"CA certificate  {pki.ca_cert}  SHA-256 {cert_fingerprint(load_certificate(pki.ca_cert))}")
+    print(f"keep {pki.ca_key} offline when you can: it is needed only to enrol and revoke")
+    return 0
+
+
+def cmd_pki_issue(args) -> int:
+    from sync.fleet.pki import issue, open_pki
+
+    issued = issue(open_pki(args.dir), args.name, server_hosts=args.server_host, replace=args.replace)
+    print(f"{issued.name}: {issued.cert} (key {issued.key}), SHA-256 {issued.fingerprint}")
+    return 0
+
+
+def cmd_broker_config(args) -> int:
+    from device.store.datadir import write_atomic
+    from sync.fleet.broker import render_config
+    from sync.fleet.pki import open_pki
+
+    text = render_config(open_pki(args.pki), port=args.port, persistence_dir=args.persistence, bind=args.bind,
+                         acl_file=args.acl, user=args.user)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        write_atomic(args.out, text.encode(), mode=0o644)
+        print(f"mosquitto configuration written to {args.out} (mosquitto -c {args.out})")
+    return 0
+
+
+def cmd_enrol(args) -> int:
+    from device.store.records import audit, db_proxy
+    from sync.fleet.enrol import check_device_name, enrol_device, parse_broker
+
+    check_device_name(args.device_id)
+    host, port = parse_broker(args.broker or os.environ.get("ALLSCOPE_BROKER") or DEFAULT_BROKER)
+    _open_central(args)
+    with db_proxy.atomic():
+        done = enrol_device(args.device_id, out=args.out, pki_dir=_pki_dir(args), broker_host=host, broker_port=port,
+                            clinic=args.clinic)
+        audit("enrol", "device", args.device_id, username=_actor(),
+              after={"clinic": args.clinic, "broker": f"{host}:{port}", "cert_fingerprint": done.cert_fingerprint,
+                     "re_enrolled": done.re_enrolled})
+    print(f"{'re-enrolled' if done.re_enrolled else 'enrolled'} {done.device_id}: bundle in {done.bundle}")
+    print(f"certificate SHA-256 {done.cert_fingerprint}")
+    print(f"on the device: allscope device enrol {done.bundle}  (device.key in it is secret: carry it safely)")
+    return 0
+
+
+def cmd_revoke(args) -> int:
+    from device.store.records import audit, db_proxy
+    from sync.fleet.enrol import revoke_device
+
+    _open_central(args)
+    with db_proxy.atomic():
+        done = revoke_device(args.device_id, pki_dir=_pki_dir(args))
+        audit("revoke", "device", args.device_id, username=_actor(),
+              after={"state": "revoked", "crl_serials": [str(s) for s in done.revoked_serials]},
+              detail=done.crl_note)
+    print(f"{done.device_id} revoked: its envelopes are refused from now on")
+    if done.crl_note:
+        print(f"warning: {done.crl_note}", file=sys.stderr)
+    else:
+        print("the CRL is updated: reload the broker (SIGHUP) so the device can no longer connect")
+    return 0
+
+
+def cmd_device_enrol(args) -> int:
+    from device.store.datadir import DataDir
+    from device.store.records import audit, db_proxy, open_database
+    from sync.fleet.enrol import install_bundle
+
+    data = DataDir.resolve(args.data_dir)
+    done = install_bundle(args.bundle, data.root, new_key=args.new_key)
+    database = open_database(data.database)
+    try:
+        with db_proxy.atomic():
+            audit("enrol", "device", done.device_id, username=_actor(),
+                  after={"broker": done.broker, "clinic": done.clinic, "signing_key": done.signing_fingerprint,
+                         "new_signing_key": done.key_created})
+    finally:
+        database.close()
+    print(f"enrolled as {done.device_id} (broker {done.broker}); sync files in {done.sync_dir}")
+    state = "new" if done.key_created else "existing"
+    print(f"signing key ({state}, stays on this device) fingerprint {done.signing_fingerprint}")
+    return 0

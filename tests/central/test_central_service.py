@@ -1,0 +1,199 @@
+"""`allscope central run` as real processes against a real mosquitto with mutual TLS.
+
+A device client (its own certificate from the test PKI) publishes sealed envelopes on its ``up``
+topic; the receiver stores them in the central database and the device gets a signed ack on its
+``ack`` topic, which it verifies with the central's public key. Two receivers side by side share
+the work through the MQTT v5 shared subscription, each envelope stored exactly once; a receiver
+that was down gets what was queued for its persistent session when it comes back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO_ROOT
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sync_fixtures import WAIT, close, issue_device, mqtt_client, receive, wait_until
+
+from sync.central.db import open_central_database
+from sync.central.models import Device, ReceivedRecord
+from sync.fleet.pki import load_public_key
+from sync.wire import envelope, topics
+from sync.wire.acks import parse_ack
+
+DEVICE = "clinic-s-01"
+
+
+class Receiver:
+    """One `allscope central run` subprocess; its output goes to a log file the test can read."""
+
+    def __init__(self, tmp_path, pki, broker, client_id: str):
+        self.log_path = tmp_path / f"{client_id}.log"
+        self.client_id = client_id
+        command = [sys.executable, "-m", "device.cli", "-v", "central", "run", "--pki", str(pki.root),
+                   "--data-dir", str(tmp_path / "central"), "--broker", f"{broker.host}:{broker.port}",
+                   "--client-id", client_id]
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        wait_until(self._ready, WAIT * 2, f"{client_id} to subscribe")
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            pytest.fail(f"{self.client_id} exited early:\n{self.log()}")
+        return "allscope central: receiving on" in self.log()
+
+    def stop(self) -> int:
+        """SIGTERM, then the number of envelopes it reports having handled."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                assert self.process.wait(WAIT) == 0, self.log()
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                pytest.fail(f"{self.client_id} did not stop on SIGTERM:\n{self.log()}")
+        line = [line for line in self.log().splitlines() if "stopped after" in line][-1]
+        return int(line.split("stopped after ")[1].split()[0])
+
+
+@pytest.fixture
+def central(tmp_path, pki):
+    """The central database (SQLite) with DEVICE enrolled; the receivers open the same file."""
+    database = open_central_database(tmp_path / "central" / "central.db")
+    Device.delete().where(Device.device_id == DEVICE).execute()
+    Device.create(device_id=DEVICE, clinic="Clinic S")
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def receivers(tmp_path, pki, mqtt_broker):
+    started = []
+
+    def start(client_id: str) -> Receiver:
+        started.append(Receiver(tmp_path, pki, mqtt_broker, client_id))
+        return started[-1]
+
+    yield start
+    for receiver in started:
+        if receiver.process.poll() is None:
+            receiver.process.kill()
+            receiver.process.wait()
+
+
+class DeviceClient:
+    """The device side of the protocol, by hand: its TLS identity, its signing key, its ack subscription."""
+
+    def __init__(self, pki, broker):
+        issued = issue_device(pki, DEVICE)
+        self.key = Ed25519PrivateKey.generate()
+        self.central_public = load_public_key(pki.enc_pub)
+        self.central_sign = load_public_key(pki.sign_pub)
+        self.client = mqtt_client(broker, issued.cert, issued.key, client_id=DEVICE,
+                                  subscribe=[(topics.ack(DEVICE), 1)])
+        self.entry = 0
+
+    def publish(self, data: bytes) -> None:
+        info = self.client.publish(topics.up(DEVICE), data, qos=1)
+        info.wait_for_publish(WAIT)
+
+    def hello(self) -> None:
+        self.publish(envelope.make_hello(device_id=DEVICE, signing_key=self.key, server_public=self.central_public))
+
+    def record(self, record_id: int, **payload) -> bytes:
+        self.entry += 1
+        body = json.dumps({"id": record_id, "identifier": f"S-{record_id}", **payload}).encode()
+        return envelope.seal(body, kind="record", device_id=DEVICE, record=f"patient:{record_id}", version=1,
+                             entry=self.entry, created=envelope.utc_timestamp(), signing_key=self.key,
+                             server_public=self.central_public)
+
+    def acks(self, count: int) -> list[dict]:
+        """The next ``count`` ack items, each from a message whose central signature verifies."""
+        items = []
+        while len(items) < count:
+            items += parse_ack(receive(self.client).payload, self.central_sign, device_id=DEVICE).acks
+        return items
+
+
+def test_an_envelope_is_stored_and_the_device_gets_a_verified_ack(central, receivers, pki, mqtt_broker):
+    receiver = receivers("central-a")
+    device = DeviceClient(pki, mqtt_broker)
+    try:
+        device.hello()
+        assert device.acks(1)[0]["status"] == "stored"
+        device.publish(device.record(1, name="Ada"))
+        (ack,) = device.acks(1)
+        assert (ack["entry"], ack["record"], ack["status"]) == (1, "patient:1", "stored")
+        assert ReceivedRecord.get().payload["name"] == "Ada"
+
+        forged = envelope.seal(b'{"id": 2}', kind="record", device_id=DEVICE, record="patient:2", version=1,
+                               entry=2, created=envelope.utc_timestamp(), signing_key=Ed25519PrivateKey.generate(),
+                               server_public=device.central_public)
+        device.publish(forged)
+        (ack,) = device.acks(1)
+        assert (ack["entry"], ack["status"], ack["reason"]) == (2, "rejected", "bad_signature")
+
+        device.client.publish(topics.status(DEVICE), json.dumps({"state": "online", "backlog": 3}), qos=1,
+                              retain=True).wait_for_publish(WAIT)
+        wait_until(lambda: Device.get(Device.device_id == DEVICE).backlog == 3, what="the device's status")
+        assert Device.get(Device.device_id == DEVICE).online
+    finally:
+        close(device.client)
+    assert receiver.stop() == 3
+    assert "bad_signature" in receiver.log()
+
+
+def test_two_receivers_share_the_work_and_store_each_envelope_once(central, receivers, pki, mqtt_broker):
+    first, second = receivers("central-a"), receivers("central-b")
+    device = DeviceClient(pki, mqtt_broker)
+    try:
+        device.hello()
+        assert device.acks(1)[0]["status"] == "stored"
+        for record_id in range(1, 41):
+            device.publish(device.record(record_id))
+        acks = device.acks(40)
+    finally:
+        close(device.client)
+    assert sorted(a["entry"] for a in acks) == list(range(1, 41))
+    assert {a["status"] for a in acks} == {"stored"}
+    assert ReceivedRecord.select().count() == 40
+    handled = first.stop(), second.stop()
+    assert sum(handled) == 41 and min(handled) > 0, handled
+
+
+def test_a_receiver_that_was_down_gets_what_was_queued_for_it(central, receivers, pki, mqtt_broker):
+    receivers("central-a").stop()  # its persistent session stays with the broker
+    device = DeviceClient(pki, mqtt_broker)
+    try:
+        device.hello()
+        for record_id in (1, 2):
+            device.publish(device.record(record_id))
+        assert ReceivedRecord.select().count() == 0
+        receiver = receivers("central-a")
+        acks = device.acks(3)
+    finally:
+        close(device.client)
+    assert [(a["entry"], a["status"]) for a in acks] == [(0, "stored"), (1, "stored"), (2, "stored")]
+    assert ReceivedRecord.select().count() == 2
+    assert receiver.stop() == 3
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--broker", "localhost:http"], "broker address 'localhost:http': use HOST:PORT"),
+    (["--pki", "{tmp}/nowhere"], "no fleet PKI in"),
+])
+def test_central_run_refuses_bad_settings_in_one_line(tmp_path, arguments, message):
+    arguments = [a.replace("{tmp}", str(tmp_path)) for a in arguments]
+    result = subprocess.run([sys.executable, "-m", "device.cli", "central", "run", "--data-dir",
+                             str(tmp_path / "central"), *arguments], capture_output=True, text=True, cwd=REPO_ROOT,
+                            timeout=60)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr

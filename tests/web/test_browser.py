@@ -1,0 +1,149 @@
+"""The whole clinical workflow in a real Chromium (Debian's package) driven by Playwright, against
+`allscope serve` running as a real process on loopback with its analysis worker and the shipped model.
+
+technician: log in → register a patient → new sample → upload a frame → wait for the analysis
+pathologist: log in → review → reclassify a cell → review every flagged cell → sign → open the PDF
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+from conftest import REPO_ROOT, TEST_PASSWORD
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DEMO_FRAME = REPO_ROOT / "device" / "demo" / "BloodImage_00001.jpg"
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
+                                "(make test installs it when run as root: apt-get install chromium)")
+
+
+@pytest.fixture
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+def _page(browser, viewport):
+    context = browser.new_context(viewport=viewport, accept_downloads=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" and "favicon" not in msg.text
+            and "404" not in msg.text else None)
+    page.set_default_timeout(15_000)
+    return context, page, errors
+
+
+def _login(page, base, username):
+    page.goto(base + "/login")
+    page.fill('input[name="username"]', username)
+    page.fill('input[name="password"]', TEST_PASSWORD)
+    page.click('button[type="submit"]')
+    page.wait_for_load_state()
+
+
+def test_technician_and_pathologist_workflow(live_server, browser, tmp_path):
+    base = live_server
+    frame = DEMO_FRAME if DEMO_FRAME.exists() else sorted((REPO_ROOT / "device" / "demo").glob("*.jpg"))[0]
+
+    # --- technician at the 800x480 touchscreen ---------------------------------------------------
+    context, page, errors = _page(browser, {"width": 800, "height": 480})
+    _login(page, base, "tech")
+    assert page.url.rstrip("/") == base
+    page.get_by_role("link", name="New patient").click()
+    page.fill('input[name="identifier"]', "CLN-0042")
+    page.fill('input[name="name"]', "Amina Grünwald")
+    page.fill('input[name="date_of_birth"]', "2016-03-09")
+    page.fill('input[name="wbc"]', "48.5")
+    page.get_by_role("button", name="Register patient").click()
+    page.wait_for_load_state()
+    assert "CLN-0042" in page.inner_text("main")
+    patient_url = page.url
+    page.get_by_role("link", name="New sample").click()
+    page.get_by_role("button", name="Create sample").click()
+    page.wait_for_url(re.compile(r".*/samples/\d+/capture$"))
+    sample_id = int(re.search(r"/samples/(\d+)/capture", page.url).group(1))
+    page.set_input_files('input[type="file"]', str(frame))
+    page.get_by_role("button", name="Upload", exact=True).click()
+    page.wait_for_load_state()
+    expect = pytest.importorskip("playwright.sync_api").expect
+    page.locator(".capture-item").first.wait_for()
+    # the page polls the API; analysis runs in the background on the real model
+    expect(page.locator('.capture-item [data-field="status"]').first).to_have_text("done", timeout=180_000)
+    cells_found = int(page.inner_text('.capture-item [data-field="cell_count"]'))
+    assert cells_found > 0
+    page.screenshot(path=str(tmp_path / "capture-800x480.png"))
+    # a technician may not review
+    response = page.goto(f"{base}/samples/{sample_id}/review")
+    assert response.status == 403
+    errors.remove("Failed to load resource: the server responded with a status of 403 (FORBIDDEN)")
+    page.goto(patient_url)
+    assert not errors, errors
+    context.close()
+
+    # --- pathologist at 1280x800 ----------------------------------------------------------------
+    context, page, errors = _page(browser, {"width": 1280, "height": 800})
+    page.on("dialog", lambda dialog: dialog.accept())  # "Sign this report?"
+    _login(page, base, "path")
+    page.goto(f"{base}/review")
+    page.click(f'a[href="/samples/{sample_id}/review"]')
+    page.wait_for_load_state()
+    tiles = page.locator("article.tile")
+    assert tiles.count() >= cells_found
+    expect = pytest.importorskip("playwright.sync_api").expect
+    # one-tap reclassify the first (most uncertain) cell to the opposite of the AI's label
+    first = tiles.first
+    ai_label = first.locator(".who-said .badge").first.inner_text().strip()
+    new_label = "normal" if ai_label == "blast" else "blast"
+    first.locator(f'button[value="{new_label}"]').click()
+    expect(first.locator("[data-reviewer]")).to_have_text(new_label)
+    # the AI's own label is kept beside the reviewer's
+    assert first.locator(".who-said .badge").first.inner_text().strip() == ai_label
+    # review every cell still flagged, accepting the AI's label
+    for _ in range(200):
+        open_tile = page.locator("article.tile.needs-review").first
+        if open_tile.count() == 0:
+            break
+        label = open_tile.locator(".who-said .badge").first.inner_text().strip()
+        cell_id = open_tile.get_attribute("data-cell-id")
+        open_tile.locator(f'button[value="{label}"]').click()
+        expect(page.locator(f"#cell-{cell_id}")).not_to_have_class(re.compile(r"needs-review"))
+    page.fill('textarea[name="conclusion"]', "Blasts present; correlate with flow cytometry.")
+    page.get_by_role("button", name="Sign report").click()
+    page.wait_for_url(re.compile(r".*/reports/\d+$"))
+    report_text = page.inner_text("main")
+    assert "CLN-0042" in report_text and "signed" in report_text.lower()
+    assert "Decision support" in page.content()
+    pdf_href = page.get_attribute('a:has-text("PDF")', "href")
+    pdf = page.request.get(base + pdf_href)
+    assert pdf.status == 200 and pdf.headers["content-type"].startswith("application/pdf")
+    assert pdf.body().startswith(b"%PDF")
+    page.screenshot(path=str(tmp_path / "report-1280x800.png"), full_page=True)
+    assert not errors, errors
+    context.close()
+
+
+def test_every_main_page_fits_a_800x480_panel(live_server, browser):
+    """No horizontal scrolling on the smallest touchscreen, for each role's main pages."""
+    context, page, errors = _page(browser, {"width": 800, "height": 480})
+    _login(page, live_server, "chief")  # admin + pathologist: sees the most pages
+    for path in ("/", "/patients/new", "/capture", "/review", "/admin/status", "/admin/users", "/admin/settings",
+                 "/admin/audit"):
+        page.goto(live_server + path)
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 1, f"{path} scrolls sideways by {overflow}px at 800x480"
+        small = page.evaluate("""() => [...document.querySelectorAll('main .btn, main button')]
+            .filter(b => b.offsetParent !== null)
+            .filter(b => b.getBoundingClientRect().height < 40).map(b => b.textContent.trim())""")
+        assert small == [], f"{path}: buttons smaller than a fingertip: {small}"
+    assert not errors, errors
+    context.close()

@@ -1,0 +1,98 @@
+"""JSON API: captures — upload frames, take a camera still, follow and read the analysis.
+
+    POST /api/samples/<id>/captures   multipart "files" (or "file"): 201 {"captures": [ids], "files": [...]}
+    POST /api/samples/<id>/capture    camera still: 201 {"capture": {...}}
+    GET  /api/samples/<id>/captures   the sample's captures
+    GET  /api/captures/<id>           one capture with its cells
+    GET  /api/captures/<id>/poll      status, stage and counts only
+    GET  /api/camera/poll             camera status line
+
+Paths ending in ``/poll`` do not count as activity for the idle logout, so a
+page left open polling does not keep a session alive.
+"""
+
+from __future__ import annotations
+
+from flask import abort, jsonify, request
+
+from device.services.intake import (
+    IntakeError,
+    camera_status,
+    capture_summary,
+    cell_dict,
+    chosen_files,
+    grabber,
+    poll_summary,
+    store_still,
+    store_uploads,
+)
+from device.store.records import Capture, Cell, Sample
+from webui.api.base import bp
+from webui.kit.access import CLINICAL, allow
+
+
+def _sample(sample_id: int) -> Sample:
+    return Sample.get_or_none(Sample.id == sample_id) or abort(404)
+
+
+def _capture(capture_id: int) -> Capture:
+    return Capture.get_or_none(Capture.id == capture_id) or abort(404)
+
+
+@bp.post("/samples/<int:sample_id>/captures")
+@allow(*CLINICAL)
+def api_capture_upload(sample_id: int):
+    sample = _sample(sample_id)
+    files = chosen_files(request.files.getlist("files") + request.files.getlist("file"))
+    if not files:
+        return jsonify(error="no file sent: use multipart form field 'files'"), 400
+    stored, failed = store_uploads(sample, files)
+    report = [{"name": c.original_name, "capture_id": c.id} for c in stored] + \
+             [{"name": name, "error": message} for name, message, _status in failed]
+    if stored:
+        return jsonify(captures=[c.id for c in stored], files=report), 201
+    status = max(s for _n, _m, s in failed)  # 415 unreadable beats 409 duplicate: the likelier user mistake
+    return jsonify(error=failed[0][1] if len(failed) == 1 else f"no file was stored ({len(failed)} refused)",
+                   files=report), status
+
+
+@bp.post("/samples/<int:sample_id>/capture")
+@allow(*CLINICAL)
+def api_capture_still(sample_id: int):
+    sample = _sample(sample_id)
+    try:
+        capture = store_still(sample)
+    except IntakeError as error:
+        return jsonify(error=str(error)), error.status
+    return jsonify(capture=capture_summary(capture)), 201
+
+
+@bp.get("/samples/<int:sample_id>/captures")
+@allow(*CLINICAL)
+def api_sample_captures(sample_id: int):
+    sample = _sample(sample_id)
+    rows = Capture.select().where(Capture.sample == sample.id).order_by(Capture.id)
+    return jsonify(captures=[capture_summary(c) for c in rows])
+
+
+@bp.get("/captures/<int:capture_id>")
+@allow(*CLINICAL)
+def api_capture(capture_id: int):
+    capture = _capture(capture_id)
+    out = capture_summary(capture)
+    out["timings_ms"] = capture.timings_ms
+    out["cells"] = [cell_dict(c) for c in Cell.select().where(Cell.capture == capture.id).order_by(Cell.id)]
+    return jsonify(out)
+
+
+@bp.get("/captures/<int:capture_id>/poll")
+@allow(*CLINICAL)
+def api_capture_poll(capture_id: int):
+    return jsonify(poll_summary(_capture(capture_id)))
+
+
+@bp.get("/camera/poll")
+@allow(*CLINICAL)
+def api_camera_poll():
+    status = camera_status()
+    return jsonify(status=status, ok=status == "ok", running=grabber() is not None)

@@ -1,0 +1,91 @@
+"""JSON API: review (relabel, review state, sign-off) and reading a report.
+
+Same rules as the pages (``device/services/signoff.py``): 400 for a bad request,
+404 for an unknown record, 409 when the workflow refuses (report signed,
+cells still unreviewed, captures still analysing, empty conclusion).
+"""
+
+from __future__ import annotations
+
+from flask import jsonify, request
+from flask_login import current_user
+
+from device.services import reporting, signoff
+from device.store.records import Cell, Report, Sample, audit, db_proxy
+from webui.api.base import bp
+from webui.kit.access import CLINICAL, PATHOLOGIST, allow
+
+
+def _error(message: str, status: int):
+    return jsonify(error=message), status
+
+
+def _counts(summary: dict) -> dict:
+    keys = ("cells_found", "edge_cells", "counted_cells", "by_label", "blast_count", "evaluable_cells",
+            "blast_percentage", "needs_review", "unreviewed", "reviewed", "overridden")
+    return {k: summary[k] for k in keys}
+
+
+@bp.post("/cells/<int:cell_id>/label")
+@allow(PATHOLOGIST)
+def api_label_cell(cell_id: int):
+    cell = Cell.get_or_none(Cell.id == cell_id)
+    if cell is None:
+        return _error("no such cell", 404)
+    body = request.get_json(silent=True)
+    label = body.get("label") if isinstance(body, dict) else None
+    if not isinstance(label, str):
+        return _error('send {"label": "blast" | "normal" | "other" | "unusable"}', 400)
+    try:
+        cell = signoff.relabel(cell, label, username=current_user.username, address=request.remote_addr or "")
+    except signoff.ReviewError as error:
+        return _error(str(error), error.status)
+    sample = cell.capture.sample
+    return jsonify(cell=reporting.cell_dict(cell), counts=_counts(reporting.sample_summary(sample)),
+                   sign_blockers=signoff.sign_blockers(sample))
+
+
+@bp.get("/samples/<int:sample_id>/review")
+@allow(PATHOLOGIST)
+def api_sample_review(sample_id: int):
+    sample = Sample.get_or_none(Sample.id == sample_id)
+    if sample is None:
+        return _error("no such sample", 404)
+    summary = reporting.sample_summary(sample, include_cells=True)
+    latest = signoff.latest_report(sample)
+    return jsonify(sample_id=sample.id, cells=summary.pop("cells"), summary=summary,
+                   unreviewed=summary["unreviewed"], counts=_counts(summary),
+                   report=signoff.report_dict(latest) if latest else None,
+                   labels_locked=signoff.labels_locked(sample), sign_blockers=signoff.sign_blockers(sample))
+
+
+@bp.post("/samples/<int:sample_id>/report/sign")
+@allow(PATHOLOGIST)
+def api_sign(sample_id: int):
+    sample = Sample.get_or_none(Sample.id == sample_id)
+    if sample is None:
+        return _error("no such sample", 404)
+    body = request.get_json(silent=True)
+    conclusion = body.get("conclusion", "") if isinstance(body, dict) else None
+    if not isinstance(conclusion, str):
+        return _error('send {"conclusion": "..."}', 400)
+    try:
+        report = signoff.sign(sample, conclusion, username=current_user.username,
+                              address=request.remote_addr or "")
+    except signoff.ReviewError as error:
+        return _error(str(error), error.status)
+    return jsonify(report=signoff.report_dict(report))
+
+
+@bp.get("/reports/<int:report_id>")
+@allow(*CLINICAL)
+def api_report(report_id: int):
+    report = Report.get_or_none(Report.id == report_id)
+    if report is None:
+        return _error("no such report", 404)
+    with db_proxy.atomic():
+        audit("view", "report", report.id, username=current_user.username, address=request.remote_addr or "",
+              detail="api")
+    out = signoff.report_dict(report)
+    out["summary"] = reporting.report_summary(report)
+    return jsonify(report=out)

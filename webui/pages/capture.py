@@ -1,0 +1,264 @@
+"""Capture pages: choose a sample, live view, capture a still, upload frames, watch the analysis.
+
+``init_app`` starts the camera grabber and the analysis worker when
+``ALLSCOPE_START_WORKERS`` is set (the server; most tests leave it off) and
+registers ``app.extensions["allscope_stop"]`` to stop both on shutdown.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+
+from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, send_file, url_for
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from flask_wtf.file import MultipleFileField
+from wtforms import SubmitField
+
+from device.errors import AllscopeError
+from device.services.intake import (
+    IntakeError,
+    camera_status,
+    capture_summary,
+    chosen_files,
+    grabber,
+    store_still,
+    store_uploads,
+)
+from device.store.records import Capture, Cell, Patient, Sample, audit, db_proxy
+from webui.kit.access import CLINICAL, PATHOLOGIST, allow
+
+log = logging.getLogger(__name__)
+bp = Blueprint("capture", __name__)
+
+THUMB_WIDTHS = (16, 2048)  # ?w= is clamped to this range
+
+
+DECISION_KEYS = {"threshold", "review_low", "review_high"}
+
+
+def init_app(app) -> None:
+    if not app.config.get("ALLSCOPE_START_WORKERS"):
+        return
+    from device.resources import DEFAULT_MODEL
+    from device.services.jobs import AnalysisWorker
+    from device.services.settings import DeviceSettings, defaults_from_config
+
+    with app.app_context():  # an admin's stored settings win over the start-up configuration
+        settings = DeviceSettings.load(defaults_from_config(app.config))
+        stored = DeviceSettings.stored_keys()
+    config = app.config.get("ALLSCOPE_CONFIG")  # device.config.schema.AllscopeConfig under `allscope serve`
+    configured = config is not None and bool(config.analysis.overrides())
+    decision = settings.decision() if stored & DECISION_KEYS or configured else None  # None: the model card's own
+    inference = {} if config is None else {"delegate": config.inference.delegate_config(),
+                                           "watchdog_seconds": config.inference.watchdog_seconds}
+    worker = AnalysisWorker(app.extensions["allscope_data"], settings.model_path or DEFAULT_MODEL,
+                            decision=decision, **inference).start()
+    app.extensions["allscope_worker"] = worker
+    _start_camera(app, settings.camera_kind, settings.camera_source or None)
+
+    def on_settings_saved(updated, changed: set) -> None:
+        if changed & DECISION_KEYS:
+            worker.set_decision(updated.decision())
+        if "model_path" in changed:
+            worker.set_model(updated.model_path or DEFAULT_MODEL)
+        if changed & {"camera_kind", "camera_source"}:
+            _start_camera(app, updated.camera_kind, updated.camera_source or None)
+
+    app.extensions.setdefault("allscope_settings_listeners", []).append(on_settings_saved)
+
+    def stop() -> None:
+        old = app.extensions.get("allscope_grabber")
+        if old is not None:
+            old.stop()
+        worker.stop()
+
+    app.extensions["allscope_stop"] = stop
+
+
+def _start_camera(app, kind: str, source: str | None) -> None:
+    """(Re)start the camera grabber; a bad camera setting is a status line, never a failed start."""
+    from device.camera.backends import CameraError, make_camera
+    from device.camera.grabber import FrameGrabber
+
+    old = app.extensions.get("allscope_grabber")
+    if old is not None:
+        old.stop()
+    app.extensions.update(allscope_grabber=None, allscope_camera=None, allscope_camera_problem=None)
+    try:
+        camera = make_camera(kind, source)
+    except CameraError as error:
+        log.error("camera: %s", error)
+        app.extensions["allscope_camera_problem"] = str(error)
+        return
+    config = app.config.get("ALLSCOPE_CONFIG")
+    options = config.camera.grabber_options() if config is not None else {}
+    app.extensions.update(allscope_grabber=FrameGrabber(camera, **options).start(), allscope_camera=camera)
+
+
+class CaptureForm(FlaskForm):
+    submit = SubmitField("Capture")
+
+
+class UploadForm(FlaskForm):
+    images = MultipleFileField("Images (PNG, JPEG, TIFF, BMP or WebP)")
+    submit = SubmitField("Upload")
+
+    def validate_images(self, field):
+        if not chosen_files(field.data):
+            from wtforms.validators import ValidationError
+
+            raise ValidationError("Choose at least one image file.")
+
+
+def _sample_or_404(sample_id: int) -> Sample:
+    sample = Sample.select(Sample, Patient).join(Patient).where(Sample.id == sample_id).first()
+    if sample is None:
+        abort(404)
+    return sample
+
+
+@bp.get("/capture")
+@allow(*CLINICAL)
+def capture_page():
+    samples = list(Sample.select(Sample, Patient).join(Patient)
+                   .order_by(Sample.created_at.desc(), Sample.id.desc()).limit(20))
+    return render_template("capture/choose.html", samples=samples)
+
+
+@bp.get("/samples/<int:sample_id>/capture")
+@allow(*CLINICAL)
+def sample_capture(sample_id: int):
+    sample = _sample_or_404(sample_id)
+    return _render_sample(sample, CaptureForm(), UploadForm())
+
+
+def _render_sample(sample: Sample, capture_form: CaptureForm, upload_form: UploadForm, status: int = 200):
+    captures = [capture_summary(c) for c in
+                Capture.select().where(Capture.sample == sample.id).order_by(Capture.id.desc())]
+    with db_proxy.atomic():
+        audit("view", "sample", sample.id, username=current_user.username, address=request.remote_addr or "",
+              detail="capture page")
+    links = {"sample": _link("patients.sample_page", sample_id=sample.id),
+             "review": _link("review.sample_review", sample_id=sample.id)
+             if current_user.has_any_role(PATHOLOGIST) else None}
+    return render_template("capture/sample.html", sample=sample, patient=sample.patient, captures=captures,
+                           capture_form=capture_form, upload_form=upload_form, camera_status=camera_status(),
+                           has_camera=grabber() is not None, links=links), status
+
+
+def _link(endpoint: str, **values) -> str | None:
+    """A URL to another area's page, or None while that area is not installed."""
+    return url_for(endpoint, **values) if endpoint in current_app.view_functions else None
+
+
+@bp.post("/samples/<int:sample_id>/capture")
+@allow(*CLINICAL)
+def capture_still(sample_id: int):
+    sample = _sample_or_404(sample_id)
+    if not CaptureForm().validate_on_submit():
+        abort(400)
+    try:
+        capture = store_still(sample)
+    except IntakeError as error:
+        flash(str(error), "error")
+    else:
+        flash(f"Captured frame #{capture.id}: analysis queued.", "info")
+    return redirect(url_for("capture.sample_capture", sample_id=sample.id))
+
+
+@bp.post("/samples/<int:sample_id>/upload")
+@allow(*CLINICAL)
+def upload(sample_id: int):
+    sample = _sample_or_404(sample_id)
+    form = UploadForm()
+    if not form.validate_on_submit():
+        return _render_sample(sample, CaptureForm(), form, 400)
+    stored, failed = store_uploads(sample, chosen_files(form.images.data))
+    for _name, message, _status in failed:
+        flash(message, "error")
+    if stored:
+        flash(f"Stored {len(stored)} image{'s' if len(stored) != 1 else ''}: analysis queued.", "info")
+    return redirect(url_for("capture.sample_capture", sample_id=sample.id))
+
+
+# --- stored images -----------------------------------------------------------------------------------------
+def _stored_file(relative: str) -> bytes:
+    """A stored PNG's bytes (decrypted when the data is encrypted at rest); 404 when there is none."""
+    if not relative:
+        abort(404)
+    try:
+        return current_app.extensions["allscope_data"].read_bytes(relative)
+    except (ValueError, OSError, AllscopeError):  # outside the data directory, missing, does not decrypt
+        abort(404)
+
+
+@bp.get("/captures/<int:capture_id>/image")
+@allow(*CLINICAL)
+def capture_image(capture_id: int):
+    capture = Capture.get_or_none(Capture.id == capture_id) or abort(404)
+    png = _stored_file(capture.image_path)
+    width = request.args.get("w", type=int)
+    if not width:
+        return send_file(io.BytesIO(png), mimetype="image/png", download_name=f"capture-{capture.id}.png")
+    from PIL import Image
+
+    width = min(max(width, THUMB_WIDTHS[0]), THUMB_WIDTHS[1])
+    with Image.open(io.BytesIO(png)) as image:
+        image = image.convert("RGB")
+        if image.width > width:
+            image = image.resize((width, max(1, round(image.height * width / image.width))), Image.Resampling.BILINEAR)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=82)
+    return Response(buffer.getvalue(), mimetype="image/jpeg")
+
+
+@bp.get("/cells/<int:cell_id>/crop")
+@allow(*CLINICAL)
+def cell_crop(cell_id: int):
+    cell = Cell.get_or_none(Cell.id == cell_id) or abort(404)
+    return send_file(io.BytesIO(_stored_file(cell.crop_path)), mimetype="image/png",
+                     download_name=f"cell-{cell.id}.png")
+
+
+# --- live view ---------------------------------------------------------------------------------------------
+@bp.get("/camera/live.jpg")
+@allow(*CLINICAL)
+def live_jpeg():
+    found = grabber()
+    item = found.jpeg() if found is not None else None
+    if item is None:
+        abort(503, description=camera_status())
+    return Response(item[1], mimetype="image/jpeg")
+
+
+def _mjpeg_frames(frame_grabber, max_seconds: float):
+    """multipart/x-mixed-replace parts; ends on client disconnect (GeneratorExit), stop, or after max_seconds.
+
+    Runs after the request context is gone: it touches the grabber only, never the database or session.
+    """
+    deadline = time.monotonic() + max_seconds
+    seq = sent = 0
+    while time.monotonic() < deadline and frame_grabber.running:
+        seq = frame_grabber.wait_for_frame(seq, timeout=1.0)
+        item = frame_grabber.jpeg()
+        if item is None or item[0] == sent:
+            continue
+        sent = item[0]
+        yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(item[1])).encode()
+               + b"\r\n\r\n" + item[1] + b"\r\n")
+
+
+@bp.get("/camera/live.mjpg")
+@allow(*CLINICAL)
+def live_mjpeg():
+    found = grabber()
+    if found is None:
+        abort(503, description=camera_status())
+    # A forgotten page must not stream for ever: the stream ends after the idle limit; the page reopens it on a touch.
+    max_seconds = float(current_app.config["ALLSCOPE_IDLE_MINUTES"]) * 60
+    response = Response(_mjpeg_frames(found, max_seconds), mimetype="multipart/x-mixed-replace; boundary=frame")
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
