@@ -1,4 +1,4 @@
-"""python -m model_conversion train|convert|evaluate|crosssource|scales|maskiou — the model pipeline.
+"""python -m model_conversion train|convert|evaluate|crosssource|domaincheck|scales|maskiou — the model pipeline.
 
     python -m model_conversion train --data ../shared/data --out runs/w025_s96
     python -m model_conversion convert --run runs/w025_s96 --out models/
@@ -75,11 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     sc = sub.add_parser("scales", help="measure the per-source red-cell radius of the crop-only collections")
     sc.add_argument("--data", default=_default_data())
 
+    d = sub.add_parser("domaincheck", help="how well a small classifier tells the source from prepared cells")
+    d.add_argument("--data", default=_default_data())
+    d.add_argument("--preparation", action="append", default=None, help="preparation(s) (repeatable)")
+    d.add_argument("--network", default=None)
+    d.add_argument("--threads", type=int, default=1)
+
     m = sub.add_parser("maskiou", help="IoU of the preparation's cell mask against the expert masks")
     m.add_argument("--data", default=_default_data())
 
     args = parser.parse_args(argv)
-    if args.command in ("crosssource", "scales", "maskiou"):
+    if args.command in ("crosssource", "scales", "maskiou", "domaincheck"):
         return _analysis_command(args)
     if args.command == "train":
         from model_conversion.train import TrainConfig, train
@@ -107,6 +113,10 @@ def _analysis_command(args) -> int:
     if args.command == "scales":
         from model_conversion.scales import measure
         measure(data)
+    elif args.command == "domaincheck":
+        from model_conversion.domaincheck import run as run_domain_check
+        from model_conversion.embed import DEFAULT_NETWORK
+        run_domain_check(data, args.preparation or ["cellprep"], args.network or DEFAULT_NETWORK, args.threads)
     elif args.command == "maskiou":
         from model_conversion.maskiou import print_mask_iou
         print_mask_iou(data)
