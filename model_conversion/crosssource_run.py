@@ -32,7 +32,11 @@ def rule_score(rows: list[dict]) -> dict:
     violations = [s for s, v in fp.items() if v is not None and v > MAX_NORMAL_CALLED_BLAST]
     cnmc = by_name.get(CNMC_HOLDOUT) or by_name.get("c-nmc")
     aucs = [r["blast_auc"] for r in (by_name.get("all-idb"), cnmc) if r and r["blast_auc"] is not None]
+    idb = by_name.get("all-idb")
     return {"admissible": not violations, "violations": violations,
+            # Reported beside the rule, not part of it: a model can meet the false-blast limit by
+            # calling no smear cell blast at all.
+            "all_idb_blasts_called_blast": idb.get("blast_called_blast") if idb else None,
             "worst_normal_called_blast": max(fp.values()) if fp else None,
             "mean_blast_auc": float(np.mean(aucs)) if aucs else None}
 
@@ -77,6 +81,10 @@ def run(data: Path, preparations: list[str], learner: str, exclude_variants: lis
     return results
 
 
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f} %"
+
+
 def _write(out: Path, results: dict) -> None:
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(results, indent=1))
@@ -84,14 +92,16 @@ def _write(out: Path, results: dict) -> None:
     from model_conversion.crosssource import Row
 
     parts = ["# Cross-source table (leave one source out)", ""]
-    parts.append("| configuration | admissible | violations | worst normal called blast | mean blast AUC |")
-    parts.append("|---|---|---|---|---|")
+    parts.append("| configuration | admissible | violations | worst normal called blast | mean blast AUC "
+                 "| ALL-IDB blasts called blast (not in the rule) |")
+    parts.append("|---|---|---|---|---|---|")
     for name, r in results.items():
         s = r["rule"]
-        parts.append(f"| {name} | {'yes' if s['admissible'] else 'no'} | {', '.join(s['violations']) or '–'} | "
-                     f"{100 * (s['worst_normal_called_blast'] or 0):.1f} % | "
-                     f"{s['mean_blast_auc']:.3f} |" if s["mean_blast_auc"] is not None else "| – |")
+        auc = "–" if s["mean_blast_auc"] is None else f"{s['mean_blast_auc']:.3f}"
+        worst = "–" if s["worst_normal_called_blast"] is None else f"{100 * s['worst_normal_called_blast']:.1f} %"
+        parts.append(f"| {name.replace(' | ', ' / ')} | {'yes' if s['admissible'] else 'no'} | "
+                     f"{', '.join(s['violations']) or '–'} | {worst} | {auc} | {_percent(s.get('all_idb_blasts_called_blast'))} |")
     parts.append("")
     for name, r in results.items():
-        parts.append(markdown_table([Row(**row) for row in r["rows"]], name))
+        parts.append(markdown_table([Row(**row) for row in r["rows"]], name.replace(" | ", " / ")))
     (out / "results.md").write_text("\n".join(parts))

@@ -79,3 +79,16 @@ def test_rule_prefers_admissible_then_auc():
                "c": {"rule": rule_score(rows(0.02, 0.80))}}
     assert results["b"]["rule"]["violations"] == ["pbc"]
     assert choose(results) == "c"
+
+
+def test_written_tables_keep_one_column_per_field(tmp_path):
+    from model_conversion.crosssource import rows_to_json
+    from model_conversion.crosssource_run import _write
+
+    samples, x = _synthetic(shift_cnmc=0.0)
+    rows = rows_to_json(leave_one_source_out(samples, x, LEARNERS["centroid"], log=lambda *_: None))
+    _write(tmp_path, {"prep | centroid | all sources": {"rows": rows, "rule": rule_score(rows)}})
+    text = (tmp_path / "results.md").read_text()
+    summary = [line for line in text.splitlines() if line.startswith("| prep")]
+    assert summary and all(line.count("|") == 7 for line in summary)
+    assert "prep / centroid / all sources" in text
