@@ -57,8 +57,10 @@ class Embedder:
 
 
 def sample_key(sample: Sample) -> str:
+    """File, cell centre and scale: a changed red-cell radius must not reuse an old embedding."""
     centre = "" if sample.centre is None else f"@{sample.centre[0]:.1f},{sample.centre[1]:.1f}"
-    return f"{sample.path}{centre}"
+    scale = "" if sample.rbc_radius is None else f"#r{sample.rbc_radius:.2f}"
+    return f"{sample.path}{centre}{scale}"
 
 
 def _load_cache(path: Path) -> dict[str, np.ndarray]:

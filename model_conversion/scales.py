@@ -32,6 +32,9 @@ from device.detect import DetectionParams, estimate_rbc_radius
 
 # Measured with ``python -m model_conversion scales`` (see the module doc and
 # model_conversion/CROSS_SOURCE.md); pixels of the collection's own files.
+# Tecom and C-NMC come from a first 100-cell sample; the command's current
+# sampling prints 15.3 and 64.4 (within 3 %, sampling noise). Kept as they
+# are so that the recorded cross-source table reproduces.
 SOURCE_RBC_RADIUS_PX = {
     "all-idb2": 37.5,
     "pbc-normal": 35.5,
