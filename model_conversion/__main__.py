@@ -1,4 +1,4 @@
-"""python -m model_conversion train|convert|evaluate|detection — the model pipeline.
+"""python -m model_conversion train|convert|evaluate|crosssource|domaincheck|scales|maskiou — the model pipeline.
 
     python -m model_conversion train --data ../shared/data --out runs/w025_s96
     python -m model_conversion convert --run runs/w025_s96 --out models/
@@ -61,7 +61,32 @@ def main(argv: list[str] | None = None) -> int:
                    help="model_card.json of another recipe's held-out run on the same subjects (repeatable): "
                         "recorded in the card, since choosing a recipe by held-out figures makes them optimistic")
 
+    x = sub.add_parser("crosssource", help="leave-one-source-out table of a cheap learner on frozen embeddings")
+    x.add_argument("--data", default=_default_data(), help="the shared data folder (default ../shared/data)")
+    x.add_argument("--out", required=True, type=Path, help="folder for results.json / results.md (resumes)")
+    x.add_argument("--preparation", action="append", default=None,
+                   help="preparation(s) of model_conversion/views.py (repeatable; default cellprep)")
+    x.add_argument("--learner", default="logreg", help="learner of model_conversion/crosssource.py (default logreg)")
+    x.add_argument("--exclude-variant", action="append", default=[],
+                   help="also run with this source never trained on (repeatable), e.g. c-nmc")
+    x.add_argument("--network", default=None, help="pretrained LiteRT network file (default: the 1.0/224 embedding)")
+    x.add_argument("--threads", type=int, default=1, help="LiteRT/OpenCV threads (default 1)")
+
+    sc = sub.add_parser("scales", help="measure the per-source red-cell radius of the crop-only collections")
+    sc.add_argument("--data", default=_default_data())
+
+    d = sub.add_parser("domaincheck", help="how well a small classifier tells the source from prepared cells")
+    d.add_argument("--data", default=_default_data())
+    d.add_argument("--preparation", action="append", default=None, help="preparation(s) (repeatable)")
+    d.add_argument("--network", default=None)
+    d.add_argument("--threads", type=int, default=1)
+
+    m = sub.add_parser("maskiou", help="IoU of the preparation's cell mask against the expert masks")
+    m.add_argument("--data", default=_default_data())
+
     args = parser.parse_args(argv)
+    if args.command in ("crosssource", "scales", "maskiou", "domaincheck"):
+        return _analysis_command(args)
     if args.command == "train":
         from model_conversion.train import TrainConfig, train
         config = TrainConfig(data=str(Path(args.data).resolve()), input_size=args.size, width=args.width,
@@ -77,6 +102,29 @@ def main(argv: list[str] | None = None) -> int:
         from model_conversion.evaluate import evaluate_run
         evaluate_run(args.run, args.models, args.name, args.frames, args.frame_limit, args.holdout_card,
                      compared=args.compared_card)
+    return 0
+
+
+def _analysis_command(args) -> int:
+    import cv2
+
+    cv2.setNumThreads(getattr(args, "threads", 1))
+    data = Path(args.data)
+    if args.command == "scales":
+        from model_conversion.scales import measure
+        measure(data)
+    elif args.command == "domaincheck":
+        from model_conversion.domaincheck import run as run_domain_check
+        from model_conversion.embed import DEFAULT_NETWORK
+        run_domain_check(data, args.preparation or ["cellprep"], args.network or DEFAULT_NETWORK, args.threads)
+    elif args.command == "maskiou":
+        from model_conversion.maskiou import print_mask_iou
+        print_mask_iou(data)
+    else:
+        from model_conversion.crosssource_run import run
+        from model_conversion.embed import DEFAULT_NETWORK
+        run(data, args.preparation or ["cellprep"], args.learner, args.exclude_variant, args.out,
+            args.network or DEFAULT_NETWORK, args.threads)
     return 0
 
 

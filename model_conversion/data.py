@@ -26,6 +26,11 @@ class Sample:
     subject: str | None  # patient/donor id where the collection has one
     cell_type: str  # finer label where known (lymphocyte, blast, ...)
     group: str  # split unit: subject, or the file (with known duplicates merged)
+    # Where the cell is, for cells cut from whole frames (model_conversion/sources.py):
+    centre: tuple[float, float] | None = None  # (x, y) in the file's pixels; None = the image centre
+    cell_side: float | None = None  # side of the cell's bounding box in pixels, where known
+    rbc_radius: float | None = None  # red-cell radius in the file's pixels (the physical scale)
+    mask: Path | None = None  # expert mask (nucleus white, cytoplasm grey), where the collection has one
 
 
 def find_shared_data() -> Path | None:

@@ -1,0 +1,114 @@
+"""Preparations compared across sources: from a sample's image to one square RGB cell picture.
+
+* ``cellprep``: the device's ``prepare_cell`` (cell masked on black, cropped
+  to fill the input, Reinhard on the cell's pixels), on the crop the device
+  would cut (frame cells) or on the whole crop (crop-only collections).
+* ``field``: a square of ``FIELD_RADII`` red-cell radii centred on the cell,
+  unmasked, original colours: the cell keeps its true size and its
+  neighbours (red cells) keep theirs.
+* ``field-masked``: the same field, cell masked on black and Reinhard-
+  normalised as in ``cellprep``: differs from ``cellprep`` only by keeping
+  true size.
+* ``field-grey``: the field in grey levels stretched to the 1st-99th
+  percentile: no stain hue at all.
+* ``field-masked-grey``: masked like ``field-masked``, then grey and stretched
+  on the cell's pixels: neither hue nor background can tell the sources apart.
+"""
+
+from __future__ import annotations
+
+
+import cv2
+import numpy as np
+
+from device.cellprep import normalise_stain, prepare_cell, segment_cell
+from model_conversion.data import Sample
+
+# Field side in red-cell radii: a blast is 4-6 r across (2-3 red-cell
+# diameters), a small lymphocyte ~2.5-3 r; 7 r holds the largest blast and
+# fits inside every crop-only collection (ALL-IDB2 is 6.9 r, tecom 7.9 r,
+# C-NMC 7.2 r, CellaVision blog 8.7 r, PBC 10 r).
+FIELD_RADII = 7.0
+# Crop the device cuts around a found cell: detect.DetectionParams.crop_scale
+# x the cell box; cells without a box get FALLBACK_CELL_RADII red-cell radii.
+DEVICE_CROP_SCALE = 1.8
+FALLBACK_CELL_RADII = 5.0
+
+
+def _square(rgb: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray:
+    """A side x side window centred on (cx, cy); parts outside the image repeat its edge."""
+    half = side / 2.0
+    x0, y0 = int(round(cx - half)), int(round(cy - half))
+    n = max(2, int(round(side)))
+    h, w = rgb.shape[:2]
+    pad = max(0, -x0, -y0, x0 + n - w, y0 + n - h)
+    if pad:
+        rgb = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        x0, y0 = x0 + pad, y0 + pad
+    return rgb[y0:y0 + n, x0:x0 + n]
+
+
+def _centre(rgb: np.ndarray, sample: Sample) -> tuple[float, float]:
+    if sample.centre is not None:
+        return sample.centre
+    h, w = rgb.shape[:2]
+    return (w - 1) / 2.0, (h - 1) / 2.0
+
+
+def device_crop(rgb: np.ndarray, sample: Sample) -> np.ndarray:
+    """What the device's cell finding would hand to prepare_cell (whole image for crop-only collections)."""
+    if sample.centre is None:
+        return rgb
+    r = sample.rbc_radius or 0.02 * max(rgb.shape[:2])
+    cell = sample.cell_side or FALLBACK_CELL_RADII * r
+    cx, cy = sample.centre
+    half = DEVICE_CROP_SCALE * cell / 2.0
+    h, w = rgb.shape[:2]
+    x0, x1 = int(max(0, round(cx - half))), int(min(w, round(cx + half)))
+    y0, y1 = int(max(0, round(cy - half))), int(min(h, round(cy + half)))
+    return np.ascontiguousarray(rgb[y0:y1, x0:x1])
+
+
+def physical_field(rgb: np.ndarray, sample: Sample, size: int) -> np.ndarray:
+    """The FIELD_RADII x red-cell-radius square around the cell, resized to size x size."""
+    if sample.rbc_radius is None:
+        raise ValueError(f"{sample.path}: no red-cell radius (scale) for a fixed-field preparation")
+    cx, cy = _centre(rgb, sample)
+    window = _square(rgb, cx, cy, FIELD_RADII * sample.rbc_radius)
+    interp = cv2.INTER_AREA if window.shape[0] > size else cv2.INTER_LINEAR
+    return cv2.resize(window, (size, size), interpolation=interp)
+
+
+def _grey_stretched(rgb: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    values = grey[mask > 0] if mask is not None and mask.sum() >= 16 else grey
+    lo, hi = np.percentile(values, [1, 99])
+    out = np.clip((grey - lo) / max(hi - lo, 1.0) * 255.0, 0, 255).astype(np.uint8)
+    if mask is not None:
+        out[mask == 0] = 0
+    return cv2.cvtColor(out, cv2.COLOR_GRAY2RGB)
+
+
+def _masked(field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mask, _ = segment_cell(field)
+    return normalise_stain(field, mask), mask
+
+
+def prepare(name: str, rgb: np.ndarray, sample: Sample, size: int) -> np.ndarray:
+    """``size`` x ``size`` uint8 RGB picture of the sample's cell under preparation ``name``."""
+    if name == "cellprep":
+        return prepare_cell(device_crop(rgb, sample), size).image
+    field = physical_field(rgb, sample, size)
+    if name == "field":
+        return field
+    if name == "field-grey":
+        return _grey_stretched(field)
+    if name == "field-masked":
+        return _masked(field)[0]
+    if name == "field-masked-grey":
+        mask, _ = segment_cell(field)
+        return _grey_stretched(field, mask)
+    raise ValueError(f"unknown preparation {name!r}; choose one of {', '.join(PREPARATIONS)}")
+
+
+PREPARATIONS: tuple[str, ...] = ("cellprep", "field", "field-masked", "field-grey", "field-masked-grey")
