@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model_conversion.crosssource import (CNMC_HOLDOUT, LEARNERS, leave_one_source_out, markdown_table,
-                                          rows_to_json)
+from model_conversion.crosssource import CNMC_HOLDOUT, LEARNERS, leave_one_source_out, markdown_table, rows_to_json
 
 NORMAL_ONLY_SOURCES = ("pbc", "bccd", "tecom", "cellavision-blog")
 MAX_NORMAL_CALLED_BLAST = 0.03

@@ -81,7 +81,7 @@ def _save_cache(path: Path, cache: dict[str, np.ndarray]) -> None:
 def embed_samples(samples: list[Sample], preparation: str, cache_dir: Path,
                   network: str = DEFAULT_NETWORK, threads: int = 1, log=print) -> np.ndarray:
     """(N, D) float32 embeddings of the samples under ``preparation``, in the samples' order."""
-    from device.imageio import load_image
+    from device.core.imageio import load_image
     from model_conversion.views import prepare
 
     embedder = Embedder(find_pretrained() / network, threads)

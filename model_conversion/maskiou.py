@@ -1,4 +1,4 @@
-"""Cell mask of the preparation step (``device.cellprep.segment_cell``) against expert masks.
+"""Cell mask of the preparation step (``device.core.cellprep.segment_cell``) against expert masks.
 
 The two wbc-segmentation laboratories (Jiangxi Tecom, CellaVision blog) come
 with an expert mask per image: nucleus white, cytoplasm grey. The cell is
@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from device.cellprep import segment_cell
+from device.core.cellprep import segment_cell
 
 DEVICE_INPUT = 96
 LABS = ("tecom", "cellavision-blog")
@@ -42,7 +42,7 @@ def device_cell_mask(rgb: np.ndarray, input_size: int = DEVICE_INPUT) -> np.ndar
 
 def lab_mask_iou(data: Path, lab: str) -> dict:
     """Per-image cell IoU (and nucleus-covered share) for one laboratory."""
-    from device.imageio import load_image
+    from device.core.imageio import load_image
     from model_conversion.sources import load_wbc_segmentation
 
     ious, by_type = [], {}

@@ -1,7 +1,7 @@
 """Physical scale (red-cell radius in pixels) of frames and of crop-only collections.
 
 Frames: the red-cell radius is measured in every frame, as cell finding does
-(``device.detect.estimate_rbc_radius``). Crop-only collections have no
+(``device.core.detect.estimate_rbc_radius``). Crop-only collections have no
 per-image scale the device could trust, so each gets ONE documented radius
 (``SOURCE_RBC_RADIUS_PX``), measured once by ``python -m model_conversion
 scales`` like this:
@@ -16,7 +16,7 @@ scales`` like this:
 * C-NMC (segmented cells on black, no red cell, no mature lymphocyte): the
   median equivalent diameter of its normal cells (hematogones, which are
   lymphocyte-sized) divided by the lymphocyte diameter / red-cell radius
-  ratio of PBC, both segmented by ``device.cellprep.segment_cell``.
+  ratio of PBC, both segmented by ``device.core.cellprep.segment_cell``.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from device.cellprep import nucleus_score, segment_cell, stain_threshold
-from device.detect import DetectionParams, estimate_rbc_radius
+from device.core.cellprep import nucleus_score, segment_cell, stain_threshold
+from device.core.detect import DetectionParams, estimate_rbc_radius
 
 # Measured with ``python -m model_conversion scales`` (see the module doc and
 # model_conversion/CROSS_SOURCE.md); pixels of the collection's own files.
@@ -74,7 +74,7 @@ def equivalent_diameter(mask: np.ndarray) -> float:
 
 def measure(data: Path, per_source: int = 100, seed: int = 0, log=print) -> dict[str, dict[str, float]]:
     """The measurements behind SOURCE_RBC_RADIUS_PX (medians over a seeded sample per collection)."""
-    from device.imageio import load_image
+    from device.core.imageio import load_image
     from model_conversion.data import load_all_idb2, load_cnmc, load_pbc
     from model_conversion.sources import load_wbc_segmentation
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model_conversion.data import (BLAST, NORMAL, Sample, _read_labels, load_all_idb2, load_cnmc, load_pbc)
+from model_conversion.data import BLAST, NORMAL, Sample, _read_labels, load_all_idb2, load_cnmc, load_pbc
 from model_conversion.scales import SOURCE_RBC_RADIUS_PX
 
 # Leave-one-source-out units: ALL-IDB2's crops were cut from ALL-IDB1 frames,
@@ -53,7 +53,7 @@ def load_wbc_segmentation(data: Path, lab: str) -> list[Sample]:
 
 def load_bccd_cells(data: Path) -> list[Sample]:
     """Every WBC box of every BCCD frame; the frame is the group."""
-    from device.imageio import load_image
+    from device.core.imageio import load_image
     from model_conversion.eval_detection import read_voc_boxes
     from model_conversion.scales import frame_rbc_radius
 
@@ -98,8 +98,8 @@ def load_all_idb1_cells(data: Path) -> list[Sample]:
 
 
 def _all_idb1_rows(folder: Path, frames: list[Path]) -> list[dict]:
-    from device.detect import find_cells
-    from device.imageio import load_image
+    from device.core.detect import find_cells
+    from device.core.imageio import load_image
     from model_conversion.eval_detection import MATCH_FACTOR, read_points
     from model_conversion.scales import frame_rbc_radius
 

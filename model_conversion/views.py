@@ -17,11 +17,10 @@
 
 from __future__ import annotations
 
-
 import cv2
 import numpy as np
 
-from device.cellprep import normalise_stain, prepare_cell, segment_cell
+from device.core.cellprep import normalise_stain, prepare_cell, segment_cell
 from model_conversion.data import Sample
 
 # Field side in red-cell radii: a blast is 4-6 r across (2-3 red-cell

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_conversion.crosssource import (CNMC_HOLDOUT, LEARNERS, leave_one_source_out, training_weights)
+from model_conversion.crosssource import CNMC_HOLDOUT, LEARNERS, leave_one_source_out, training_weights
 from model_conversion.crosssource_run import choose, rule_score
 from model_conversion.data import Sample
 

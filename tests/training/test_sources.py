@@ -7,11 +7,15 @@ from collections import Counter
 import cv2
 import numpy as np
 
-from device.imageio import load_image
-from model_conversion.data import BLAST, NORMAL
-from model_conversion.sources import (SOURCE_OF, load_all_idb1_cells, load_bccd_cells, load_wbc_segmentation,
-                                      with_source_scale)
-from model_conversion.data import load_cnmc
+from device.core.imageio import load_image
+from model_conversion.data import BLAST, NORMAL, load_cnmc
+from model_conversion.sources import (
+    SOURCE_OF,
+    load_all_idb1_cells,
+    load_bccd_cells,
+    load_wbc_segmentation,
+    with_source_scale,
+)
 from model_conversion.views import PREPARATIONS, prepare
 
 
