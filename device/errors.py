@@ -16,3 +16,11 @@ class ImageLoadError(AllscopeError):
 
 class ModelLoadError(AllscopeError):
     """The model file is missing, corrupt or not an allscope model."""
+
+
+class ConfigError(AllscopeError):
+    """A setting cannot be used (configuration file, sync settings); one line per problem, naming the key."""
+
+    def __init__(self, problems: str | list[str]):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))

@@ -9,6 +9,7 @@ a checkout reads them from the top-level folders.
 
 from __future__ import annotations
 
+import os
 from importlib.resources import as_file, files
 from pathlib import Path
 
@@ -38,3 +39,30 @@ def _demo_frames() -> Path:
 
 
 DEMO_FRAMES = _demo_frames()
+
+
+def model_in_force(flag: str | os.PathLike | None = None, setting: str | os.PathLike | None = None,
+                   configured: str | os.PathLike | None = None) -> Path:
+    """The model file in force, by the one precedence of every setting.
+
+    A command-line flag, else the setting an admin saved in the device database,
+    else the configuration file's ``inference.model``, else ``$ALLSCOPE_MODEL``,
+    else the shipped int8 model.
+    """
+    for candidate in (flag, setting, configured, os.environ.get("ALLSCOPE_MODEL")):
+        if candidate:
+            return Path(candidate).expanduser()
+    return DEFAULT_MODEL
+
+
+def find_shared_data() -> Path | None:
+    """The labelled data set beside a clone, for training, benchmarks and tests; never needed at run time.
+
+    $ALLSCOPE_DATA, else ../shared/data beside the clone, else /work/shared/data.
+    """
+    candidates = [Path(os.environ["ALLSCOPE_DATA"])] if os.environ.get("ALLSCOPE_DATA") else []
+    candidates += [_CHECKOUT.parent / "shared" / "data", Path("/work/shared/data")]
+    for candidate in candidates:
+        if (candidate / "README.md").is_file():
+            return candidate
+    return None

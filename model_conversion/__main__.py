@@ -111,7 +111,7 @@ def _analysis_command(args) -> int:
     cv2.setNumThreads(getattr(args, "threads", 1))
     data = Path(args.data)
     if args.command == "scales":
-        from model_conversion.scales import measure
+        from model_conversion.scale_survey import measure
         measure(data)
     elif args.command == "domaincheck":
         from model_conversion.domaincheck import run as run_domain_check

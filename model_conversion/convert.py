@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from device.store.datadir import write_atomic  # noqa: F401  (re-exported: export and evaluate write through it)
+from device.store.atomic import write_atomic  # noqa: F401  (re-exported: export and evaluate write through it)
 
 log = logging.getLogger("allscope.convert")
 

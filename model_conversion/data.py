@@ -14,6 +14,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from device.resources import find_shared_data  # noqa: F401  (where the labelled data is)
+
 BLAST, NORMAL = 1, 0
 LABEL_NAMES = ("normal", "blast")
 
@@ -31,18 +33,6 @@ class Sample:
     cell_side: float | None = None  # side of the cell's bounding box in pixels, where known
     rbc_radius: float | None = None  # red-cell radius in the file's pixels (the physical scale)
     mask: Path | None = None  # expert mask (nucleus white, cytoplasm grey), where the collection has one
-
-
-def find_shared_data() -> Path | None:
-    """The real data set: $ALLSCOPE_DATA, else ../shared/data beside the clone, else /work/shared/data."""
-    import os
-
-    candidates = [Path(os.environ["ALLSCOPE_DATA"])] if os.environ.get("ALLSCOPE_DATA") else []
-    candidates += [Path(__file__).resolve().parent.parent.parent / "shared" / "data", Path("/work/shared/data")]
-    for candidate in candidates:
-        if (candidate / "README.md").is_file():
-            return candidate
-    return None
 
 
 def _read_labels(folder: Path) -> list[dict[str, str]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.resources import DEMO_FRAMES
+from device.resources import DEMO_FRAMES, model_in_force
 
 BENCH_FRAME_SIZE = (2592, 1944)
 
@@ -63,7 +63,7 @@ SHARED_BENCH_FRAME = Path("all-idb1") / "Im052_1.jpg"
 
 
 def _shared_frame() -> Path | None:
-    from model_conversion.data import find_shared_data
+    from device.resources import find_shared_data
 
     root = find_shared_data()
     return root / SHARED_BENCH_FRAME if root and (root / SHARED_BENCH_FRAME).is_file() else None
@@ -84,12 +84,11 @@ def bench_frame(explicit: Path | None) -> tuple[np.ndarray, str]:
 
 
 def run_bench(args) -> dict:
-    from device.cli.main import model_path
     from device.core.analysis import Analyzer
     from device.inference.classifier import CellClassifier
     from device.inference.delegates import DelegateConfig
 
-    int8_model = model_path(args.model)
+    int8_model = model_in_force(args.model)
     float_model = args.float_model or int8_model.with_name(int8_model.name.replace("_int8", "_float32"))
     classifier = CellClassifier.load(int8_model, DelegateConfig(kind="cpu", num_threads=1))
     cells = bench_cells(int8_model, classifier.input_size)

@@ -27,7 +27,7 @@ def _shared_frames() -> list[Path]:
     """ALL-IDB1 frames of the full camera size, by name ([] without the shared data)."""
     from PIL import Image
 
-    from model_conversion.data import find_shared_data
+    from device.resources import find_shared_data
 
     root = find_shared_data()
     folder = root / "all-idb1" if root else None

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from device.config.choices import CAMERA_KINDS
 from device.errors import AllscopeError
 from device.resources import DEMO_FRAMES
 
 log = logging.getLogger(__name__)
 
-CAMERA_KINDS = ("replay", "opencv", "picamera2")
 __all__ = ["Camera", "CameraError", "OpenCVCamera", "Picamera2Camera", "ReplayCamera",
            "jetson_pipeline", "make_camera", "picamera2_metadata"]
 

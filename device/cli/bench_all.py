@@ -166,13 +166,13 @@ def run_all(repeats: int = DEFAULT_REPEATS, out_dir: Path = DEFAULT_OUT, sizes: 
             sections=SECTIONS, out: TextIO | None = None) -> dict:
     """Run the sections, write ``bench.json`` and ``bench.md`` into ``out_dir`` (atomically); the report."""
     from device.errors import AllscopeError
-    from device.resources import DEFAULT_MODEL
-    from device.store.datadir import write_atomic
+    from device.resources import model_in_force
+    from device.store.atomic import write_atomic
 
     out = out or sys.stdout
     if repeats < 1:
         raise AllscopeError("--repeats must be at least 1")
-    model = Path(model or os.environ.get("ALLSCOPE_MODEL") or DEFAULT_MODEL)
+    model = model_in_force(flag=model)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     work_root = Path(tempfile.mkdtemp(prefix=".work-", dir=out_dir))  # on the results' storage (SD card on a Pi)

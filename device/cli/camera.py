@@ -19,8 +19,10 @@ import json
 import re
 from pathlib import Path
 
-from device.camera.backends import CAMERA_KINDS, DEMO_FRAMES, make_camera
+from device.camera.backends import make_camera
+from device.config.choices import CAMERA_KINDS
 from device.errors import AllscopeError
+from device.resources import DEMO_FRAMES
 
 V4L2_DEV = Path("/dev")
 V4L2_SYSFS = Path("/sys/class/video4linux")
@@ -134,7 +136,7 @@ def take_snapshot(kind: str, source: str | None, out: Path) -> dict:
     """Capture one still and write it and its metadata sidecar atomically; returns the metadata."""
     import cv2
 
-    from device.store.datadir import write_atomic
+    from device.store.atomic import write_atomic
 
     out = Path(out)
     encoding = ENCODINGS.get(out.suffix.lower())

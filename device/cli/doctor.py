@@ -66,13 +66,13 @@ class Context:
 
     def __init__(self, config, source: str):
         self.config, self.source = config, source
-        # unset: as DataDir.resolve and device.cli.main.model_path decide ($ALLSCOPE_DATA_DIR / $ALLSCOPE_MODEL, defaults)
-        from device.cli.main import model_path
+        # unset: as DataDir.resolve and device.resources.model_in_force decide ($ALLSCOPE_DATA_DIR / $ALLSCOPE_MODEL, defaults)
+        from device.resources import model_in_force
         from device.store.datadir import DEFAULT_DATA_DIR
 
         data_dir = config.device.data_dir or os.environ.get("ALLSCOPE_DATA_DIR") or DEFAULT_DATA_DIR
         self.data_dir = Path(data_dir).expanduser().absolute()
-        self.model_path = Path(config.inference.model).expanduser() if config.inference.model else model_path(None)
+        self.model_path = model_in_force(configured=config.inference.model)
         self.classifier = None
 
 
@@ -159,12 +159,13 @@ def measure_latency(classifier, runs: int = LATENCY_RUNS) -> float:
 
 def check_delegate(ctx: Context) -> Result:
     from device.inference.classifier import CellClassifier
+    from device.inference.delegates import DelegateConfig
 
     if ctx.classifier is None:
         return Result("delegate", SKIP, "the model did not load")
     settings = ctx.config.inference
     try:
-        delegate = settings.delegate_config()
+        delegate = DelegateConfig.from_section(settings)
         classifier = ctx.classifier if delegate.kind == "cpu" else \
             _with_timeout(lambda: CellClassifier.load(ctx.model_path, delegate), settings.watchdog_seconds,
                           f"loading the {delegate.kind} delegate")

@@ -18,25 +18,32 @@ import os
 import sys
 from pathlib import Path
 
+from device.cli import backup as backup_cli
+from device.cli import camera as camera_cli
+from device.cli import config as config_cli
+from device.cli import doctor
+from device.cli import storage as storage_cli
+from device.config.choices import DELEGATE_KINDS
 from device.errors import AllscopeError
-from device.resources import DEFAULT_MODEL
+from device.resources import DEFAULT_MODEL, model_in_force
+from sync.agent import cli as sync_cli
+from sync.agent import enrol_cli as device_enrol_cli
+from sync.central import cli as central_cli
+from sync.central import fleet_cli as central_fleet_cli
+from sync.central.web import cli as central_web_cli
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=None,
                         help=f"model file (default: $ALLSCOPE_MODEL or {DEFAULT_MODEL.name} in models/)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for inference (default 1)")
-    parser.add_argument("--delegate", choices=["cpu", "edgetpu", "external"], default="cpu",
+    parser.add_argument("--delegate", choices=DELEGATE_KINDS, default="cpu",
                         help="inference backend; falls back to CPU with a warning when absent")
     parser.add_argument("--delegate-library", default=None, help="library path for --delegate external")
 
 
 def model_path(arg: Path | None) -> Path:
-    if arg is not None:
-        return arg
-    if os.environ.get("ALLSCOPE_MODEL"):
-        return Path(os.environ["ALLSCOPE_MODEL"])
-    return DEFAULT_MODEL
+    return model_in_force(flag=arg)
 
 
 def load_classifier(args: argparse.Namespace):
@@ -142,25 +149,13 @@ def _open_records(data_dir):
     return data
 
 
-def _read_password() -> str:
-    """The password comes from stdin, never from argv (argv is visible to every user via ps)."""
-    if sys.stdin.isatty():
-        import getpass
-
-        first = getpass.getpass("Password: ")
-        if first != getpass.getpass("Password again: "):
-            raise AllscopeError("the two passwords differ")
-        return first
-    return sys.stdin.readline().rstrip("\r\n")
-
-
 def cmd_users(args: argparse.Namespace) -> int:
     from device.services import accounts
     from device.store.records import User
 
     _open_records(args.data_dir)
     if args.users_command == "create":
-        user = accounts.create_user(args.username, _read_password(), args.role, full_name=args.full_name or "",
+        user = accounts.create_user(args.username, accounts.read_new_password(), args.role, full_name=args.full_name or "",
                                     actor=f"cli:{os.environ.get('USER', 'unknown')}")
         print(f"created {user.username} ({user.roles.replace(',', ', ')})")
     elif args.users_command == "list":
@@ -258,28 +253,26 @@ def build_parser() -> argparse.ArgumentParser:
 # Command groups whose subcommands live in their own modules (each has ``register(group, commands)``).
 COMMAND_GROUPS = {
     "central": ("central server: fleet PKI, enrolment, ingestion, admin UI",
-                ("sync.fleet.cli", "sync.central.cli", "sync.central.web.cli")),
-    "device": ("this device's sync identity (enrolment bundle, signing key)", ("sync.fleet.cli",)),
-    "sync": ("encrypted store-and-forward sync to the central server", ("sync.agent.cli",)),
-    "config": ("check or show the configuration file", ("device.cli.config",)),
-    "camera": ("list cameras, take a snapshot", ("device.cli.camera",)),
-    "backup": ("local backups: create, list, restore", ("device.cli.backup",)),
-    "storage": ("encryption at rest: key management", ("device.cli.storage",)),
+                (central_fleet_cli, central_cli, central_web_cli)),
+    "device": ("this device's sync identity (enrolment bundle, signing key)", (device_enrol_cli,)),
+    "sync": ("encrypted store-and-forward sync to the central server", (sync_cli,)),
+    "config": ("check or show the configuration file", (config_cli,)),
+    "camera": ("list cameras, take a snapshot", (camera_cli,)),
+    "backup": ("local backups: create, list, restore", (backup_cli,)),
+    "storage": ("encryption at rest: key management", (storage_cli,)),
 }
 # Single commands defined in their own modules (each has ``register_command(subparsers)``).
-COMMAND_MODULES = ("device.cli.doctor",)
+COMMAND_MODULES = (doctor,)
 
 
 def _add_module_commands(sub) -> None:
-    import importlib
-
     for module in COMMAND_MODULES:
-        importlib.import_module(module).register_command(sub)
+        module.register_command(sub)
     for name, (help_text, modules) in COMMAND_GROUPS.items():
         parser = sub.add_parser(name, help=help_text)
         commands = parser.add_subparsers(dest=f"{name}_command", required=True)
         for module in modules:
-            importlib.import_module(module).register(name, commands)
+            module.register(name, commands)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,26 +29,19 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
 
+from device.config.choices import CameraKind, DelegateKind, MediaPolicy, SqliteSynchronous
 from device.config.errors import problem_lines
-from device.errors import AllscopeError
+from device.errors import AllscopeError, ConfigError  # noqa: F401  (ConfigError: raised here, imported from here)
 
 ENV_VAR = "ALLSCOPE_CONFIG"
 SYSTEM_CONFIG = Path("/etc/allscope/allscope.toml")
 CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 DEFAULT_KEY_CREDENTIAL = "allscope-db-key"
-
-
-class ConfigError(AllscopeError):
-    """The configuration file cannot be used; ``problems`` holds one line per problem."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
 
 
 class SecretError(AllscopeError):
@@ -76,7 +69,7 @@ class DeviceSection(_Section):
 
 
 class CameraSection(_Section):
-    backend: Literal["replay", "opencv", "picamera2"] = Field(
+    backend: CameraKind = Field(
         "replay", description="replay: a folder of frames, looping (demos, tests); opencv: a USB/UVC camera or a "
                               "GStreamer pipeline (Jetson CSI); picamera2: a Raspberry Pi camera module.")
     source: str = Field("", max_length=1000,
@@ -99,7 +92,7 @@ class CameraSection(_Section):
 class InferenceSection(_Section):
     model: Path | None = _path("The .tflite model (unset: $ALLSCOPE_MODEL or the shipped "
                                "models/allscope_blast_int8.tflite).")
-    delegate: Literal["cpu", "edgetpu", "external"] = Field(
+    delegate: DelegateKind = Field(
         "cpu", description="cpu (XNNPACK), edgetpu (Coral USB/PCIe, needs the _edgetpu.tflite model) or external "
                            "(a delegate library, e.g. Arm NN). A delegate that fails falls back to the CPU with a "
                            "warning.")
@@ -120,11 +113,6 @@ class InferenceSection(_Section):
             raise ValueError('required when delegate = "external"')
         return value
 
-    def delegate_config(self):
-        """This section as device.inference.delegates.DelegateConfig."""
-        from device.inference.delegates import DelegateConfig
-
-        return DelegateConfig(kind=self.delegate, num_threads=self.threads, library=self.delegate_library)
 
 
 def _unit(description: str) -> Any:
@@ -176,7 +164,7 @@ class UISection(_Section):
 
 
 class StorageSection(_Section):
-    synchronous: Literal["full", "normal"] = Field(
+    synchronous: SqliteSynchronous = Field(
         "full", description="SQLite synchronous mode: full survives a power cut with every committed record; "
                             "normal is faster but may lose the last commits.")
     encrypt_at_rest: bool = Field(False, description="Encrypt the database and stored images (against a stolen "
@@ -200,7 +188,7 @@ class StorageSection(_Section):
 
 class SyncSection(_Section):
     enabled: bool = Field(True, description="Run the sync agent (allscope sync run exits at once when false).")
-    media: Literal["frames", "crops", "none"] = Field(
+    media: MediaPolicy = Field(
         "crops", description="Images that travel with captures: frames (whole frames and crops), crops (cell "
                              "crops only) or none (records only).")
     max_message_bytes: int = Field(256 * 1024, ge=8 * 1024, le=256 * 1024 * 1024,

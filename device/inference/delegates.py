@@ -53,6 +53,11 @@ class DelegateConfig:
     library: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
+    @classmethod
+    def from_section(cls, section) -> "DelegateConfig":
+        """From the configuration file's ``[inference]`` section."""
+        return cls(kind=section.delegate, num_threads=section.threads, library=section.delegate_library)
+
     def __post_init__(self) -> None:
         if self.kind not in DELEGATE_PLUGINS:
             raise DelegateConfigError(

@@ -171,3 +171,17 @@ def authenticate(username: str, password: str, address: str,
             User.update(password_hash=hash_password(password)).where(User.id == user.id).execute()
         audit("login", "user", user.id, username=username, address=address)
     return user, ""
+
+
+def read_new_password() -> str:
+    """A new password from stdin, never from argv (argv is visible to every user via ps); asked twice on a terminal."""
+    import sys
+
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass("Password: ")
+        if first != getpass.getpass("Password again: "):
+            raise AccountError("the two passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")

@@ -26,13 +26,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from device.config.choices import CAMERA_KINDS
 from device.core.decision import DecisionSettings
 from device.errors import AllscopeError
 from device.store.records import Setting, audit, db_proxy, utcnow
 
 log = logging.getLogger(__name__)
 
-CAMERA_KINDS = ("replay", "opencv", "picamera2")
 MAX_SOURCE_LENGTH = 1000
 
 

@@ -157,7 +157,7 @@ def _holds_data(root: Path) -> bool:
 
 def init_marker(root: Path, secret: bytes) -> "Keys":
     """Mark ``root`` as encrypted with ``secret`` (its salt and key check); refuses a directory holding data."""
-    from device.store.datadir import write_atomic
+    from device.store.atomic import write_atomic
 
     root = Path(root).resolve()
     if (root / MARKER).exists():

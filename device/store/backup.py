@@ -28,7 +28,8 @@ from pathlib import Path
 
 from device.errors import AllscopeError
 from device.store import atrest
-from device.store.datadir import DataDir, fsync_dir, write_atomic
+from device.store.atomic import fsync_dir, write_atomic
+from device.store.datadir import DataDir
 
 PREFIX = "allscope-backup-"
 TEMP_PREFIX = ".partial-"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from device.config.choices import MEDIA_POLICIES
+
 DATA_DIR_HELP = "records and images (default: $ALLSCOPE_DATA_DIR or ./var)"
 
 
@@ -14,7 +16,7 @@ def register(group: str, commands) -> None:
         return
     run = commands.add_parser("run", help="send the outbox to the central server until stopped (SIGTERM)")
     run.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
-    run.add_argument("--media", choices=["frames", "crops", "none"], default=None,
+    run.add_argument("--media", choices=MEDIA_POLICIES, default=None,
                      help="images that travel with captures (default: sync/agent.json, else crops)")
     run.add_argument("--config", default=None, help="configuration file: [sync] and device.data_dir (default: "
                      "$ALLSCOPE_CONFIG, else /etc/allscope/allscope.toml if it exists); flags win over it")
@@ -30,7 +32,7 @@ def register(group: str, commands) -> None:
     export = commands.add_parser("export", help="write the pending entries as a sealed bundle (USB stick)")
     export.add_argument("--to", required=True, help="folder to write allscope-export-<device>-<time>/ into")
     export.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
-    export.add_argument("--media", choices=["frames", "crops", "none"], default=None,
+    export.add_argument("--media", choices=MEDIA_POLICIES, default=None,
                         help="images that travel with captures (default: sync/agent.json, else crops)")
     export.set_defaults(func=cmd_export)
 

@@ -19,11 +19,10 @@ import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from device.errors import AllscopeError
+from device.config.choices import MEDIA_POLICIES
+from device.errors import AllscopeError, ConfigError  # noqa: F401  (ConfigError: raised here, imported from here)
 from device.store.datadir import DataDir
 from sync.wire.topics import check_device_id
-
-MEDIA_POLICIES = ("frames", "crops", "none")
 
 DEFAULTS = {
     "media": "crops",               # frames: full frames + crops; crops: crops only; none: records only
@@ -41,10 +40,6 @@ DEFAULTS = {
 
 BUNDLE_FILES = ("ca.crt", "device.crt", "device.key", "central_enc_x25519.pub", "central_sign_ed25519.pub")
 SIGNING_KEY = "device_sign_ed25519.key"
-
-
-class ConfigError(AllscopeError):
-    """A sync setting is missing or invalid; the message names the key."""
 
 
 @dataclass(frozen=True)

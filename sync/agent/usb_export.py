@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from device.errors import AllscopeError
-from device.store.datadir import fsync_dir
+from device.store.atomic import fsync_dir
 from device.store.records import open_database
 from sync.agent import outbox
 from sync.agent.config import SIGNING_KEY, AgentConfig

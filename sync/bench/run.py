@@ -318,7 +318,7 @@ def run_sync_bench(records: int = 10_000, *, encrypt_modes=(True, False), json_p
         report["target_met"] = sealed["records_per_s"] >= TARGET_RECORDS_PER_S
     _print_table(report, say)
     if json_path:
-        from device.store.datadir import write_atomic
+        from device.store.atomic import write_atomic
 
         write_atomic(Path(json_path), (json.dumps(report, indent=1) + "\n").encode())
         say(f"figures written to {json_path}")

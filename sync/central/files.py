@@ -18,7 +18,7 @@ from pathlib import Path
 
 import peewee as pw
 
-from device.store.datadir import write_atomic
+from device.store.atomic import write_atomic
 from device.store.records import db_proxy
 from sync.central.models import FileChunk, ReceivedFile
 from sync.wire.acks import ack_item

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from device.errors import AllscopeError
-from device.store.datadir import write_atomic
+from device.store.atomic import write_atomic
 from sync.central.ingest import Ingestor
 from sync.wire.acks import make_ack
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from device.errors import AllscopeError
 from device.resources import MOSQUITTO_DIR as CONFIG_DIR
-from device.store.datadir import write_atomic
+from device.store.atomic import write_atomic
 from sync.fleet.pki import Pki
 
 TEMPLATE = CONFIG_DIR / "allscope.conf.template"

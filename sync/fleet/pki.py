@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from device.errors import AllscopeError
-from device.store.datadir import write_atomic
+from device.store.atomic import write_atomic
 
 DEFAULT_PKI_DIR = Path("var-central/pki")
 DEFAULT_BROKER_HOSTS = ("localhost", "127.0.0.1")

@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sync_fixtures import Refused, close, mqtt_client
 
 from device.errors import AllscopeError
-from sync.fleet.enrol import enrol_device, install_bundle, parse_broker, revoke_device, write_bundle
+from sync.central.enrolment import enrol_device, revoke_device
+from sync.fleet.enrol import install_bundle, parse_broker, write_bundle
 from sync.fleet.pki import cert_fingerprint, init_pki, issue, load_certificate, revoked_serials
 from sync.wire import keys
 

@@ -348,7 +348,7 @@ def run_web_bench(clients: int = 20, duration_s: float = 20.0, pages: Sequence[P
             shutil.rmtree(temporary, ignore_errors=True)
     print_report(report, out)
     if json_path is not None:
-        from device.store.datadir import write_atomic
+        from device.store.atomic import write_atomic
 
         write_atomic(Path(json_path), (json.dumps(report, indent=1) + "\n").encode())
         print(f"written {json_path}", file=out)

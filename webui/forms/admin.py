@@ -8,8 +8,9 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import EqualTo, InputRequired, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
+from device.config.choices import CAMERA_KINDS
 from device.services.accounts import MIN_PASSWORD_LENGTH
-from device.services.settings import CAMERA_KINDS, DESCRIPTIONS, LABELS
+from device.services.settings import DESCRIPTIONS, LABELS
 from device.store.records import ROLES
 
 ROLE_CHOICES = [SelectChoice(role, role.capitalize()) for role in ROLES]

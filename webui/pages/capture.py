@@ -42,6 +42,7 @@ DECISION_KEYS = {"threshold", "review_low", "review_high"}
 def init_app(app) -> None:
     if not app.config.get("ALLSCOPE_START_WORKERS"):
         return
+    from device.inference.delegates import DelegateConfig
     from device.resources import DEFAULT_MODEL
     from device.services.jobs import AnalysisWorker
     from device.services.settings import DeviceSettings, defaults_from_config
@@ -52,7 +53,7 @@ def init_app(app) -> None:
     config = app.config.get("ALLSCOPE_CONFIG")  # device.config.schema.AllscopeConfig under `allscope serve`
     configured = config is not None and bool(config.analysis.overrides())
     decision = settings.decision() if stored & DECISION_KEYS or configured else None  # None: the model card's own
-    inference = {} if config is None else {"delegate": config.inference.delegate_config(),
+    inference = {} if config is None else {"delegate": DelegateConfig.from_section(config.inference),
                                            "watchdog_seconds": config.inference.watchdog_seconds}
     worker = AnalysisWorker(app.extensions["allscope_data"], settings.model_path or DEFAULT_MODEL,
                             decision=decision, **inference).start()

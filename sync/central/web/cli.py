@@ -62,13 +62,12 @@ def _open(args: argparse.Namespace):
 
 
 def cmd_users(args: argparse.Namespace) -> int:
-    from device.cli.main import _read_password
     from device.services import accounts
     from device.store.records import User
 
     _open(args)
     if args.central_users_command == "create":
-        user = accounts.create_user(args.username, _read_password(), [args.role], full_name=args.full_name,
+        user = accounts.create_user(args.username, accounts.read_new_password(), [args.role], full_name=args.full_name,
                                     actor=f"cli:{os.environ.get('USER', 'unknown')}")
         print(f"created {user.username} ({user.roles})")
     else:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sync.fleet.enrol import Enrolment, Revocation
+    from sync.central.enrolment import Revocation
+    from sync.fleet.enrol import Enrolment
 
 
 SECRET_FILES = {"device.key"}
@@ -54,7 +55,7 @@ def enrol_bundle(device_id: str, *, clinic: str, broker_host: str, broker_port: 
     The bundle directory is made in a private temporary directory and removed once zipped: the device's
     TLS key exists on the server only inside the download and the PKI's own ``issued/`` folder.
     """
-    from sync.fleet.enrol import enrol_device
+    from sync.central.enrolment import enrol_device
 
     with tempfile.TemporaryDirectory(prefix="allscope-bundle-") as tmp:
         out = Path(tmp) / device_id
@@ -65,6 +66,6 @@ def enrol_bundle(device_id: str, *, clinic: str, broker_host: str, broker_port: 
 
 def revoke_device(device_id: str, *, pki_dir: str) -> "Revocation":
     """Mark the device revoked and put its certificate on the broker's CRL (``sync.fleet.enrol``)."""
-    from sync.fleet.enrol import revoke_device as revoke
+    from sync.central.enrolment import revoke_device as revoke
 
     return revoke(device_id, pki_dir=Path(pki_dir))

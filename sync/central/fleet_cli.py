@@ -1,4 +1,4 @@
-"""CLI of the fleet identities: PKI, broker configuration, enrolment, revocation.
+"""The central's fleet commands: PKI, broker configuration, enrolment, revocation.
 
     allscope central pki init --dir PKI [--broker-host H ...] [--force]
     allscope central pki issue NAME --dir PKI [--server-host H ...] [--replace]
@@ -6,7 +6,6 @@
     allscope central enrol DEVICE_ID --out BUNDLE_DIR [--pki PKI] [--broker HOST:PORT] [--clinic NAME]
                                       [--central-db URL] [--data-dir DIR]
     allscope central revoke DEVICE_ID [--pki PKI] [--central-db URL] [--data-dir DIR]
-    allscope device enrol BUNDLE [--data-dir DIR] [--new-key]
 
 Defaults are those of the other central commands: PKI ``$ALLSCOPE_PKI`` or pki/ in the data directory; database
 ``$ALLSCOPE_CENTRAL_DB`` or central.db in the central data directory (``$ALLSCOPE_CENTRAL_DATA_DIR`` or
@@ -28,20 +27,7 @@ def _actor() -> str:
 
 
 def register(group: str, commands) -> None:
-    """Add this module's subcommands of ``allscope <group> ...`` (group: central | device | sync)."""
-    if group == "central":
-        _register_central(commands)
-    elif group == "device":
-        enrol = commands.add_parser("enrol", help="install an enrolment bundle (directory or zip) and generate "
-                                                  "this device's signing key")
-        enrol.add_argument("bundle", type=Path, help="bundle directory or zip from `allscope central enrol`")
-        enrol.add_argument("--data-dir", default=None, help="records and images (default: $ALLSCOPE_DATA_DIR or ./var)")
-        enrol.add_argument("--new-key", action="store_true",
-                           help="replace an existing signing key (the central admin must then re-enrol the device)")
-        enrol.set_defaults(func=cmd_device_enrol)
-
-
-def _register_central(commands) -> None:
+    """Add ``allscope central pki|broker-config|enrol|revoke``."""
     pki = commands.add_parser("pki", help="the fleet CA and certificates")
     pki_sub = pki.add_subparsers(dest="pki_command", required=True)
     init = pki_sub.add_parser("init", help="create the CA, broker and central certificates, CRL and envelope keys")
@@ -126,7 +112,7 @@ def cmd_pki_issue(args) -> int:
 
 
 def cmd_broker_config(args) -> int:
-    from device.store.datadir import write_atomic
+    from device.store.atomic import write_atomic
     from sync.fleet.broker import render_config
     from sync.fleet.pki import open_pki
 
@@ -142,7 +128,8 @@ def cmd_broker_config(args) -> int:
 
 def cmd_enrol(args) -> int:
     from device.store.records import audit, db_proxy
-    from sync.fleet.enrol import check_device_name, enrol_device, parse_broker
+    from sync.central.enrolment import enrol_device
+    from sync.fleet.enrol import check_device_name, parse_broker
 
     check_device_name(args.device_id)
     host, port = parse_broker(args.broker or os.environ.get("ALLSCOPE_BROKER") or DEFAULT_BROKER)
@@ -161,7 +148,7 @@ def cmd_enrol(args) -> int:
 
 def cmd_revoke(args) -> int:
     from device.store.records import audit, db_proxy
-    from sync.fleet.enrol import revoke_device
+    from sync.central.enrolment import revoke_device
 
     _open_central(args)
     with db_proxy.atomic():
@@ -174,25 +161,4 @@ def cmd_revoke(args) -> int:
         print(f"warning: {done.crl_note}", file=sys.stderr)
     else:
         print("the CRL is updated: reload the broker (SIGHUP) so the device can no longer connect")
-    return 0
-
-
-def cmd_device_enrol(args) -> int:
-    from device.store.datadir import DataDir
-    from device.store.records import audit, db_proxy, open_database
-    from sync.fleet.enrol import install_bundle
-
-    data = DataDir.resolve(args.data_dir)
-    done = install_bundle(args.bundle, data.root, new_key=args.new_key)
-    database = open_database(data.database)
-    try:
-        with db_proxy.atomic():
-            audit("enrol", "device", done.device_id, username=_actor(),
-                  after={"broker": done.broker, "clinic": done.clinic, "signing_key": done.signing_fingerprint,
-                         "new_signing_key": done.key_created})
-    finally:
-        database.close()
-    print(f"enrolled as {done.device_id} (broker {done.broker}); sync files in {done.sync_dir}")
-    state = "new" if done.key_created else "existing"
-    print(f"signing key ({state}, stays on this device) fingerprint {done.signing_fingerprint}")
     return 0
