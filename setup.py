@@ -3,7 +3,10 @@
 ``models/`` and ``firmware_config/mosquitto/`` sit at the top of the tree (the
 project's fixed shape), outside every package, so a plain wheel would leave them
 out. They are copied into ``device/shipped/`` of the build; ``device/resources.py``
-finds them there, or in the checkout for an editable install.
+finds them there, or in the checkout for an editable install. ``MANIFEST.in``
+puts the same files in the sdist, so a wheel built from it (``python -m build``)
+carries them too; a build that cannot find one of them fails instead of making
+a wheel without a model.
 """
 
 import shutil
@@ -12,8 +15,12 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-SHIPPED = {"models": ("*.tflite", "model_card.json", "model_card.md"),
-           "firmware_config/mosquitto": ("*",)}
+# folder -> (patterns to copy, files that must be among them)
+SHIPPED = {
+    "models": (("*.tflite", "model_card.json", "model_card.md"),
+               ("allscope_blast_int8.tflite", "allscope_blast_float32.tflite", "model_card.json")),
+    "firmware_config/mosquitto": (("*",), ("allscope.conf.template", "acl")),
+}
 
 
 class BuildWithShippedFiles(build_py):
@@ -21,7 +28,11 @@ class BuildWithShippedFiles(build_py):
         super().run()
         if getattr(self, "editable_mode", False):
             return  # an editable install reads the checkout's folders
-        for folder, patterns in SHIPPED.items():
+        for folder, (patterns, required) in SHIPPED.items():
+            missing = [name for name in required if not (Path(folder) / name).is_file()]
+            if missing:
+                raise SystemExit(f"cannot build allscope: {', '.join(f'{folder}/{m}' for m in missing)} "
+                                 "missing (build from a checkout, or from an sdist made with MANIFEST.in)")
             target = Path(self.build_lib) / "device" / "shipped" / Path(folder).name
             target.mkdir(parents=True, exist_ok=True)
             for pattern in patterns:
