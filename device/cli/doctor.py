@@ -15,88 +15,28 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import shutil
 import sqlite3
 import statistics
 import subprocess
-import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
+from device.cli.doctor_base import (  # noqa: F401  (the names tests and callers use, one import away)
+    FAIL, PASS, SKIP, WARN, Context, Result, load_settings, one_line, with_timeout)
+from device.cli.doctor_sync import check_broker, check_certificates, mqtt_probe  # noqa: F401
 from device.errors import AllscopeError
 
-PASS, WARN, FAIL, SKIP = "PASS", "WARN", "FAIL", "SKIP"
 LOW_DISK_BYTES = 1 << 30      # warn below 1 GB free ...
 LOW_DISK_FRACTION = 0.10      # ... or below 10 % free
-CERT_WARN_DAYS = 30
 MIN_YEAR = 2025               # a Pi without an RTC battery boots in 1970 (or at the last fake-hwclock save)
 LATENCY_RUNS = 20
 CAMERA_TIMEOUT_S = 15.0
-BROKER_TIMEOUT_S = 5.0
-
-
-@dataclass
-class Result:
-    name: str
-    status: str
-    detail: str
-    fix: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def line(self) -> str:
-        text = f"{self.status}  {self.name:<11} {self.detail}"
-        return text + (f"  -> {self.fix}" if self.fix and self.status in (WARN, FAIL) else "")
-
-
-# --- configuration ---------------------------------------------------------------------------------------
-
-def load_settings(path: str | os.PathLike | None):
-    """The validated configuration (device/config/schema.py) and a line saying where it came from."""
-    from device.config.schema import load_config
-
-    config = load_config(path)
-    return config, config.source or "built-in defaults (no configuration file)"
-
-
-class Context:
-    """What the checks share: the configuration, paths derived from it, and the loaded classifier."""
-
-    def __init__(self, config, source: str):
-        self.config, self.source = config, source
-        # unset: as DataDir.resolve and device.resources.model_in_force decide ($ALLSCOPE_DATA_DIR / $ALLSCOPE_MODEL, defaults)
-        from device.resources import model_in_force
-        from device.store.datadir import DEFAULT_DATA_DIR
-
-        data_dir = config.device.data_dir or os.environ.get("ALLSCOPE_DATA_DIR") or DEFAULT_DATA_DIR
-        self.data_dir = Path(data_dir).expanduser().absolute()
-        self.model_path = model_in_force(configured=config.inference.model)
-        self.classifier = None
 
 
 # --- checks ----------------------------------------------------------------------------------------------
-
-def _with_timeout(function: Callable[[], Any], seconds: float, what: str) -> Any:
-    """Run ``function`` in a daemon thread; AllscopeError if it does not return in time (a hung driver)."""
-    outcome: dict[str, Any] = {}
-
-    def run():
-        try:
-            outcome["value"] = function()
-        except BaseException as error:  # noqa: BLE001 - handed back to the caller's thread
-            outcome["error"] = error
-
-    thread = threading.Thread(target=run, name=f"allscope-doctor-{what}", daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise AllscopeError(f"{what} did not answer within {seconds:g} s (hung driver?)")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("value")
-
 
 def check_config(ctx: Context) -> Result:
     return Result("config", PASS, ctx.source)
@@ -118,9 +58,9 @@ def check_camera(ctx: Context) -> Result:
 
     where = f"{kind} {source or '(default source)'}"
     try:
-        frame = _with_timeout(grab, CAMERA_TIMEOUT_S, f"camera {where}")
+        frame = with_timeout(grab, CAMERA_TIMEOUT_S, f"camera {where}")
     except AllscopeError as error:
-        return Result("camera", FAIL, _one_line(error), "check camera.backend and camera.source in the "
+        return Result("camera", FAIL, one_line(error), "check camera.backend and camera.source in the "
                       "configuration (allscope camera list shows what is attached); a running allscope-device "
                       "service may hold the camera")
     height, width = frame.shape[:2]
@@ -135,7 +75,7 @@ def check_model(ctx: Context) -> Result:
     try:
         ctx.classifier = CellClassifier.load(path, DelegateConfig(kind="cpu", num_threads=ctx.config.inference.threads))
     except AllscopeError as error:
-        return Result("model", FAIL, _one_line(error), "reinstall the model file or point inference.model at "
+        return Result("model", FAIL, one_line(error), "reinstall the model file or point inference.model at "
                       "the shipped models/allscope_blast_int8.tflite")
     info, size = ctx.classifier.info, ctx.classifier.input_size
     return Result("model", PASS, f"{path.name} sha256 {info.short_id}, input {size}x{size} px, labels "
@@ -167,12 +107,12 @@ def check_delegate(ctx: Context) -> Result:
     try:
         delegate = DelegateConfig.from_section(settings)
         classifier = ctx.classifier if delegate.kind == "cpu" else \
-            _with_timeout(lambda: CellClassifier.load(ctx.model_path, delegate), settings.watchdog_seconds,
+            with_timeout(lambda: CellClassifier.load(ctx.model_path, delegate), settings.watchdog_seconds,
                           f"loading the {delegate.kind} delegate")
-        latency = _with_timeout(lambda: measure_latency(classifier), settings.watchdog_seconds,
+        latency = with_timeout(lambda: measure_latency(classifier), settings.watchdog_seconds,
                                 f"inference on {classifier.backend}")
     except AllscopeError as error:
-        return Result("delegate", FAIL, _one_line(error), "check the accelerator (plugged in, udev rule, "
+        return Result("delegate", FAIL, one_line(error), "check the accelerator (plugged in, udev rule, "
                       "driver) or set inference.delegate = \"cpu\"")
     detail = f"{classifier.backend}: median {latency:.2f} ms per inference ({LATENCY_RUNS} runs)"
     data = {"backend": classifier.backend, "latency_ms": round(latency, 3)}
@@ -252,111 +192,12 @@ def check_database(ctx: Context) -> Result:
         finally:
             connection.close()
     except (sqlite3.Error, AllscopeError) as error:
-        return Result("database", FAIL, f"{path}: {_one_line(error)}", "if the key is right and the file is "
+        return Result("database", FAIL, f"{path}: {one_line(error)}", "if the key is right and the file is "
                       "damaged, restore the last backup (allscope backup list, allscope backup restore)")
     if rows != ["ok"]:
         return Result("database", FAIL, f"{path}: integrity_check: {'; '.join(rows)[:300]}",
                       "stop the service and restore the last backup (allscope backup restore)")
     return Result("database", PASS, f"{path}: integrity_check ok")
-
-
-def _bundle(ctx: Context) -> dict | None:
-    meta = ctx.data_dir / "sync" / "bundle.json"
-    if not meta.is_file():
-        return None
-    return json.loads(meta.read_text())
-
-
-def check_certificates(ctx: Context, now: dt.datetime | None = None) -> Result:
-    from sync.fleet.pki import load_certificate
-
-    try:
-        meta = _bundle(ctx)
-    except (OSError, ValueError) as error:
-        return Result("certificate", FAIL, f"sync/bundle.json unreadable ({_one_line(error)})",
-                      "re-enrol: allscope device enrol BUNDLE")
-    if meta is None:
-        return Result("certificate", SKIP, "not enrolled for sync (no sync/bundle.json)")
-    now = now or dt.datetime.now(dt.timezone.utc)
-    found = []
-    for name in ("device.crt", "ca.crt"):
-        try:
-            cert = load_certificate(ctx.data_dir / "sync" / name)
-        except AllscopeError as error:
-            return Result("certificate", FAIL, _one_line(error), "re-enrol: allscope device enrol BUNDLE")
-        found.append((name, cert.not_valid_before_utc, cert.not_valid_after_utc))
-    name, _, until = min(found, key=lambda item: item[2])
-    days = (until - now).total_seconds() / 86400
-    detail = f"{name} valid until {until:%Y-%m-%d} ({days:.0f} days)"
-    data = {name: {"not_after": after.isoformat()} for name, _, after in found}
-    if any(before > now for _, before, _ in found):
-        return Result("certificate", FAIL, "a certificate is not valid yet: the clock is behind",
-                      "set the clock (see the clock check)", data)
-    if days < 0:
-        return Result("certificate", FAIL, f"{name} expired on {until:%Y-%m-%d}",
-                      "ask the central administrator for a new bundle and run allscope device enrol", data)
-    if days < CERT_WARN_DAYS:
-        return Result("certificate", WARN, detail, "ask the central administrator to re-enrol this device "
-                      "before it expires (allscope central enrol), then allscope device enrol", data)
-    return Result("certificate", PASS, detail, data=data)
-
-
-def check_broker(ctx: Context, timeout: float = BROKER_TIMEOUT_S) -> Result:
-    """Mutual-TLS MQTT connection to the bundle's broker (own client id: the agent's session is left alone)."""
-    from sync.fleet.enrol import parse_broker
-
-    try:
-        meta = _bundle(ctx)
-    except (OSError, ValueError):
-        meta = None
-    if meta is None:
-        return Result("broker", SKIP, "not enrolled for sync")
-    override = ctx.config.sync.broker
-    host, port = parse_broker(override) if override else (meta["broker_host"], int(meta["broker_port"]))
-    started = time.perf_counter()
-    problem = mqtt_probe(ctx.data_dir / "sync", host, port, f"{meta['device_id']}-doctor", timeout)
-    where = f"{host}:{port}"
-    if problem:
-        return Result("broker", FAIL, f"{where}: {problem}", "is the broker running and reachable from here "
-                      "(network, firewall, sync.broker)? A refused certificate needs a new bundle",
-                      {"broker": where})
-    elapsed = (time.perf_counter() - started) * 1000.0
-    return Result("broker", PASS, f"{where}: mutual TLS and MQTT connect ok in {elapsed:.0f} ms",
-                  data={"broker": where, "connect_ms": round(elapsed, 1)})
-
-
-def mqtt_probe(sync_dir: Path, host: str, port: int, client_id: str, timeout: float) -> str | None:
-    """None when the broker accepts an MQTT v5 connection with the device certificate, else one line why."""
-    import ssl
-
-    import paho.mqtt.client as mqtt
-
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
-                         reconnect_on_failure=False)
-    client.connect_timeout = timeout
-    client.tls_set(ca_certs=str(sync_dir / "ca.crt"), certfile=str(sync_dir / "device.crt"),
-                   keyfile=str(sync_dir / "device.key"), cert_reqs=ssl.CERT_REQUIRED,
-                   tls_version=ssl.PROTOCOL_TLS_CLIENT)
-    outcome: dict[str, Any] = {}
-    client.on_connect = lambda _c, _u, _f, reason, _p: outcome.setdefault("reason", reason)
-    client.on_disconnect = lambda _c, _u, _f, reason, _p: outcome.setdefault("closed", reason)
-    try:
-        client.connect(host, port, keepalive=10, clean_start=True)
-    except ssl.SSLError as error:
-        return f"TLS refused ({_one_line(error.reason or error)})"
-    except OSError as error:
-        return f"unreachable ({_one_line(error.strerror or error)})"
-    deadline = time.monotonic() + timeout
-    try:
-        while "reason" not in outcome and "closed" not in outcome and time.monotonic() < deadline:
-            if client.loop(0.1) not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
-                return "the broker closed the connection (certificate refused or revoked?)"
-    finally:
-        client.disconnect()
-    reason = outcome.get("reason")
-    if reason is None:
-        return f"no MQTT answer within {timeout:.0f} s"
-    return f"connection refused: {reason}" if reason.is_failure else None
 
 
 CHECKS: tuple[Callable[[Context], Result], ...] = (
@@ -369,7 +210,7 @@ def run_checks(config_path: str | None) -> list[Result]:
         config, source = load_settings(config_path)
     except Exception as error:  # noqa: BLE001 - a config error FAILs; nothing else can then be trusted
         problems = getattr(error, "problems", None) or [str(error)]
-        results = [Result("config", FAIL, _one_line(problem), "fix the file (allscope config check lists every "
+        results = [Result("config", FAIL, one_line(problem), "fix the file (allscope config check lists every "
                           "problem with its line)") for problem in problems]
         return results + [Result(c.__name__.removeprefix("check_"), SKIP, "the configuration is invalid")
                           for c in CHECKS[1:]]
@@ -381,12 +222,8 @@ def run_checks(config_path: str | None) -> list[Result]:
             results.append(check(ctx))
         except Exception as error:  # noqa: BLE001 - one broken check must not hide the others
             results.append(Result(name, FAIL, f"the check itself failed: {type(error).__name__}: "
-                                  f"{_one_line(error)}", "report this with the device log"))
+                                  f"{one_line(error)}", "report this with the device log"))
     return results
-
-
-def _one_line(error: object) -> str:
-    return " ".join(str(error).split())[:300] or type(error).__name__
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

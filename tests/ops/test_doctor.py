@@ -210,13 +210,13 @@ def test_a_hung_driver_call_is_reported_not_waited_for():
     import threading
     import time
 
-    from device.cli.doctor import _with_timeout
+    from device.cli.doctor import with_timeout
     from device.errors import AllscopeError
 
     release = threading.Event()
     started = time.monotonic()
     with pytest.raises(AllscopeError, match="camera x did not answer within 0.3 s"):
-        _with_timeout(lambda: release.wait(30), 0.3, "camera x")
+        with_timeout(lambda: release.wait(30), 0.3, "camera x")
     assert time.monotonic() - started < 5
     release.set()
-    assert _with_timeout(lambda: 42, 5, "quick") == 42
+    assert with_timeout(lambda: 42, 5, "quick") == 42
