@@ -11,7 +11,7 @@ The changes themselves (and their audit events) are ``device.services.accounts``
 from __future__ import annotations
 
 from device.services import accounts
-from device.services.accounts import AccountError
+from device.services.accounts import AccountRefused, NoSuchAccount
 from device.store.records import User, db_proxy
 
 ADMIN = "admin"
@@ -25,13 +25,13 @@ def active_admin_ids() -> set[int]:
 def _refresh(user: User) -> User:
     fresh = User.get_or_none(User.id == user.id)
     if fresh is None:
-        raise AccountError(f"no such user: {user.username}")
+        raise NoSuchAccount(f"no such user: {user.username}")
     return fresh
 
 
 def _check_not_last_admin(target: User, what: str) -> None:
     if not target.disabled and ADMIN in target.role_set and active_admin_ids() == {target.id}:
-        raise AccountError(f"{target.username} is the last active administrator and cannot be {what}: "
+        raise AccountRefused(f"{target.username} is the last active administrator and cannot be {what}: "
                            f"make another user administrator first")
 
 
@@ -42,7 +42,7 @@ def change_roles(target: User, roles: str | list[str], actor: str, actor_id: int
         target = _refresh(target)
         if ADMIN in target.role_set and ADMIN not in role_list:
             if target.id == actor_id:
-                raise AccountError("you cannot remove your own admin role: ask another administrator")
+                raise AccountRefused("you cannot remove your own admin role: ask another administrator")
             _check_not_last_admin(target, "demoted")
         if role_list != sorted(target.role_set, key=accounts.ROLES.index):
             accounts.set_roles(target, role_list, actor)
@@ -55,7 +55,7 @@ def set_enabled(target: User, enabled: bool, actor: str, actor_id: int | None = 
         target = _refresh(target)
         if not enabled:
             if target.id == actor_id:
-                raise AccountError("you cannot disable your own account")
+                raise AccountRefused("you cannot disable your own account")
             _check_not_last_admin(target, "disabled")
         if target.disabled == (not enabled):
             return target

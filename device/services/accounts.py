@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from device.errors import AllscopeError
+from device.errors import Conflict, InvalidInput, NotFound
 from device.store.records import ROLES, LoginFailure, User, audit, db_proxy, utcnow
 
 _hasher = PasswordHasher()  # Argon2id with the library's current recommended parameters
@@ -25,8 +25,16 @@ USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 MIN_PASSWORD_LENGTH = 10
 
 
-class AccountError(AllscopeError):
+class AccountError(InvalidInput):
     """A user-facing problem with an account request (bad name, weak password, unknown user)."""
+
+
+class AccountRefused(Conflict, AccountError):
+    """A rule keeps the device administrable: no self lock-out, never without an active administrator."""
+
+
+class NoSuchAccount(NotFound, AccountError):
+    """The account named does not exist."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,7 @@ def create_user(username: str, password: str, roles: str | list[str], *, full_na
     return user
 
 
-class SetupClosed(AccountError):
+class SetupClosed(NotFound, AccountError):
     """The one-time set-up was asked for while an account already exists."""
 
 
@@ -109,7 +117,7 @@ def set_roles(user: User, roles: str | list[str], actor: str) -> None:
 def set_disabled(username: str, disabled: bool, actor: str) -> User:
     user = User.get_or_none(User.username == username.strip().lower())
     if user is None:
-        raise AccountError(f"no such user: {username}")
+        raise NoSuchAccount(f"no such user: {username}")
     with db_proxy.atomic():
         User.update(disabled=disabled, session_epoch=User.session_epoch + 1).where(User.id == user.id).execute()
         audit("disable" if disabled else "enable", "user", user.id, username=actor,

@@ -15,13 +15,14 @@ import peewee as pw
 from flask import request
 from flask_login import current_user
 
+from device.errors import InvalidInput
 from device.store.records import Capture, Patient, Report, Sample, audit, changes, db_proxy, row_dict, utcnow
 
 PAGE_SIZE = 25
 
 
-class DuplicateIdentifier(Exception):
-    """Another request registered the same identifier between validation and saving."""
+class DuplicateIdentifier(InvalidInput):
+    """Another request registered the same identifier between validation and saving (the form's field error)."""
 
 
 def _actor() -> dict:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping
 
 from device.config.choices import CAMERA_KINDS
 from device.core.decision import DecisionSettings
-from device.errors import AllscopeError
+from device.errors import AllscopeError, InvalidInput
 from device.store.records import Setting, audit, db_proxy, utcnow
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 MAX_SOURCE_LENGTH = 1000
 
 
-class SettingsError(AllscopeError, ValueError):
+class SettingsError(InvalidInput, ValueError):
     """A setting value that cannot be used; ``key`` names the setting."""
 
     def __init__(self, key: str, message: str):

@@ -10,22 +10,25 @@ deleted). Version N stays the report of record until N+1 is signed.
 Sign-off is refused while a capture is still queued or analysing, while a
 counted cell the AI flagged for review has no reviewer label, or when the
 conclusion is empty. Every change writes its audit event in the same
-transaction. Each function raises :class:`ReviewError` (a one-line message
-and an HTTP-like status) instead of changing anything when refused.
+transaction. Each function raises :class:`ReviewError` (a one-line message; a
+``Conflict``, or :class:`ReviewInputError` for a bad request) instead of changing anything when refused.
 """
 
 from __future__ import annotations
 
 import peewee as pw
 
+from device.errors import Conflict, InvalidInput
 from device.services import reporting
 from device.store.records import CELL_LABELS, Capture, Cell, Report, Sample, audit, changes, db_proxy, row_dict, utcnow
 
 
-class ReviewError(Exception):
-    def __init__(self, message: str, status: int = 409):
-        super().__init__(message)
-        self.status = status
+class ReviewError(Conflict):
+    """The workflow refuses the change now (report signed, cells unreviewed, captures analysing)."""
+
+
+class ReviewInputError(InvalidInput, ReviewError):
+    """The request itself is wrong (an unknown label, no reason for an amendment)."""
 
 
 def latest_report(sample: Sample | int) -> Report | None:
@@ -59,7 +62,7 @@ def sign_blockers(sample: Sample, conclusion: str | None = None) -> list[str]:
 def relabel(cell: Cell, label: str, *, username: str, address: str = "") -> Cell:
     """Set the reviewer's label; the AI's label is kept. Bumps the capture's version for sync."""
     if label not in CELL_LABELS:
-        raise ReviewError(f"Unknown label {label!r}: use one of {', '.join(CELL_LABELS)}.", 400)
+        raise ReviewInputError(f"Unknown label {label!r}: use one of {', '.join(CELL_LABELS)}.")
     with db_proxy.atomic():
         cell = Cell.get_by_id(cell.id)  # fresh, inside the transaction
         capture = cell.capture
@@ -139,7 +142,7 @@ def start_amendment(report: Report, reason: str, *, username: str, address: str 
     """Open draft version N+1 of a signed report (the latest version); labels may change again."""
     reason = (reason or "").strip()
     if not reason:
-        raise ReviewError("Give the reason for the amendment.", 400)
+        raise ReviewInputError("Give the reason for the amendment.")
     with db_proxy.atomic():
         report = Report.get_by_id(report.id)
         latest = latest_report(report.sample_id)

@@ -62,11 +62,6 @@ def _bind(form_class, formdata: MultiDict, **kwargs):
     return form_class(formdata=formdata, meta={"csrf": False}, **kwargs)
 
 
-@bp.errorhandler(PayloadError)
-def _bad_payload(err):
-    return jsonify(error=str(err)), 400
-
-
 def patient_json(patient: Patient, sample_count: int | None = None, latest: str | None = None) -> dict:
     out = row_dict(patient)
     if sample_count is not None:

@@ -14,6 +14,7 @@ from device.services import reporting, signoff
 from device.store.records import Cell, Report, Sample, audit, db_proxy
 from webui.api.base import bp
 from webui.kit.access import CLINICAL, PATHOLOGIST, allow
+from webui.kit.errors import http_status
 
 
 def _error(message: str, status: int):
@@ -39,7 +40,7 @@ def api_label_cell(cell_id: int):
     try:
         cell = signoff.relabel(cell, label, username=current_user.username, address=request.remote_addr or "")
     except signoff.ReviewError as error:
-        return _error(str(error), error.status)
+        return _error(str(error), http_status(error))
     sample = cell.capture.sample
     return jsonify(cell=reporting.cell_dict(cell), counts=_counts(reporting.sample_summary(sample)),
                    sign_blockers=signoff.sign_blockers(sample))
@@ -73,7 +74,7 @@ def api_sign(sample_id: int):
         report = signoff.sign(sample, conclusion, username=current_user.username,
                               address=request.remote_addr or "")
     except signoff.ReviewError as error:
-        return _error(str(error), error.status)
+        return _error(str(error), http_status(error))
     return jsonify(report=signoff.report_dict(report))
 
 

@@ -15,6 +15,7 @@ from werkzeug.datastructures import MultiDict
 from wtforms import DateField, DateTimeLocalField, FloatField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp, ValidationError
 
+from device.errors import InvalidInput
 from device.store.records import SEXES, Patient
 
 SPECIMEN_TYPES = ("peripheral blood", "bone marrow aspirate", "other")
@@ -124,7 +125,7 @@ class SampleForm(FlaskForm):
 
 # --- the API's bridge: JSON object -> the same form data the pages post --------------------------------
 
-class PayloadError(ValueError):
+class PayloadError(InvalidInput, ValueError):
     """The JSON body is not an object of plain values (a 400 before any field is looked at)."""
 
 

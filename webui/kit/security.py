@@ -27,7 +27,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
-from webui.kit import access
+from webui.kit import access, errors
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +223,8 @@ def register_error_handlers(app: Flask, respond: ErrorResponder, *, upload_limit
             return respond(507, STORAGE_FULL)
         log.exception("unexpected error on %s %s", request.method, request.path)
         return respond(500, unexpected)
+
+    errors.install(app, respond, _unexpected)  # domain errors: their kind's status, one place
 
 
 STORAGE_FULL = ("The device's storage is full: nothing was saved. Free space (export or archive old records) "

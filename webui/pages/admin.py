@@ -22,6 +22,7 @@ from device.services.settings import DeviceSettings, SettingsError, defaults_fro
 from device.store.records import AuditEvent, User
 from webui.forms.admin import ActionForm, AuditFilterForm, CreateUserForm, PasswordForm, RolesForm, SettingsForm
 from webui.kit.access import ADMIN, allow
+from webui.kit.errors import http_status
 from webui.pages import admin_status
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -176,7 +177,7 @@ def _set_enabled(user_id: int, enabled: bool):
         account_rules.set_enabled(user, enabled, current_user.username, current_user.id)
     except AccountError as error:
         flash(str(error)[:1].upper() + str(error)[1:] + ".", "error")
-        return _render_users(status=409)
+        return _render_users(status=http_status(error) or 409)
     flash(f"{user.username} {'enabled' if enabled else 'disabled: they can no longer log in'}.", "info")
     return _back_to(user)
 

@@ -17,6 +17,7 @@ from wtforms.validators import AnyOf, InputRequired, Length
 from device.services import reporting, signoff
 from device.store.records import CELL_LABELS, Cell, Report, Sample, audit, db_proxy
 from webui.kit.access import PATHOLOGIST, allow
+from webui.kit.errors import http_status
 
 bp = Blueprint("review", __name__)
 
@@ -137,7 +138,7 @@ def save_draft(sample_id: int):
         report = signoff.save_draft(sample, form.conclusion.data or "", username=current_user.username,
                                     address=address())
     except signoff.ReviewError as error:
-        return _render_review(sample, form=form, message=str(error), status=error.status)
+        return _render_review(sample, form=form, message=str(error), status=http_status(error))
     flash(f"Draft (version {report.version}) saved.", "info")
     return redirect(url_for("review.sample_review", sample_id=sample_id, _anchor="report"))
 
@@ -155,7 +156,7 @@ def sign(sample_id: int):
     try:
         report = signoff.sign(sample, conclusion, username=current_user.username, address=address())
     except signoff.ReviewError as error:
-        return _render_review(sample, form=form, message=str(error), status=error.status)
+        return _render_review(sample, form=form, message=str(error), status=http_status(error))
     flash(f"Report version {report.version} signed.", "info")
     return redirect(url_for("reports.report_version", report_id=report.id))
 
@@ -173,6 +174,6 @@ def amend(report_id: int):
     try:
         new = signoff.start_amendment(report, form.reason.data, username=current_user.username, address=address())
     except signoff.ReviewError as error:
-        return _render_review(report.sample, amend_form=form, message=str(error), status=error.status)
+        return _render_review(report.sample, amend_form=form, message=str(error), status=http_status(error))
     flash(f"Amendment started: draft version {new.version}. Change labels if needed, then sign it.", "info")
     return redirect(url_for("review.sample_review", sample_id=report.sample_id, _anchor="report"))
