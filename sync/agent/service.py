@@ -47,6 +47,7 @@ from sync.agent.config import AgentConfig
 from sync.agent.media import FileIndex, MediaFile, file_names
 from sync.agent.outbox import backlog
 from sync.agent.sealer import Sealer
+from sync.agent.window import SendWindow, due
 from sync.wire import acks as acks_mod
 from sync.wire import envelope as env_mod
 from sync.wire import keys, topics
@@ -55,8 +56,7 @@ log = logging.getLogger("allscope.sync")
 
 CHUNK_WINDOW = 32  # file chunks in flight (each up to max_message_bytes)
 # Rejections that can clear by themselves (the hello not yet processed by another receiver, a central
-# hiccup) are retried after ack_timeout_s; the others after retry_rejected_s.
-TRANSIENT_REASONS = ("no_key", "internal_error")
+# hiccup) are retried after ack_timeout_s, the others after retry_rejected_s (sync/agent/window.py).
 
 
 def backoff_delays(initial: float, cap: float, jitter: float, rng: random.Random | None = None):
@@ -78,11 +78,10 @@ class SyncAgent:
         self.files = FileIndex(config.data_dir)
         self.sending: dict[str, MediaFile] = {}        # sha256 -> file with chunks in flight
         self.stop_event = threading.Event()
-        self.inflight: dict[int, float] = {}            # outbox id -> monotonic time sent
-        self.chunks_inflight: dict[tuple[str, int], float] = {}
-        self.retry_after: dict[int, float] = {}         # rejected outbox id -> monotonic time to offer again
+        self.clock = time.monotonic
+        self.window = SendWindow(size=config.window, chunk_size=CHUNK_WINDOW, ack_timeout=config.ack_timeout_s,
+                                 retry_rejected=config.retry_rejected_s)
         self.ack_batch: list[dict] = []                  # verified record acks not yet applied to the outbox
-        self.cursor = 0                                 # highest outbox id offered in this pass
         self.connected = False
         self.lost = False
         self.hello_confirmed = outbox.get_state("hello_key") == self.key_fingerprint
@@ -121,7 +120,7 @@ class SyncAgent:
         self.counts["connects"] += 1
         if not flags.session_present:
             # Acks queued for the old session are gone: everything unacknowledged goes again.
-            self._requeue_all()
+            self.window.requeue_all()
         client.subscribe(topics.ack(self.config.device_id), qos=1)
         self._send_hello()
         self._publish_status()
@@ -188,7 +187,7 @@ class SyncAgent:
             if self.connected:
                 had_session = True
                 self.pump()
-                if until_empty and not self.inflight and backlog() == 0:
+                if until_empty and self.window.idle() and backlog() == 0:
                     return True, True
         return False, had_session
 
@@ -213,39 +212,28 @@ class SyncAgent:
     def pump(self) -> None:
         """Called between network loop passes: acks, status, hello, resends, then fill the window."""
         self.flush_acks()
-        now = time.monotonic()
-        if now - self.status_sent_at >= self.config.status_interval_s:
+        now, window = self.clock(), self.window
+        if due(now, self.status_sent_at, self.config.status_interval_s):
             self._publish_status()
         if not self.hello_confirmed:
-            if now - self.hello_sent_at >= self.config.ack_timeout_s:
+            if due(now, self.hello_sent_at, self.config.ack_timeout_s):
                 self._send_hello()
             return
-        timeout = self.config.ack_timeout_s
-        for entry_id, sent in list(self.inflight.items()):
-            if now - sent >= timeout:
-                del self.inflight[entry_id]
-                self._rewind(entry_id)
-        for key, sent in list(self.chunks_inflight.items()):
-            if now - sent >= timeout:
-                del self.chunks_inflight[key]
-        for entry_id, when in list(self.retry_after.items()):
-            if now >= when:
-                del self.retry_after[entry_id]
-                self._rewind(entry_id)
-        free = self.config.window - len(self.inflight)
+        window.expire(now)
+        free = window.free()
         sent: list[int] = []
         try:
             while free > 0:
-                batch = outbox.pending(min(free, 500), after_id=self.cursor)
+                batch = outbox.pending(min(free, 500), after_id=window.cursor)
                 if not batch:
                     return
                 for position, entry in enumerate(batch):
-                    if entry.id not in self.inflight and entry.id not in self.retry_after:
+                    if window.may_offer(entry.id):
                         if entry.entity == "capture" and not self._files_ready(entry):
                             # Head of line: later records wait for this capture's files, but the files
                             # of the captures behind it may already go (keeps the chunk window full).
                             for later in batch[position + 1:]:
-                                if len(self.chunks_inflight) >= CHUNK_WINDOW:
+                                if not window.chunk_room():
                                     break
                                 if later.entity == "capture":
                                     self._files_ready(later)
@@ -253,19 +241,11 @@ class SyncAgent:
                         self._send_entry(entry)
                         sent.append(entry.id)
                         free -= 1
-                    self.cursor = entry.id
+                    window.passed(entry.id)
                     if free <= 0:
                         return
         finally:
             outbox.mark_sent(sent)
-
-    def _rewind(self, entry_id: int) -> None:
-        self.cursor = min(self.cursor, entry_id - 1)
-
-    def _requeue_all(self) -> None:
-        self.inflight.clear()
-        self.chunks_inflight.clear()
-        self.cursor = 0
 
     def _publish(self, payload: bytes) -> None:
         self.client.publish(topics.up(self.config.device_id), payload, qos=1)
@@ -276,7 +256,7 @@ class SyncAgent:
             log.warning("outbox entry %d (%s:%s) is %d bytes, above max_message_bytes", entry.id, entry.entity,
                         entry.record_id, len(data))
         self._publish(data)
-        self.inflight[entry.id] = time.monotonic()
+        self.window.offered(entry.id, self.clock())
         self.counts["sent"] += 1
 
     def _files_ready(self, entry) -> bool:
@@ -297,23 +277,23 @@ class SyncAgent:
             self.sending[media.sha256] = media
             for index in progress.missing():
                 key = (media.sha256, index)
-                if key in self.chunks_inflight:
+                if self.window.chunk_in_flight(key):
                     continue
-                if len(self.chunks_inflight) >= CHUNK_WINDOW:
+                if not self.window.chunk_room():
                     return False
                 self._publish(self.sealer.file_chunk(media, index, entry))
-                self.chunks_inflight[key] = time.monotonic()
+                self.window.chunk_sent(key, self.clock())
                 self.counts["chunks"] += 1
         return ready
 
     def _send_hello(self) -> None:
         self._publish(self.sealer.hello({"backlog": backlog()}))
-        self.hello_sent_at = time.monotonic()
+        self.hello_sent_at = self.clock()
 
     def _publish_status(self) -> None:
         self.client.publish(topics.status(self.config.device_id),
                             json.dumps({"state": "online", "backlog": backlog()}), qos=1, retain=True)
-        self.status_sent_at = time.monotonic()
+        self.status_sent_at = self.clock()
 
     # --- acknowledgements --------------------------------------------------------------------------------
 
@@ -335,7 +315,7 @@ class SyncAgent:
             self.counts["bad_acks"] += 1
             log.warning("ignored an acknowledgement: %s", error)
             return 0
-        records, now = [], time.monotonic()
+        records, now = [], self.clock()
         for item in ack.acks:
             if item["record"] == env_mod.HELLO_RECORD:
                 self._hello_ack(item)
@@ -343,13 +323,9 @@ class SyncAgent:
                 self._chunk_ack(item)
             else:
                 records.append(item)
-                self.inflight.pop(item["entry"], None)
-                if item["status"] in acks_mod.DONE:
-                    self.retry_after.pop(item["entry"], None)
-                else:
-                    wait = self.config.ack_timeout_s if item["reason"] in TRANSIENT_REASONS \
-                        else self.config.retry_rejected_s
-                    self.retry_after[item["entry"]] = now + wait
+                done = item["status"] in acks_mod.DONE
+                self.window.record_acked(item["entry"], done, item["reason"], now)
+                if not done:
                     self.counts["rejected"] += 1
                     log.warning("central rejected %s v%s (entry %s): %s", item["record"], item["version"],
                                 item["entry"], item["reason"] or "no reason")
@@ -371,12 +347,12 @@ class SyncAgent:
         if not isinstance(index, int):
             return
         if item["status"] in acks_mod.DONE:
-            self.chunks_inflight.pop((sha, index), None)
+            self.window.chunk_acked((sha, index))
             if outbox.mark_chunk_acked(sha, index):
                 self.sending.pop(sha, None)
                 log.info("file %s complete at the central", sha[:12])
         else:
-            self.chunks_inflight[(sha, index)] = time.monotonic()  # offered again after ack_timeout_s
+            self.window.chunk_sent((sha, index), self.clock())  # offered again after ack_timeout_s
             if item["reason"] == "file_hash_mismatch":  # the central dropped its chunks: start the file over
                 media = self.sending.get(sha)
                 if media is not None:

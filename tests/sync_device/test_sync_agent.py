@@ -147,7 +147,7 @@ def test_only_a_verified_central_ack_removes_entries(pki, agent):
     assert agent.handle_ack(_ack(pki, _items([third], "rejected", "replay_conflict"))) == 0
     kept = OutboxEntry.get_by_id(third.id)
     assert "replay_conflict" in kept.last_error
-    assert third.id in agent.retry_after
+    assert third.id in agent.window.retry_after
     assert OutboxEntry.select().count() == len(entries) - 2
     assert get_state("last_ack_at")
 
