@@ -205,6 +205,7 @@ else
         if [ "$DRY" = no ]; then
             [ -x "$PREFIX/bin/python" ] || python3 -m venv $([ "$SYSTEM_SITE" = yes ] && echo --system-site-packages) "$PREFIX"
             "$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+            rm -rf "$SRC/build"  # a stale build/lib would put files deleted from the tree back into the wheel
             "$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check "$SRC[device]"
             echo "$want" >"$stamp"
         fi
