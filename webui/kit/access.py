@@ -7,7 +7,7 @@
 ``allow_anonymous`` marks the few public views (login, one-time set-up,
 static files). The check runs in ``before_request`` (see ``webui/__init__``),
 so a view that forgets to declare is denied rather than exposed;
-``tests/test_access.py`` walks every registered route as anonymous and as
+``tests/web/test_access.py`` walks every registered route as anonymous and as
 each role against one table of who may do what.
 """
 
