@@ -1,15 +1,16 @@
 """What ships with the appliance: the model, its card, the demo frames and the broker templates.
 
-Found with :mod:`importlib.resources`, so they are the same files in a source
-checkout (``pip install -e``) and in an installed wheel (``pip install .``):
-the wheel carries ``models/`` as ``device/shipped/models`` and
-``firmware_config/mosquitto`` as ``device/shipped/mosquitto`` (see ``setup.py``);
-a checkout reads them from the top-level folders.
+The demo frames are package data (:mod:`importlib.resources`). The model, its card and the
+mosquitto templates live in the top-level ``models/`` and ``firmware_config/mosquitto/`` folders,
+outside every package: an installed wheel carries them as data files in ``<prefix>/share/allscope/``
+(``pyproject.toml``, ``[tool.setuptools.data-files]``); a source checkout (``pip install -e``, tests,
+training) reads its own folders, so a newly trained model is used at once.
 """
 
 from __future__ import annotations
 
 import os
+import sysconfig
 from importlib.resources import as_file, files
 from pathlib import Path
 
@@ -17,14 +18,14 @@ MODEL_NAME = "allscope_blast"
 SHIPPED_VARIANT = "int8"
 
 _CHECKOUT = Path(__file__).resolve().parents[1]
+_INSTALLED = Path(sysconfig.get_path("data")) / "share" / "allscope"
 
 
-def _shipped(packaged: str, checkout: str) -> Path:
-    resource = files("device") / "shipped" / packaged
-    if resource.is_dir():
-        with as_file(resource) as path:  # a real folder for a wheel installed unzipped (always, with pip)
-            return Path(path)
-    return _CHECKOUT / checkout
+def _shipped(installed: str, checkout: str) -> Path:
+    source = _CHECKOUT / checkout
+    if (_CHECKOUT / "pyproject.toml").is_file() and source.is_dir():
+        return source
+    return _INSTALLED / installed
 
 
 MODELS_DIR = _shipped("models", "models")

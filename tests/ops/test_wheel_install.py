@@ -33,7 +33,7 @@ import pytest
 from conftest import REPO_ROOT, TEST_PASSWORD, free_port, stop_process, wait_until_serving
 
 PACKAGES = ("device", "webui", "sync", "model_conversion")
-# Top-level folders whose files setup.py copies into device/shipped/<name>/ of the wheel.
+# Top-level folders the wheel carries as data files (pyproject.toml: share/allscope/<name>/ under the prefix).
 SHIPPED = {"models": ("allscope_blast_int8.tflite", "allscope_blast_float32.tflite", "model_card.json",
                       "model_card.md"),
            "firmware_config/mosquitto": ("allscope.conf.template", "acl")}
@@ -145,17 +145,17 @@ def test_wheel_carries_every_runtime_file(wheel, source):
     expected = {path.relative_to(source).as_posix()
                 for package in ("device", "webui", "sync") for path in (source / package).rglob("*")
                 if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts}
+    data = next(n.split("/", 1)[0] for n in names if n.split("/", 1)[0].endswith(".data"))
     for folder, required in SHIPPED.items():
         assert {p.name for p in (source / folder).iterdir()} >= set(required)
-        expected |= {f"device/shipped/{Path(folder).name}/{p.name}" for p in (source / folder).iterdir()
-                     if p.is_file() and (folder != "models" or p.name in required)}
+        expected |= {f"{data}/data/share/allscope/{Path(folder).name}/{name}" for name in required}
     assert sorted(expected - names) == []
     modules = {p.relative_to(source).as_posix() for package in PACKAGES for p in (source / package).rglob("*.py")}
     assert sorted(modules - names) == []
 
 
 def test_sdist_builds_the_same_wheel(work, source, wheel, build_env):
-    """``python -m build`` goes through the sdist: MANIFEST.in must carry what setup.py ships."""
+    """``python -m build`` goes through the sdist: it must carry the data files the wheel ships."""
     sdists = work / "sdist"
     sdists.mkdir()
     build = ("import sys; from setuptools import build_meta; "
@@ -185,9 +185,11 @@ print(json.dumps({
 }))
 """
     found = json.loads(in_venv(venv, venv["python"], "-c", probe).stdout)
-    site = venv["site"]
-    for path in found["modules"] + found["files"] + list(found["card_models"]) + found["demo"]:
+    site, prefix = venv["site"], venv["root"]
+    for path in found["modules"] + found["demo"]:
         assert Path(path).is_relative_to(site), f"{path} is not from the installed wheel in {site}"
+    for path in found["files"] + list(found["card_models"]):
+        assert Path(path).is_relative_to(prefix / "share" / "allscope"), f"{path} is not the wheel's data file"
     assert found["editable_finders"] == []
     assert all(Path(path).is_file() for path in found["files"])
     for path, size in found["card_models"].items():  # the card's model files are beside it, as it describes them
