@@ -31,9 +31,39 @@ def png_bytes(rgb) -> bytes:
     return buffer.tobytes()
 
 
-def add_capture(app, sample_id: int, cells: list[dict], status: str = "done", flag: str = "needs_review") -> list[int]:
+def app_data(app):
+    """The app's DataDir: ``app.appliance.data`` (``app.extensions["allscope_data"]`` before the typed appliance)."""
+    appliance = getattr(app, "appliance", None)
+    return appliance.data if appliance is not None else app.extensions["allscope_data"]
+
+
+SHIPPED = object()  # add_capture's default model: the shipped int8 file, as the analysis worker records it
+
+
+def analysed_with(model=SHIPPED, threshold: float | None = None) -> dict:
+    """The capture columns the analysis worker writes about the model file that ran (None: not recorded, as in
+    captures analysed before schema v4) and the decision settings in force."""
+    from device.core.decision import DecisionSettings
+    from device.inference.model_info import read_model_info
+    from device.resources import DEFAULT_MODEL
+
+    if model is None:
+        return {"model_identity": None, "decision": None}
+    info = read_model_info(DEFAULT_MODEL if model is SHIPPED else model)
+    decision = DecisionSettings.from_model(info.provenance)
+    if threshold is not None:
+        decision = DecisionSettings(threshold=threshold, review_low=min(decision.review_low, threshold),
+                                    review_high=max(decision.review_high, threshold))
+    return {"model_identity": info.identity(), "decision": decision.as_dict()}
+
+
+def add_capture(app, sample_id: int, cells: list[dict], status: str = "done", flag: str = "needs_review",
+                model=SHIPPED, threshold: float | None = None) -> list[int]:
+    """A capture of the demo frame with ``cells``; a done one records ``model`` (a .tflite path, the shipped one
+    by default, None: "not recorded") and the decision ``threshold`` (default: the model's own)."""
+    recorded = analysed_with(model, threshold) if status == "done" else analysed_with(None)
     with app.app_context():
-        data = app.extensions["allscope_data"]
+        data = app_data(app)
         rgb = load_image(DEMO_FRAME)
         height, width = rgb.shape[:2]
         relative, digest = data.store_image(png_bytes(rgb))
@@ -41,8 +71,9 @@ def add_capture(app, sample_id: int, cells: list[dict], status: str = "done", fl
         with db_proxy.atomic():
             capture = Capture.create(sample=sample_id, image_path=relative, sha256=digest, source="upload",
                                      original_name=DEMO_FRAME.name, width=width, height=height, status=status,
-                                     flag=flag if status == "done" else "", model_id="test-model",
-                                     quality={"usable": True, "problems": []}, created_by="tech")
+                                     flag=flag if status == "done" else "",
+                                     model_id=(recorded["model_identity"] or {}).get("short_id", "test-model"),
+                                     quality={"usable": True, "problems": []}, created_by="tech", **recorded)
             for index, spec in enumerate(cells):
                 x0, y0 = max(int(spec["x"] - spec["w"] / 2), 0), max(int(spec["y"] - spec["h"] / 2), 0)
                 x1, y1 = min(int(spec["x"] + spec["w"] / 2), width), min(int(spec["y"] + spec["h"] / 2), height)

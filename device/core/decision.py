@@ -17,6 +17,10 @@ class DecisionSettings:
         if not 0.0 <= self.review_low <= self.threshold <= self.review_high <= 1.0:
             raise ValueError("decision settings must satisfy 0 <= review_low <= threshold <= review_high <= 1")
 
+    def as_dict(self) -> dict[str, float]:
+        """As recorded with a capture's results (the settings that produced its labels)."""
+        return {"threshold": self.threshold, "review_low": self.review_low, "review_high": self.review_high}
+
     @classmethod
     def from_model(cls, provenance: dict) -> "DecisionSettings":
         decision = provenance.get("decision", {}) if isinstance(provenance, dict) else {}

@@ -287,11 +287,13 @@ class AnalysisWorker:
         timings = dict(result.timings_ms, crops=round((time.perf_counter() - started) * 1000.0, 1))
         if self._stop.is_set():
             raise JobAbandoned()
-        self._write_result(capture_id, result, crop_paths, timings, analyzer.classifier.info.short_id)
+        self._write_result(capture_id, result, crop_paths, timings, analyzer.classifier.info.short_id,
+                           {"model_identity": analyzer.classifier.info.identity(),  # which model ran, and with
+                            "decision": analyzer.decision.as_dict()})               # which threshold (issue 11)
         self._forget(capture_id)  # final states are read from the capture row
 
     def _write_result(self, capture_id: int, result: FrameResult, crop_paths: list[str], timings: dict,
-                      model_id: str) -> None:
+                      model_id: str, analysed_with: dict | None = None) -> None:
         # IMMEDIATE: this transaction reads before it writes, and in WAL mode a deferred one whose snapshot
         # went stale (an upload committed meanwhile) fails at once with "database is locked", busy_timeout or not.
         with db_proxy.atomic("IMMEDIATE"):
@@ -304,8 +306,8 @@ class AnalysisWorker:
                     for c, path in zip(result.cells, crop_paths)]).execute()
             after = {"status": "done", "flag": result.flag, "cell_count": result.cell_count,
                      "blast_count": result.blast_count, "review_count": result.review_count, "model_id": model_id}
-            Capture.update(**after, quality=result.quality, timings_ms=timings, error="", analysed_at=utcnow(),
-                           version=Capture.version + 1).where(Capture.id == capture_id).execute()
+            Capture.update(**after, **(analysed_with or {}), quality=result.quality, timings_ms=timings, error="",
+                           analysed_at=utcnow(), version=Capture.version + 1).where(Capture.id == capture_id).execute()
             audit("analyse", "capture", capture_id, username=self.username,
                   before={"status": capture.status}, after=after)
 

@@ -118,7 +118,7 @@ def render_report_pdf(content: dict, crop_file, unicode_font: tuple[Path, Path] 
     pdf = ReportPDF(content, unicode_font or None)
     pdf.compress = compress
     report, patient, sample = content["report"], content["patient"], content["sample"]
-    summary, model = content["summary"], content["model"]
+    summary = content["summary"]
     pdf.set_title(f"allscope report, sample {sample['id']}, version {report['version']}")
     pdf.set_creator("allscope")
     pdf.add_page()
@@ -161,11 +161,14 @@ def render_report_pdf(content: dict, crop_file, unicode_font: tuple[Path, Path] 
 
     pdf.heading("Decision support")
     pdf.paragraph(content["disclaimer"], bold=True)
-    from device.services.reporting import model_line  # local: keeps this module importable on its own
+    from device.services.report_model import model_line  # local: keeps this module importable on its own
 
-    pdf.paragraph(model_line(model), size=9)
-    if model.get("training_data"):
-        pdf.paragraph(f"Training cells: {model['training_data']}.", size=9)
+    if not content["models"]:
+        pdf.paragraph("No frame has been analysed: no model to name.", size=9)
+    for model in content["models"]:  # each model that produced the results, with its own validation figures
+        pdf.paragraph(model_line(model), size=9)
+        if model.get("training_data"):
+            pdf.paragraph(f"Training cells: {model['training_data']}.", size=9)
 
     _cell_grid(pdf, summary.get("cells", []), crop_file)
     return bytes(pdf.output())

@@ -1,7 +1,7 @@
-"""What a report says: counts over a sample's cells, the model's identity, and the FHIR export.
+"""What a report says: counts over a sample's cells and the models that produced them.
 
-No Flask here: the web pages, the PDF, the API and the sync agent all read the
-same dicts.
+No Flask here: the web pages, the PDF (report_pdf.py), the FHIR export (fhir.py),
+the API and the sync agent all read the same dicts.
 
 Counting rules (the same everywhere):
 
@@ -11,29 +11,54 @@ Counting rules (the same everywhere):
   called "other" (not a white cell of interest) or "unusable" are left out of
   the denominator.
 
+"Hardest first" is |p_blast - threshold| ascending, with the decision threshold
+the cell's capture was analysed with (recorded since schema v4), else the one in
+force now: the cells nearest to flipping their label come first.
+
+A report names the model that produced each capture's results, as the capture
+recorded it, with that model's own validation figures (see
+``device/services/report_model.py``): never the shipped card's figures for
+another model.
+
 A signed report keeps its own snapshot (``Report.ai_summary``, made by
-:func:`snapshot`); only drafts are computed from the live cell rows.
+:func:`snapshot`); only drafts are computed from the live cell rows. Snapshots
+signed before the models were recorded carry one ``model`` (the shipped card's);
+newer ones carry ``models``. Both are shown as they were frozen.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 from collections import Counter
-from functools import lru_cache
-from pathlib import Path
 
 from device.core.analysis import DISCLAIMER
-from device.resources import MODEL_CARD
+from device.services.report_model import capture_model_label, models_of
 from device.store.records import CELL_LABELS, Capture, Cell, Patient, Report, Sample, User, db_proxy, utcnow
 
-SHIPPED_VARIANT = "int8"  # the model the appliance runs (models/allscope_blast_int8.tflite)
 PENDING_STATES = ("queued", "analysing")
-FHIR_SYSTEM = "urn:allscope"  # prefix of the device's own identifier systems and extension URLs
 
 
-def cell_dict(cell: Cell) -> dict:
-    """One cell as JSON, with its final label and how uncertain the AI was (0 = coin toss)."""
+def current_threshold() -> float:
+    """The decision threshold in force now (an admin's stored setting, else the default)."""
+    from device.services.settings import decision_settings
+
+    return decision_settings().threshold
+
+
+def capture_threshold(capture: Capture, current: float | None = None) -> float:
+    """The threshold ``capture`` was analysed with, else ``current`` (else the one in force now)."""
+    recorded = capture.decision.get("threshold") if isinstance(capture.decision, dict) else None
+    if isinstance(recorded, (int, float)):
+        return float(recorded)
+    return current if current is not None else current_threshold()
+
+
+def cell_dict(cell: Cell, threshold: float | None = None) -> dict:
+    """One cell as JSON, with its final label and how far the AI was from flipping it (0 = on the threshold).
+
+    ``threshold``: the decision threshold of the cell's capture (None: looked up, see :func:`capture_threshold`).
+    """
+    if threshold is None:
+        threshold = capture_threshold(cell.capture)
     return {
         "id": cell.id, "capture_id": cell.capture_id,
         "x": cell.x, "y": cell.y, "w": cell.w, "h": cell.h,
@@ -42,12 +67,12 @@ def cell_dict(cell: Cell) -> dict:
         "reviewer_label": cell.reviewer_label, "reviewed_by": cell.reviewed_by,
         "reviewed_at": cell.reviewed_at.isoformat() if cell.reviewed_at else None,
         "final_label": cell.final_label,
-        "certainty": round(abs(cell.p_blast - 0.5), 4),
+        "certainty": round(abs(cell.p_blast - threshold), 4),
     }
 
 
 def review_order(cells: list[dict]) -> list[dict]:
-    """Counted cells hardest first (|p_blast - 0.5| ascending), then the edge cells the same way."""
+    """Counted cells hardest first (|p_blast - threshold| ascending), then the edge cells the same way."""
     return sorted(cells, key=lambda c: (c["edge"], c["certainty"], c["id"]))
 
 
@@ -78,12 +103,13 @@ def count_cells(cells: list[dict]) -> dict:
     }
 
 
-def _capture_entry(index: int, capture: Capture, cells: list[dict]) -> dict:
+def _capture_entry(index: int, capture: Capture, cells: list[dict], threshold: float) -> dict:
     counts = count_cells(cells)
     quality = capture.quality or {}
     return {
         "id": capture.id, "number": index, "status": capture.status, "flag": capture.flag,
         "error": capture.error, "width": capture.width, "height": capture.height, "model_id": capture.model_id,
+        "model": capture_model_label(capture), "threshold": threshold,
         "original_name": capture.original_name, "source": capture.source,
         "quality_problems": list(quality.get("problems") or []),
         "usable": quality.get("usable", capture.status == "done"),
@@ -95,11 +121,15 @@ def _capture_entry(index: int, capture: Capture, cells: list[dict]) -> dict:
 def sample_summary(sample: Sample, include_cells: bool = False) -> dict:
     """Counts, review progress, per-capture flags and quality problems of one sample."""
     captures = list(Capture.select().where(Capture.sample == sample).order_by(Capture.id))
-    cells = [cell_dict(c) for c in sample_cells(sample)]
+    unrecorded = any(not isinstance(c.decision, dict) for c in captures)
+    current = current_threshold() if unrecorded else None
+    thresholds = {c.id: capture_threshold(c, current) for c in captures}
+    cells = [cell_dict(c, thresholds[c.capture_id]) for c in sample_cells(sample)]
     by_capture: dict[int, list[dict]] = {}
     for cell in cells:
         by_capture.setdefault(cell["capture_id"], []).append(cell)
-    entries = [_capture_entry(i, cap, by_capture.get(cap.id, [])) for i, cap in enumerate(captures, start=1)]
+    entries = [_capture_entry(i, cap, by_capture.get(cap.id, []), thresholds[cap.id])
+               for i, cap in enumerate(captures, start=1)]
     problems = []
     for entry in entries:
         if entry["status"] == "failed":
@@ -116,6 +146,7 @@ def sample_summary(sample: Sample, include_cells: bool = False) -> dict:
         "captures_failed": sum(1 for e in entries if e["status"] == "failed"),
         "quality_problems": problems,
         "model_ids": sorted({e["model_id"] for e in entries if e["model_id"]}),
+        "models": models_of(list(enumerate(captures, start=1))),
         "computed_at": utcnow().isoformat(),
     })
     if include_cells:
@@ -124,9 +155,8 @@ def sample_summary(sample: Sample, include_cells: bool = False) -> dict:
 
 
 def snapshot(sample: Sample) -> dict:
-    """What a signature freezes: the summary, every cell with its labels, and the model's identity."""
+    """What a signature freezes: the summary, every cell with its labels, and the models that produced them."""
     summary = sample_summary(sample, include_cells=True)
-    summary["model"] = model_identity()
     summary["disclaimer"] = DISCLAIMER
     return summary
 
@@ -174,80 +204,21 @@ def report_content(report: Report) -> dict:
             "created_at": _iso(sample.created_at),
         },
         "summary": summary,
-        "model": summary.get("model") or model_identity(),
+        "models": report_models(summary),
         "disclaimer": DISCLAIMER,
         "versions": [{"id": v.id, "version": v.version, "status": v.status, "signed_by": v.signed_by,
                       "signed_at": _iso(v.signed_at)} for v in versions],
     }
 
 
-# --- the model ------------------------------------------------------------------------------------------
-
-def model_identity(card_path: Path = MODEL_CARD, variant: str = SHIPPED_VARIANT) -> dict:
-    """Name, file hash, input size, training data and held-out validation figures of the shipped model."""
-    return json.loads(_model_identity_json(str(card_path), variant))  # a fresh copy: callers may mutate
-
-
-@lru_cache(maxsize=4)
-def _model_identity_json(card_path: str, variant: str) -> str:
-    import hashlib
-
-    path = Path(card_path)
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        card = {}
-    provenance = card.get("provenance", {})
-    cell_level = card.get("cell_level", {})
-    stats = cell_level.get(variant, {})
-    holdout = cell_level.get("holdout_run", {})
-    file_name = card.get("model_files", {}).get(variant, {}).get("file", f"allscope_blast_{variant}.tflite")
-    try:
-        sha256 = hashlib.sha256((path.parent / file_name).read_bytes()).hexdigest()
-    except OSError:
-        sha256 = ""
-    sources = provenance.get("training", {}).get("cells_by_source", {})
-    training = "; ".join(f"{name}: {c.get('blast', 0)} blast, {c.get('normal', 0)} normal"
-                         for name, c in sources.items())
-    identity = {
-        "name": card.get("name", "unknown model"), "variant": variant, "file": file_name,
-        "sha256": sha256, "short_id": sha256[:12],
-        "input_size": provenance.get("input_size"),
-        "created": provenance.get("created", ""),
-        "intended_use": provenance.get("intended_use", ""),
-        "training_data": training,
-        "validation": {
-            "description": ("held-out cells of a subject-disjoint validation run of the same recipe "
-                            f"(subjects {', '.join(holdout.get('validation_subjects', [])) or 'n/a'})"),
-            "cells": stats.get("count"), "blasts": stats.get("blasts"), "normals": stats.get("normals"),
-            "sensitivity": stats.get("sensitivity"), "specificity": stats.get("specificity"),
-            "precision": stats.get("precision"), "roc_auc": stats.get("roc_auc"),
-        },
-    }
-    return json.dumps(identity)
+def report_models(summary: dict) -> list[dict]:
+    """The models a (frozen or live) summary names: ``models``, or the one ``model`` of an older snapshot."""
+    if "models" in summary:
+        return list(summary["models"])
+    return [summary["model"]] if summary.get("model") else []
 
 
-def model_line(identity: dict) -> str:
-    """One line naming the model and its validation figures, for the PDF and FHIR."""
-    v = identity.get("validation", {})
-
-    def fig(key: str) -> str:
-        return f"{v[key]:.3f}" if isinstance(v.get(key), (int, float)) else "n/a"
-
-    return (f"Model {identity.get('name')} ({identity.get('variant')}, sha256 {identity.get('short_id') or 'unknown'}, "
-            f"input {identity.get('input_size')} px). Held-out validation on {v.get('cells') or 'n/a'} cells: "
-            f"sensitivity {fig('sensitivity')}, specificity {fig('specificity')}, precision {fig('precision')}, "
-            f"ROC AUC {fig('roc_auc')}.")
-
-
-# --- FHIR ----------------------------------------------------------------------------------------------
-
-LOINC = "http://loinc.org"
-UCUM = "http://unitsofmeasure.org"
-REPORT_CODE = ("18314-5", "Morphology [Interpretation] in Blood Narrative",
-               "Peripheral blood smear: white cell morphology, blast screen (decision-supported)")
-BLAST_PCT_CODE = ("26446-5", "Blasts/100 leukocytes in Blood", "Blasts / 100 white cells counted")
-
+# --- FHIR status (the export itself: device/services/fhir.py) -------------------------------------------
 
 class NotExportable(ValueError):
     """Only signed reports (current or superseded) leave the device."""
@@ -257,88 +228,6 @@ def fhir_status(report: Report) -> str:
     if report.status == "draft":
         return "preliminary"
     return "amended" if report.supersedes_id else "final"
-
-
-def _fhir_instant(value: dt.datetime | None) -> str | None:
-    """Stored datetimes are naive UTC; FHIR wants the zone when a time is given."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.isoformat(timespec="seconds")
-
-
-def _code(system: str, code: str, display: str, text: str) -> dict:
-    return {"coding": [{"system": system, "code": code, "display": display}], "text": text}
-
-
-def fhir_diagnostic_report(report: Report, signer_name: str = "") -> dict:
-    """A FHIR R4 DiagnosticReport (JSON dict) with its Observations contained."""
-    if report.status not in ("signed", "amended"):
-        raise NotExportable("only a signed report can be exported: this one is still a draft")
-    sample, patient = report.sample, report.sample.patient
-    summary = report_summary(report)
-    identity = summary.get("model") or model_identity()
-    status = fhir_status(report)
-    subject = {"identifier": {"system": f"{FHIR_SYSTEM}:patient-identifier", "value": patient.identifier},
-               "display": patient.name}
-    effective = _fhir_instant(sample.collected_at or sample.created_at)
-    method = {"text": "Automated cell finding and CNN classification (allscope, decision support), "
-                      "every result reviewed by a pathologist"}
-
-    def observation(obs_id: str, code: dict, value: dict) -> dict:
-        return {"resourceType": "Observation", "id": obs_id, "status": status, "code": code,
-                "subject": subject, "effectiveDateTime": effective, "method": method, **value}
-
-    pct = summary.get("blast_percentage")
-    pct_value = ({"valueQuantity": {"value": pct, "unit": "%", "system": UCUM, "code": "%"}} if pct is not None else
-                 {"dataAbsentReason": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
-                                                   "code": "not-a-number"}],
-                                       "text": "no blast or normal white cell was counted"}})
-    contained = [
-        observation("blast-percentage", _code(LOINC, *BLAST_PCT_CODE), pct_value),
-        observation("white-cells-counted",
-                    _code(f"{FHIR_SYSTEM}:observation", "white-cells-counted", "White cells counted",
-                          "White cells counted (blasts + normal cells; edge, other and unusable cells excluded)"),
-                    {"valueInteger": int(summary.get("evaluable_cells") or 0)}),
-        observation("blasts-counted",
-                    _code(f"{FHIR_SYSTEM}:observation", "blasts-counted", "Blasts counted", "Blasts counted"),
-                    {"valueInteger": int(summary.get("blast_count") or 0)}),
-    ]
-    signer = {"identifier": {"system": f"{FHIR_SYSTEM}:user", "value": report.signed_by or ""},
-              "display": signer_name or report.signed_by or ""}
-    extensions = [
-        {"url": f"{FHIR_SYSTEM}:fhir:decision-support", "valueString": DISCLAIMER},
-        {"url": f"{FHIR_SYSTEM}:fhir:model", "valueString": model_line(identity)},
-        {"url": f"{FHIR_SYSTEM}:fhir:report-version", "valueInteger": report.version},
-    ]
-    if report.supersedes_id:
-        extensions.append({"url": f"{FHIR_SYSTEM}:fhir:amendment",
-                           "valueString": f"Amends version {report.supersedes.version}: {report.amendment_reason}"})
-    if report.status == "amended":
-        newer = Report.get_or_none(Report.supersedes == report)
-        extensions.append({"url": f"{FHIR_SYSTEM}:fhir:superseded-by",
-                           "valueString": f"Superseded by version {newer.version}" if newer else "Superseded"})
-    resource = {
-        "resourceType": "DiagnosticReport",
-        "id": f"allscope-report-{report.id}",
-        "extension": extensions,
-        "identifier": [{"system": f"{FHIR_SYSTEM}:report", "value": f"sample-{sample.id}-v{report.version}"}],
-        "status": status,
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "HM",
-                                  "display": "Hematology"}]}],
-        "code": _code(LOINC, *REPORT_CODE),
-        "subject": subject,
-        "effectiveDateTime": effective,
-        "issued": _fhir_instant(report.signed_at),
-        "performer": [signer],
-        "resultsInterpreter": [signer],
-        "specimen": [{"display": f"{sample.specimen_type}, {sample.stain} (sample {sample.id})"}],
-        "contained": contained,
-        "result": [{"reference": f"#{obs['id']}"} for obs in contained],
-        "conclusion": report.conclusion,
-    }
-    return resource
 
 
 QUEUE_SQL = """

@@ -97,8 +97,8 @@ _V2_COLUMNS = {  # entity -> (plain columns, JSON columns, extra payload members
 _V2_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
 
-def _v2_payload(entity: str, row: str) -> str:
-    plain, as_json, extra = _V2_COLUMNS[entity]
+def _v2_payload(entity: str, row: str, columns: dict = _V2_COLUMNS) -> str:
+    plain, as_json, extra = columns[entity]
     members = [f"'{c}', {row}.{c}" for c in plain.split()]
     members += [f"'{c}', " + _V2_JSON.format(r=row, c=c) for c in as_json.split()]
     return "json_object(" + ", ".join(members + [extra.format(r=row)]) + ")"
@@ -114,22 +114,43 @@ def _v2_sync_outbox(database: pw.SqliteDatabase) -> None:
         database.execute_sql(f'INSERT INTO outbox (entity, record_id, version, payload, created_at) '
                              f'SELECT \'{entity}\', r.id, 1, {_v2_payload(entity, "r")}, {_V2_NOW} '
                              f'FROM "{entity}" AS r ORDER BY r.id')
-        enqueue = (f"INSERT INTO sync_version (entity, record_id, version) VALUES ('{entity}', NEW.id, 1) "
-                   f"ON CONFLICT (entity, record_id) DO UPDATE SET version = version + 1; "
-                   f"INSERT INTO outbox (entity, record_id, version, payload, created_at) "
-                   f"SELECT '{entity}', NEW.id, v.version, {_v2_payload(entity, 'NEW')}, {_V2_NOW} "
-                   f"FROM sync_version AS v WHERE v.entity = '{entity}' AND v.record_id = NEW.id;")
-        changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in (plain + " " + as_json).split())
-        database.execute_sql(f"CREATE TRIGGER sync_{entity}_insert AFTER INSERT ON \"{entity}\" BEGIN {enqueue} END")
-        database.execute_sql(f"CREATE TRIGGER sync_{entity}_update AFTER UPDATE ON \"{entity}\" "
-                             f"WHEN {changed} BEGIN {enqueue} END")
+        _sync_triggers(database, entity, _V2_COLUMNS)
+
+
+def _sync_triggers(database: pw.SqliteDatabase, entity: str, columns: dict) -> None:
+    """The insert and update triggers that enqueue ``entity``'s rows with the payload columns of ``columns``."""
+    plain, as_json, _ = columns[entity]
+    enqueue = (f"INSERT INTO sync_version (entity, record_id, version) VALUES ('{entity}', NEW.id, 1) "
+               f"ON CONFLICT (entity, record_id) DO UPDATE SET version = version + 1; "
+               f"INSERT INTO outbox (entity, record_id, version, payload, created_at) "
+               f"SELECT '{entity}', NEW.id, v.version, {_v2_payload(entity, 'NEW', columns)}, {_V2_NOW} "
+               f"FROM sync_version AS v WHERE v.entity = '{entity}' AND v.record_id = NEW.id;")
+    changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in (plain + " " + as_json).split())
+    database.execute_sql(f"CREATE TRIGGER sync_{entity}_insert AFTER INSERT ON \"{entity}\" BEGIN {enqueue} END")
+    database.execute_sql(f"CREATE TRIGGER sync_{entity}_update AFTER UPDATE ON \"{entity}\" "
+                         f"WHEN {changed} BEGIN {enqueue} END")
 
 
 def _v3_session_epoch(database: pw.SqliteDatabase) -> None:
     database.execute_sql('ALTER TABLE "user" ADD COLUMN "session_epoch" INTEGER NOT NULL DEFAULT 0')
 
 
-MIGRATIONS = [_v1_initial, _v2_sync_outbox, _v3_session_epoch]
+# v4: a capture records the model that produced its results and the decision settings in force (issue 11:
+# a report names the model that ran, not the shipped one). Both JSON, NULL for captures analysed before:
+# reports say "model not recorded" for those. The capture's sync triggers are remade so both travel.
+_V4_COLUMNS = {"capture": (_V2_COLUMNS["capture"][0], _V2_COLUMNS["capture"][1] + " model_identity decision",
+                           _V2_COLUMNS["capture"][2])}
+
+
+def _v4_capture_model(database: pw.SqliteDatabase) -> None:
+    database.execute_sql('ALTER TABLE "capture" ADD COLUMN "model_identity" TEXT')
+    database.execute_sql('ALTER TABLE "capture" ADD COLUMN "decision" TEXT')
+    for verb in ("insert", "update"):
+        database.execute_sql(f"DROP TRIGGER sync_capture_{verb}")
+    _sync_triggers(database, "capture", _V4_COLUMNS)
+
+
+MIGRATIONS = [_v1_initial, _v2_sync_outbox, _v3_session_epoch, _v4_capture_model]
 
 
 def schema_version(database: pw.SqliteDatabase) -> int:

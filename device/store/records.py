@@ -138,6 +138,11 @@ class Capture(BaseModel):
     created_by = pw.CharField(default="", max_length=64)
     analysed_at = pw.DateTimeField(null=True)
     version = pw.IntegerField(default=1)
+    # v4: which model produced the results (ModelInfo.identity(): name, variant, version, sha256, embedded
+    # provenance and validation figures) and the decision settings in force (threshold, review band).
+    # None for captures analysed before v4: reports say "model not recorded".
+    model_identity = JSONField(null=True)
+    decision = JSONField(null=True)
 
 
 class Cell(BaseModel):

@@ -9,6 +9,7 @@ import pytest
 from review_data import REPO_ROOT, add_sample, api_headers
 
 from device.services import reporting
+from device.services.report_model import model_identity
 from device.services.report_pdf import find_unicode_font, fold_latin1, render_report_pdf
 from device.store.records import AuditEvent, Report
 
@@ -57,7 +58,7 @@ def test_sample_summary_uses_the_final_label(app, client, auth):
 
 
 def test_model_identity_comes_from_the_card_and_the_shipped_int8_file():
-    identity = reporting.model_identity()
+    identity = model_identity()
     card = json.loads((REPO_ROOT / "models" / "model_card.json").read_text())
     shipped = REPO_ROOT / "models" / "allscope_blast_int8.tflite"
     assert identity["sha256"] == hashlib.sha256(shipped.read_bytes()).hexdigest()
@@ -98,7 +99,7 @@ def test_no_report_yet_and_admin_refused(app, client, auth):
 def test_signed_report_page_shows_signer_model_and_counts(app, client, auth):
     sample_id, _, report_id = sign_sample(client, auth, app)
     page = client.get(f"/samples/{sample_id}/report").get_data(as_text=True)
-    identity = reporting.model_identity()
+    identity = model_identity()
     assert "DRAFT" not in page and 'class="badge signed"' in page
     assert "Signed by path" in page and "50.0 %" in page and "2 of 4 white cells counted" in page
     assert identity["short_id"] in page and "sensitivity 0.7212" in page and "ROC AUC 0.9248" in page
@@ -162,7 +163,7 @@ def test_fhir_export_validates_and_carries_the_findings(app, client, auth):
     assert observations["white-cells-counted"]["valueInteger"] == 4
     assert observations["blasts-counted"]["valueInteger"] == 2
     extensions = " ".join(e.get("valueString", "") for e in resource["extension"])
-    assert "Decision support only" in extensions and reporting.model_identity()["short_id"] in extensions
+    assert "Decision support only" in extensions and model_identity()["short_id"] in extensions
 
 
 def test_fhir_status_follows_amendment(app, client, auth):

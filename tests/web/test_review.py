@@ -126,7 +126,7 @@ def test_signing_snapshots_the_summary(app, client, auth, sample):
         assert snap["blast_count"] == 2 and snap["evaluable_cells"] == 4 and snap["blast_percentage"] == 50.0
         assert snap["edge_cells"] == 2 and snap["unreviewed"] == 0
         assert len(snap["cells"]) == len(STANDARD_CELLS)
-        assert len(snap["model"]["sha256"]) == 64 and "Decision support only" in snap["disclaimer"]
+        assert len(snap["models"][0]["sha256"]) == 64 and "Decision support only" in snap["disclaimer"]
 
 
 def test_labels_freeze_after_signing_and_an_amendment_makes_version_2(app, client, auth, sample):

@@ -14,7 +14,7 @@ from flask import Blueprint, abort, current_app, jsonify, render_template, reque
 from flask_login import current_user
 
 from device.errors import AllscopeError
-from device.services import reporting
+from device.services import fhir, reporting
 from device.services.report_pdf import render_report_pdf
 from device.store.records import Report, Sample, audit, db_proxy
 from webui.kit.access import CLINICAL, allow
@@ -92,7 +92,7 @@ def report_fhir(report_id: int):
     report = _get_report(report_id)
     content = reporting.report_content(report)
     try:
-        resource = reporting.fhir_diagnostic_report(report, signer_name=content["report"]["signer_name"])
+        resource = fhir.fhir_diagnostic_report(report, signer_name=content["report"]["signer_name"])
     except reporting.NotExportable as error:
         return jsonify(error=str(error)), 409
     _audit_view(report, detail="fhir")
