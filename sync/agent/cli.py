@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from device.config.choices import MEDIA_POLICIES
 
@@ -24,7 +25,8 @@ def register(group: str, commands) -> None:
                      help="exit once every pending entry is acknowledged (for scheduled syncs)")
     run.set_defaults(func=cmd_run)
 
-    status = commands.add_parser("status", help="pending entries, oldest pending, last ack, last error")
+    status = commands.add_parser("status", help="pending entries, oldest pending, last ack, last error, "
+                                               "quarantined entries")
     status.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=cmd_status)
@@ -117,10 +119,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print(f"device      not enrolled: {status['problem']}")
     print(f"pending     {status['pending']} entries" +
-          (f", {status['rejected_entries']} rejected by the central (kept)" if status["rejected_entries"] else ""))
+          (f", {status['rejected_entries']} rejected by the central (kept)" if status["rejected_entries"] else "") +
+          (f", {status['quarantined']} quarantined: cannot be sent (kept, listed below)"
+           if status["quarantined"] else ""))
     print(f"oldest      {_age(status['oldest_pending_seconds'])}")
     print(f"last ack    {status['last_ack_at'] or 'never'}")
     print(f"last error  {status['last_error'] or 'none'}")
+    for item in status["quarantined_entries"]:
+        print(f"quarantined entry {item['entry']} ({item['record']} v{item['version']}, {item['bytes']} bytes) "
+              f"since {item['since']}: {item['reason']}")
     return 0
 
 
@@ -130,6 +137,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     result = export_pending(load_config(args.data_dir, {"media": args.media}), args.to)
     print(result.line())
+    for message in result.quarantined:
+        print(f"warning: {message}", file=sys.stderr)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The device's side of sync: the outbox the triggers fill, file-chunk progress, and agent state.
+"""The device's side of sync: the outbox the triggers fill, file-chunk progress, quarantine, and agent state.
 
 Entries are written by SQLite triggers (migration v2 in ``device/store/migrations.py``)
 in the same transaction as the change they carry; this module only reads them
@@ -8,6 +8,14 @@ entry is ``record = "<entity>:<record_id>"`` at ``version`` (the per-record sync
 version, counting every change), ``entry = id`` (AUTOINCREMENT: ids are never
 reused, so a late ack can never match a newer entry) and the payload's bytes
 as plaintext.
+
+Quarantine: an entry the agent or the USB export cannot send (its envelope is
+above the 4 MB envelope limit, or above ``max_message_bytes`` and so above what
+the broker takes) is *quarantined*: it stays in the outbox, untouched, with the
+reason in ``sync_state`` (key ``quarantine:<id>``), and the entries behind it go on.
+The agent skips quarantined entries; the export tries them again (a USB stick has
+no broker packet limit). :func:`quarantined` lists them for ``allscope sync status``
+and the device's status page; an ack that removes the entry drops its quarantine too.
 """
 
 from __future__ import annotations
@@ -102,8 +110,13 @@ def pending(limit: int = 200, after_id: int = 0) -> list[OutboxEntry]:
     return list(OutboxEntry.select().where(OutboxEntry.id > after_id).order_by(OutboxEntry.id).limit(limit))
 
 
-def backlog() -> int:
-    return OutboxEntry.select().count()
+def backlog(exclude: Iterable[int] = ()) -> int:
+    """Pending entries (all of them, or all but the ids in ``exclude``, e.g. the quarantined ones)."""
+    exclude = list(exclude)
+    query = OutboxEntry.select()
+    if exclude:
+        query = query.where(OutboxEntry.id.not_in(exclude))
+    return query.count()
 
 
 def oldest_pending() -> OutboxEntry | None:
@@ -147,7 +160,9 @@ def remove_acked(acks: Iterable[dict]) -> int:
             match = ((OutboxEntry.id == item["entry"]) & (OutboxEntry.entity == entity)
                      & (OutboxEntry.record_id == int(key)) & (OutboxEntry.version == item["version"]))
             if item["status"] in DONE:
-                removed += OutboxEntry.delete().where(match).execute()
+                if OutboxEntry.delete().where(match).execute():
+                    removed += 1
+                    SyncState.delete().where(SyncState.key == f"{QUARANTINE}{item['entry']}").execute()
             else:
                 message = f"{item['record']} v{item['version']}: rejected ({item.get('reason') or 'no reason'})"
                 if OutboxEntry.update(last_error=message).where(match).execute():
@@ -156,6 +171,52 @@ def remove_acked(acks: Iterable[dict]) -> int:
         if errors:
             set_state("last_error", f"{now} {errors[-1]}")
     return removed
+
+
+# --- quarantine: entries that cannot be sent ----------------------------------------------------------
+
+QUARANTINE = "quarantine:"  # sync_state key prefix, followed by the outbox id
+
+
+def quarantine(entry: OutboxEntry, reason: str) -> str:
+    """Keep ``entry`` in the outbox but out of the send path, with ``reason``; returns the one-line message."""
+    reason = " ".join(reason.split())
+    info = {"record": entry.record, "version": entry.version, "bytes": len(entry.plaintext), "reason": reason}
+    message = f"quarantined outbox entry {entry.id} ({entry.record} v{entry.version}): {reason}"
+    with db_proxy.atomic():
+        set_state(f"{QUARANTINE}{entry.id}", json.dumps(info, sort_keys=True))
+        set_state("last_error", f"{utc_timestamp()} {message}")
+    return message
+
+
+def quarantined_ids() -> set[int]:
+    """Outbox ids of the quarantined entries still in the outbox."""
+    return {item["entry"] for item in quarantined()}
+
+
+def quarantined() -> list[dict]:
+    """The quarantined entries still in the outbox, oldest first: entry, record, version, bytes, reason, since.
+
+    For ``allscope sync status`` and the device's status page. Stale marks (the entry has left the
+    outbox some other way) are ignored.
+    """
+    rows = list(SyncState.select().where(SyncState.key.startswith(QUARANTINE)))
+    marks = {}
+    for row in rows:
+        key = row.key[len(QUARANTINE):]
+        if key.isdigit():
+            try:
+                info = json.loads(row.value)
+            except ValueError:
+                info = {"reason": row.value}
+            marks[int(key)] = (info if isinstance(info, dict) else {"reason": str(info)}, row.updated_at)
+    if not marks:
+        return []
+    present = {entry_id for (entry_id,) in
+               OutboxEntry.select(OutboxEntry.id).where(OutboxEntry.id.in_(list(marks))).tuples()}
+    return [{"entry": entry_id, "record": info.get("record", ""), "version": info.get("version"),
+             "bytes": info.get("bytes"), "reason": info.get("reason", ""), "since": since}
+            for entry_id, (info, since) in sorted(marks.items()) if entry_id in present]
 
 
 # --- files -----------------------------------------------------------------------------------------------
@@ -208,5 +269,7 @@ def get_state(key: str, default: str = "") -> str:
 def status() -> dict:
     """What ``allscope sync status`` prints."""
     age = oldest_age_seconds()
+    held = quarantined()
     return {"pending": backlog(), "oldest_pending_seconds": None if age is None else round(age, 1),
-            "last_ack_at": get_state("last_ack_at") or None, "last_error": get_state("last_error") or None}
+            "last_ack_at": get_state("last_ack_at") or None, "last_error": get_state("last_error") or None,
+            "quarantined": len(held), "quarantined_entries": held}

@@ -22,6 +22,12 @@ Delivery rules:
   ``ack_timeout_s`` is sent again too.
 * Reconnects use capped exponential back-off with jitter (our own loop, so a
   TLS refusal is counted and shown like any other failure).
+* An entry whose envelope cannot be sent (above the 4 MB envelope limit, or above
+  ``max_message_bytes``, which must stay under the broker's packet limit) is
+  quarantined (``sync.agent.outbox.quarantine``): kept in the outbox with its
+  reason, shown by ``allscope sync status``, skipped from then on; the entries
+  behind it go on. Without this one oversized record would crash the agent (or
+  make the broker drop the connection) on every start, for ever.
 * The first envelope of every connection is a self-signed "hello" carrying
   the device's signing key, which the central pins; records wait for its ack
   until the central has confirmed the key once.
@@ -85,9 +91,13 @@ class SyncAgent:
         self.connected = False
         self.lost = False
         self.hello_confirmed = outbox.get_state("hello_key") == self.key_fingerprint
+        self.quarantined = outbox.quarantined_ids()       # outbox ids never offered again (see outbox.quarantine)
+        # A plaintext up to this size always seals within max_message_bytes; larger ones are measured first.
+        self.safe_plaintext = env_mod.max_plaintext_bytes(config.max_message_bytes)
         self.hello_sent_at = 0.0
         self.status_sent_at = 0.0
-        self.counts = {"sent": 0, "acked": 0, "rejected": 0, "chunks": 0, "bad_acks": 0, "connects": 0}
+        self.counts = {"sent": 0, "acked": 0, "rejected": 0, "chunks": 0, "bad_acks": 0, "connects": 0,
+                       "quarantined": 0}
         self.client = self._make_client()
 
     # --- MQTT client -------------------------------------------------------------------------------------
@@ -187,7 +197,10 @@ class SyncAgent:
             if self.connected:
                 had_session = True
                 self.pump()
-                if until_empty and self.window.idle() and backlog() == 0:
+                if until_empty and self.window.idle() and backlog(exclude=self.quarantined) == 0:
+                    if self.quarantined:
+                        log.warning("%d quarantined entries stay in the outbox (see allscope sync status)",
+                                    len(self.quarantined))
                     return True, True
         return False, had_session
 
@@ -228,19 +241,19 @@ class SyncAgent:
                 if not batch:
                     return
                 for position, entry in enumerate(batch):
-                    if window.may_offer(entry.id):
+                    if window.may_offer(entry.id) and self._sendable(entry):
                         if entry.entity == "capture" and not self._files_ready(entry):
                             # Head of line: later records wait for this capture's files, but the files
                             # of the captures behind it may already go (keeps the chunk window full).
                             for later in batch[position + 1:]:
                                 if not window.chunk_room():
                                     break
-                                if later.entity == "capture":
+                                if later.entity == "capture" and later.id not in self.quarantined:
                                     self._files_ready(later)
                             return
-                        self._send_entry(entry)
-                        sent.append(entry.id)
-                        free -= 1
+                        if self._send_entry(entry):
+                            sent.append(entry.id)
+                            free -= 1
                     window.passed(entry.id)
                     if free <= 0:
                         return
@@ -250,14 +263,40 @@ class SyncAgent:
     def _publish(self, payload: bytes) -> None:
         self.client.publish(topics.up(self.config.device_id), payload, qos=1)
 
-    def _send_entry(self, entry) -> None:
-        data = self.sealer.entry(entry)
-        if len(data) > self.config.max_message_bytes:
-            log.warning("outbox entry %d (%s:%s) is %d bytes, above max_message_bytes", entry.id, entry.entity,
-                        entry.record_id, len(data))
+    def _send_entry(self, entry) -> bool:
+        """Publish the entry's envelope; False (and the entry quarantined) when it cannot be sent."""
+        data = self._seal_within_limit(entry)
+        if data is None:
+            return False
         self._publish(data)
         self.window.offered(entry.id, self.clock())
         self.counts["sent"] += 1
+        return True
+
+    def _sendable(self, entry) -> bool:
+        """False for a quarantined entry, and for one found too large now (quarantined here), before its files go."""
+        if entry.id in self.quarantined:
+            return False
+        if len(entry.plaintext) <= self.safe_plaintext:  # fits for sure: no need to seal it twice
+            return True
+        return self._seal_within_limit(entry) is not None
+
+    def _seal_within_limit(self, entry) -> bytes | None:
+        """The sealed entry, or None after quarantining it (above the envelope limit or max_message_bytes)."""
+        try:
+            data = self.sealer.entry(entry)
+        except env_mod.EnvelopeError as error:
+            reason = str(error)
+        else:
+            if len(data) <= self.config.max_message_bytes:
+                return data
+            reason = (f"envelope of {len(data)} bytes exceeds max_message_bytes ({self.config.max_message_bytes}; "
+                      f"the broker drops larger packets)")
+        message = outbox.quarantine(entry, reason)
+        log.warning("%s; it stays in the outbox, the entries behind it go on", message)
+        self.quarantined.add(entry.id)
+        self.counts["quarantined"] += 1
+        return None
 
     def _files_ready(self, entry) -> bool:
         """True when every file of this capture is complete at the central; else sends missing chunks."""

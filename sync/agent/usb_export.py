@@ -12,6 +12,12 @@ manifest; ``import-acks`` then applies those acks exactly like online ones
 (signature checked with the bundle's central key). Without it, the next online
 sync resends the entries and the central answers "duplicate", so it never
 stores anything twice.
+
+An entry that cannot be sealed (its envelope would exceed the 4 MB envelope
+limit) is quarantined as the agent does (``sync.agent.outbox.quarantine``): it
+stays in the outbox with its reason, the export carries everything else, and
+``ExportResult.quarantined`` holds one line per such entry. Entries the agent
+quarantined for the broker's packet limit are exported when they fit an envelope.
 """
 
 from __future__ import annotations
@@ -45,11 +51,14 @@ class ExportResult:
     entries: int = 0
     chunks: int = 0
     missing_files: list = field(default_factory=list)
+    quarantined: list = field(default_factory=list)  # one line per entry that could not be exported
 
     def line(self) -> str:
         missing = f"; {len(self.missing_files)} files missing on this device" if self.missing_files else ""
+        held = (f"; {len(self.quarantined)} entries quarantined, not exported (see allscope sync status)"
+                if self.quarantined else "")
         return (f"exported {self.entries} pending entries and {self.chunks} file chunks to {self.directory}"
-                f"{missing} (they stay queued until acknowledged)")
+                f"{missing}{held} (they stay queued until acknowledged)")
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -91,6 +100,11 @@ def export_pending(config: AgentConfig, to: str | Path) -> ExportResult:
         while batch := outbox.pending(500, after_id=cursor):
             for entry in batch:
                 cursor = entry.id
+                try:  # sealed first: an entry that cannot go must not take its files along
+                    sealed = sealer.entry(entry)
+                except env_mod.EnvelopeError as error:
+                    result.quarantined.append(outbox.quarantine(entry, f"cannot be exported: {error}"))
+                    continue
                 if entry.entity == "capture" and config.media != "none":
                     for file_name in file_names(entry.data(), config.media):
                         media = files.describe(file_name)
@@ -108,7 +122,7 @@ def export_pending(config: AgentConfig, to: str | Path) -> ExportResult:
                             add(sealer.file_chunk(media, index, entry), kind="chunk",
                                 record=f"file:{media.sha256}", index=index, entry=entry.id)
                             result.chunks += 1
-                add(sealer.entry(entry), kind="record", record=entry.record, version=entry.version, entry=entry.id)
+                add(sealed, kind="record", record=entry.record, version=entry.version, entry=entry.id)
                 result.entries += 1
         manifest = {"format": EXPORT_FORMAT, "v": 1, "device": config.device_id,
                     "created": env_mod.utc_timestamp(), "media": config.media, "entries": result.entries,
