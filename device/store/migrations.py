@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 # Frozen SQL, not ``create_tables(models)``: a later change to a model must come
 # with its own migration, and a fresh database must go through the same steps
-# as an old one. tests/test_records.py checks that models and schema agree.
+# as an old one. tests/store/test_records.py checks that models and schema agree.
 V1_SCHEMA = (
     'CREATE TABLE "audit_event" ("id" INTEGER NOT NULL PRIMARY KEY, "at" DATETIME NOT NULL, "username" VARCHAR(64) NOT NULL, "action" VARCHAR(32) NOT NULL, "entity" VARCHAR(32) NOT NULL, "entity_id" VARCHAR(64) NOT NULL, "before" TEXT, "after" TEXT, "address" VARCHAR(64) NOT NULL, "detail" TEXT NOT NULL)',
     'CREATE INDEX "audit_event_at" ON "audit_event" ("at")',
@@ -64,7 +64,7 @@ def _v1_initial(database: pw.SqliteDatabase) -> None:
 # columns embedded as JSON) plus "patient_identifier" for the central's search;
 # a capture's payload embeds its cells (code that changes cells bumps the
 # capture's version, which re-sends it). An UPDATE that changes no column
-# enqueues nothing. sync/agent/outbox.py holds the models; tests/test_outbox.py
+# enqueues nothing. sync/agent/outbox.py holds the models; tests/sync_device/test_outbox.py
 # fails when a model gains a column these payloads do not carry.
 _V2_TABLES = (
     'CREATE TABLE "sync_version" ("entity" TEXT NOT NULL, "record_id" INTEGER NOT NULL, "version" INTEGER NOT NULL, PRIMARY KEY ("entity", "record_id"))',
