@@ -76,11 +76,10 @@ def app(tmp_path, users_database):
     data_dir = tmp_path / "var"
     data_dir.mkdir()
     shutil.copyfile(users_database, data_dir / "allscope.db")
-    application = create_app(data_dir, {"ALLSCOPE_START_WORKERS": False, "TESTING": True})
+    application = create_app(data_dir=data_dir, start_workers=False)
+    application.testing = True
     yield application
-    stop = application.extensions.get("allscope_stop")
-    if callable(stop):
-        stop()
+    application.appliance.stop()
 
 
 @pytest.fixture

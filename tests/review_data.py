@@ -32,9 +32,8 @@ def png_bytes(rgb) -> bytes:
 
 
 def app_data(app):
-    """The app's DataDir: ``app.appliance.data`` (``app.extensions["allscope_data"]`` before the typed appliance)."""
-    appliance = getattr(app, "appliance", None)
-    return appliance.data if appliance is not None else app.extensions["allscope_data"]
+    """The app's DataDir (its running appliance's)."""
+    return app.appliance.data
 
 
 SHIPPED = object()  # add_capture's default model: the shipped int8 file, as the analysis worker records it

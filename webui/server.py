@@ -40,7 +40,8 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
 
 def serve(data_dir: str | None, host: str | None = None, port: int | None = None, model: Path | None = None,
           threads: int = 8, config: str | None = None) -> int:
-    """Precedence: these arguments (command-line flags) > the configuration file > built-in defaults."""
+    """Precedence: these arguments (command-line flags) > the settings saved on the device > the configuration
+    file > the environment > built-in defaults (``device/services/appliance.py`` computes it once)."""
     limit_malloc_arenas()  # before any thread of the app starts
 
     from device.config.schema import ConfigError, load_config
@@ -56,24 +57,17 @@ def serve(data_dir: str | None, host: str | None = None, port: int | None = None
     from device.store import atrest
 
     atrest.configure(settings.storage)  # durability and encryption at rest, before create_app opens the database
-    overrides = settings.web_overrides()
     host = host or settings.device.host
     port = port if port is not None else settings.device.port
-    if model is not None:
-        overrides["ALLSCOPE_MODEL"] = str(model)
-    elif "ALLSCOPE_MODEL" not in overrides and os.environ.get("ALLSCOPE_MODEL"):
-        overrides["ALLSCOPE_MODEL"] = os.environ["ALLSCOPE_MODEL"]
-    if data_dir is not None:
-        overrides["ALLSCOPE_DATA_DIR"] = str(data_dir)
-    app = create_app(overrides.get("ALLSCOPE_DATA_DIR"), overrides)
+    app = create_app(settings, data_dir=data_dir, model=model, start_workers=True)
     if settings.source:
         print(f"allscope: configuration from {settings.source}", flush=True)
-    data_root = app.config["ALLSCOPE_DATA_DIR"]
+    data_root = str(app.appliance.data.root)
     print(f"allscope web UI on http://{host}:{port}/  (data in {data_root})", flush=True)
     with app.app_context():
         if not accounts.any_user_exists():
             print(first_run_hint(host, port, data_root), flush=True)
-    return run_waitress(app, host, port, threads=threads, ident="allscope", on_stop=app.extensions.get("allscope_stop"))
+    return run_waitress(app, host, port, threads=threads, ident="allscope", on_stop=app.appliance.stop)
 
 
 def run_waitress(app, host: str, port: int, *, threads: int = 8, ident: str = "allscope", on_stop=None) -> int:

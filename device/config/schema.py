@@ -233,28 +233,6 @@ class AllscopeConfig(BaseModel):
     central: CentralSection = Field(default_factory=CentralSection,
                                     description="The central server (allscope central run / serve).")
 
-    def web_overrides(self) -> dict[str, Any]:
-        """The device web UI's app.config values (keys of webui.DEFAULTS) this file sets.
-
-        Data directory and model only when the file names them, so the built-in defaults
-        ($ALLSCOPE_DATA_DIR, $ALLSCOPE_MODEL) still apply otherwise; the whole object goes in too
-        (``ALLSCOPE_CONFIG``) for the services that read more of it.
-        """
-        out: dict[str, Any] = {
-            "ALLSCOPE_CONFIG": self,
-            "ALLSCOPE_CAMERA": self.camera.backend,
-            "ALLSCOPE_CAMERA_SOURCE": self.camera.source or None,
-            "ALLSCOPE_IDLE_MINUTES": self.ui.idle_minutes,
-            "ALLSCOPE_MAX_UPLOAD_MB": self.ui.max_upload_mb,
-            "ALLSCOPE_TLS": self.device.tls,
-        }
-        if self.device.data_dir is not None:
-            out["ALLSCOPE_DATA_DIR"] = str(self.device.data_dir)
-        if self.inference.model is not None:
-            out["ALLSCOPE_MODEL"] = str(self.inference.model)
-        out.update({f"ALLSCOPE_{key.upper()}": value for key, value in self.analysis.overrides().items()})
-        return out
-
     _source: str = PrivateAttr("")  # the file these values came from ("" for the built-in defaults)
 
     @property

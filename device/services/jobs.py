@@ -166,6 +166,18 @@ class AnalysisWorker:
         return reason or (getattr(analyzer.classifier, "fallback_reason", None) if analyzer is not None else None)
 
     @property
+    def queue_length(self) -> int:
+        """Captures waiting for analysis (the one in flight not counted)."""
+        return self._queue.qsize()
+
+    @property
+    def loaded_model(self):
+        """The ModelInfo of the classifier in memory (None before the first job, or after a model change)."""
+        with self._lock:
+            analyzer = self._analyzer
+        return analyzer.classifier.info if analyzer is not None else None
+
+    @property
     def latency_ms(self) -> float | None:
         """Median inference time per cell over the last ``LATENCY_WINDOW`` frames with cells."""
         with self._lock:

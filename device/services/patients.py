@@ -1,5 +1,7 @@
 """Saving and reading patients and samples for the pages and the API: audited, versioned, one transaction each.
 
+Each change names its :class:`~device.services.actor.Actor` (who, from where) explicitly.
+
 Every change writes its audit event inside the same transaction as the row,
 and bumps the row's ``version`` (the sync agent compares versions). Stored
 timestamps are naive UTC like the rest of ``device/records``; the collection
@@ -12,10 +14,9 @@ import datetime as dt
 from dataclasses import dataclass
 
 import peewee as pw
-from flask import request
-from flask_login import current_user
 
 from device.errors import InvalidInput
+from device.services.actor import Actor
 from device.store.records import Capture, Patient, Report, Sample, audit, changes, db_proxy, row_dict, utcnow
 
 PAGE_SIZE = 25
@@ -23,10 +24,6 @@ PAGE_SIZE = 25
 
 class DuplicateIdentifier(InvalidInput):
     """Another request registered the same identifier between validation and saving (the form's field error)."""
-
-
-def _actor() -> dict:
-    return {"username": current_user.username, "address": request.remote_addr or ""}
 
 
 def to_utc(local: dt.datetime) -> dt.datetime:
@@ -50,17 +47,17 @@ def age_years(born: dt.date | None, today: dt.date | None = None) -> int | None:
 
 # --- changes ---------------------------------------------------------------------------------------------
 
-def create_patient(values: dict) -> Patient:
+def create_patient(values: dict, actor: Actor) -> Patient:
     try:
         with db_proxy.atomic():
             patient = Patient.create(**values)
-            audit("create", "patient", patient.id, after=row_dict(patient), **_actor())
+            audit("create", "patient", patient.id, after=row_dict(patient), **actor.audit_fields())
     except pw.IntegrityError as err:
         raise DuplicateIdentifier(values.get("identifier")) from err
     return patient
 
 
-def update_patient(patient: Patient, values: dict) -> bool:
+def update_patient(patient: Patient, values: dict, actor: Actor) -> bool:
     """Apply the changed values; False when nothing changed (no version bump, no audit event)."""
     current = row_dict(patient)
     before = {name: current[name] for name in values}
@@ -77,23 +74,23 @@ def update_patient(patient: Patient, values: dict) -> bool:
             patient.updated_at = utcnow()
             patient.save()
             audit("update", "patient", patient.id, before=old, after=new,
-                  detail=f"version {patient.version}", **_actor())
+                  detail=f"version {patient.version}", **actor.audit_fields())
     except pw.IntegrityError as err:
         raise DuplicateIdentifier(values.get("identifier")) from err
     return True
 
 
-def create_sample(patient: Patient, values: dict) -> Sample:
+def create_sample(patient: Patient, values: dict, actor: Actor) -> Sample:
     values = dict(values, collected_at=to_utc(values["collected_at"]))
     with db_proxy.atomic():
-        sample = Sample.create(patient=patient, created_by=current_user.username, **values)
-        audit("create", "sample", sample.id, after=row_dict(sample), **_actor())
+        sample = Sample.create(patient=patient, created_by=actor.username, **values)
+        audit("create", "sample", sample.id, after=row_dict(sample), **actor.audit_fields())
     return sample
 
 
-def record_view(entity: str, entity_id: int) -> None:
+def record_view(entity: str, entity_id: int, actor: Actor) -> None:
     with db_proxy.atomic():
-        audit("view", entity, entity_id, **_actor())
+        audit("view", entity, entity_id, **actor.audit_fields())
 
 
 # --- reading ---------------------------------------------------------------------------------------------

@@ -159,24 +159,17 @@ def field_errors(changes: Mapping[str, Any]) -> dict[str, str]:
     return errors
 
 
-# app.config keys of the web UI (webui.DEFAULTS) that give a setting its default on this device
-CONFIG_KEYS = {"ALLSCOPE_IDLE_MINUTES": "idle_minutes", "ALLSCOPE_MAX_UPLOAD_MB": "max_upload_mb",
-               "ALLSCOPE_MODEL": "model_path", "ALLSCOPE_CAMERA": "camera_kind",
-               "ALLSCOPE_CAMERA_SOURCE": "camera_source", "ALLSCOPE_THRESHOLD": "threshold",
-               "ALLSCOPE_REVIEW_LOW": "review_low", "ALLSCOPE_REVIEW_HIGH": "review_high"}
-
-
-def defaults_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults from the web UI's config (command line, environment), for keys an admin has not set."""
+def valid_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults given by the configuration (flags, file, environment; see ``device/services/appliance.py``),
+    each coerced by its setting's rule; a value that does not fit is logged and left out."""
     out = {}
-    for config_key, key in CONFIG_KEYS.items():
-        value = config.get(config_key)
-        if value is None:
+    for key, value in values.items():
+        if value is None or key not in _COERCE:
             continue
         try:
             out[key] = _coerce(key, value)
         except SettingsError as error:
-            log.warning("ignoring %s (%s)", config_key, error)
+            log.warning("ignoring the configured %s (%s)", key, error)
     return out
 
 

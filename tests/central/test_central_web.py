@@ -44,10 +44,10 @@ def central(tmp_path, central_users_db):
     data = tmp_path / "central"
     data.mkdir()
     shutil.copyfile(central_users_db, data / "central.db")
-    app = create_central_app(data / "central.db", data, {"TESTING": True, "CENTRAL_PKI_DIR": str(tmp_path / "pki"),
-                                                         "CENTRAL_PAGE_SIZE": 5})
+    app = create_central_app(data / "central.db", data, pki_dir=tmp_path / "pki", page_size=5)
+    app.testing = True
     yield app
-    app.extensions["central_db"].close()
+    app.central.database.close()
 
 
 @pytest.fixture
@@ -173,7 +173,7 @@ def test_logout_and_idle_logout(central, admin):
 
     Auth(admin).login("boss")
     with admin.session_transaction() as session:
-        session["last_seen"] -= central.config["ALLSCOPE_IDLE_MINUTES"] * 60 + 1
+        session["last_seen"] -= central.central.idle_minutes * 60 + 1
     expired = admin.get("/records")
     assert expired.status_code == 302 and expired.location.startswith("/login?next=/records")
     assert "without activity" in admin.get(expired.location).get_data(as_text=True)
@@ -183,7 +183,8 @@ def test_setup_page_creates_the_first_admin_once(tmp_path):
     from device.store.records import User
     from sync.central.web.app import create_central_app
 
-    app = create_central_app(tmp_path / "c.db", tmp_path / "data", {"TESTING": True})
+    app = create_central_app(tmp_path / "c.db", tmp_path / "data")
+    app.testing = True
     client = app.test_client()
     assert client.get("/login").location.endswith("/setup")
     token = _form_token(client, "/setup")
@@ -195,7 +196,7 @@ def test_setup_page_creates_the_first_admin_once(tmp_path):
     assert ok.status_code == 302 and ok.location.endswith("/login")
     assert User.get(User.username == "root").role_set == {"admin"}
     assert client.get("/setup").status_code == 404
-    app.extensions["central_db"].close()
+    app.central.database.close()
 
 
 # --- devices ------------------------------------------------------------------------------------------------
@@ -223,7 +224,7 @@ def test_revoke_needs_csrf_then_changes_state_and_audits(admin, central):
     from sync.central.models import Device
     from sync.fleet.pki import init_pki
 
-    init_pki(central.config["CENTRAL_PKI_DIR"])
+    init_pki(central.central.pki_dir)
     _device("scope-kano-01")  # registered without a certificate in this PKI: the CRL stays as it is
     confirm = admin.get("/devices/scope-kano-01/revoke")
     assert confirm.status_code == 200 and "Revoke scope-kano-01?" in confirm.get_data(as_text=True)
@@ -277,7 +278,7 @@ def test_enrol_downloads_a_bundle_the_device_installs_then_revoke_puts_it_on_the
     from sync.fleet.enrol import current_certificate_revoked, install_bundle
     from sync.fleet.pki import init_pki
 
-    pki = init_pki(central.config["CENTRAL_PKI_DIR"])
+    pki = init_pki(central.central.pki_dir)
     token = _form_token(admin, "/devices/enrol")
     response = admin.post("/devices/enrol", data={"csrf_token": token, "device_id": "scope-kano-07",
                                                   "clinic": "Kano General", "broker": "mqtt.example.org:8883"})

@@ -140,10 +140,11 @@ def test_disk_full_during_upload_and_capture(small_disk, users_database):
     from webui.app import create_app
 
     shutil.copyfile(users_database, small_disk / "allscope.db")
-    app = create_app(small_disk, {"ALLSCOPE_START_WORKERS": False, "TESTING": True})
+    app = create_app(data_dir=small_disk, start_workers=False)
+    app.testing = True
     grabber = FrameGrabber(ReplayCamera(hold_s=0), max_fps=50).start()
-    app.extensions["allscope_grabber"] = grabber
-    database = app.extensions["allscope_db"]
+    app.appliance.grabber = grabber
+    database = app.appliance.database
     try:
         sample_id = clinical_setup(app)
         client = app.test_client()
@@ -273,7 +274,7 @@ def test_camera_unplugged_mid_capture_and_back(app):
 
     camera = UnpluggableCamera()
     grabber = FrameGrabber(camera, max_fps=50, stale_after_s=5.0, backoff_s=(0.05, 0.2)).start()
-    app.extensions["allscope_grabber"] = grabber
+    app.appliance.grabber = grabber
     sample_id = clinical_setup(app)
     tech, admin = app.test_client(), app.test_client()
     Auth(tech).login("tech")

@@ -26,8 +26,8 @@ from hostile_corpus import BASE_FILE, TRAVERSAL_NAMES, base_rgb, build_corpus, d
 
 from device.core.imageio import load_image, load_image_bytes
 from device.errors import ImageLoadError
-from device.services.intake import display_name
 from device.store.records import AuditEvent, Capture, Patient, Sample
+from webui.forms.captures import display_name
 
 # C libraries may print their own diagnostic to fd 2 before Pillow turns the failure into an exception
 # (libtiff: "ZIPDecode: Decoding error at scanline 136, incorrect data check."); Python cannot silence it.
@@ -189,7 +189,7 @@ def _api_upload(client, sample_id: int, files: list[tuple[bytes, str]]):
 
 
 def _assert_nothing_stored(app, before: set[str]):
-    data_dir = Path(app.config["ALLSCOPE_DATA_DIR"])
+    data_dir = app.appliance.data.root
     after = _files_of(data_dir)
     assert after == before, sorted(after ^ before)
     assert not [p for p in data_dir.rglob("*") if p.name.endswith(".tmp")]
@@ -202,7 +202,7 @@ def test_upload_page_refuses_each_hostile_file_in_one_line_and_stores_nothing(ap
     refused = _refused(corpus)
     sample_id = _sample(app)
     auth.login("tech")
-    before = _files_of(Path(app.config["ALLSCOPE_DATA_DIR"]))
+    before = _files_of(app.appliance.data.root)
     for specimen in refused:
         response = _page_upload(client, sample_id, [(specimen.data, specimen.name)])
         page = response.get_data(as_text=True)
@@ -225,7 +225,7 @@ def test_api_refuses_each_hostile_file_with_a_4xx_json_line_and_stores_nothing(a
     refused = _refused(corpus)
     sample_id = _sample(app)
     auth.login("path")
-    before = _files_of(Path(app.config["ALLSCOPE_DATA_DIR"]))
+    before = _files_of(app.appliance.data.root)
     for specimen in refused:
         response = _api_upload(client, sample_id, [(specimen.data, specimen.name)])
         assert response.status_code == 415 and response.is_json, (specimen.what, response.status_code)
@@ -245,7 +245,7 @@ def test_api_refuses_each_hostile_file_with_a_4xx_json_line_and_stores_nothing(a
 def test_an_upload_over_the_size_limit_is_a_413_line_and_stores_nothing(app, client, auth):
     sample_id = _sample(app)
     auth.login("tech")
-    before = _files_of(Path(app.config["ALLSCOPE_DATA_DIR"]))
+    before = _files_of(app.appliance.data.root)
     token = csrf_from(client.get(f"/samples/{sample_id}/capture").get_data(as_text=True))
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     big = distinct_variant(base_rgb(), 1) + b"\x00" * (2 * 1024 * 1024)
@@ -265,8 +265,8 @@ def worker_app(app):
     from device.resources import DEFAULT_MODEL
     from device.services.jobs import AnalysisWorker
 
-    worker = AnalysisWorker(app.extensions["allscope_data"], DEFAULT_MODEL, watchdog_seconds=None).start()
-    app.extensions.update(allscope_worker=worker, allscope_stop=worker.stop)
+    worker = AnalysisWorker(app.appliance.data, DEFAULT_MODEL, watchdog_seconds=None).start()
+    app.appliance.worker = worker  # stopped with the appliance when the test ends
     return app
 
 
@@ -289,8 +289,8 @@ def test_valid_odd_formats_are_stored_decoded_right_and_analysed_through_page_an
                 assert response.status_code == 201, (specimen.what, response.get_json())
                 capture_id = response.get_json()["captures"][0]
             uploaded[capture_id] = specimen
-    assert app.extensions["allscope_worker"].wait_idle(240)
-    data = app.extensions["allscope_data"]
+    assert app.appliance.worker.wait_idle(240)
+    data = app.appliance.data
     reference = None
     with app.app_context():
         for capture_id, specimen in uploaded.items():
@@ -313,7 +313,7 @@ def test_hostile_upload_names_never_become_paths(app, client, auth, tmp_path):
     base = base_rgb()
     sample_id = _sample(app)
     auth.login("tech")
-    data_dir = Path(app.config["ALLSCOPE_DATA_DIR"])
+    data_dir = app.appliance.data.root
     outside_before = {p for p in tmp_path.rglob("*") if data_dir not in p.parents and p != data_dir}
     tried = 0
     for number, name in enumerate(TRAVERSAL_NAMES):

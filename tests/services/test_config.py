@@ -300,16 +300,16 @@ def test_the_web_app_runs_its_services_as_configured(tmp_path):
     config = parse_config('[camera]\nlive_fps = 2.5\nlive_max_width = 640\n'
                           '[inference]\nthreads = 3\nwatchdog_seconds = 12\n'
                           '[analysis]\nreview_low = 0.2\nthreshold = 0.4\nreview_high = 0.9\n[ui]\nmax_upload_mb = 9\n')
-    app = create_app(tmp_path / "var", {**config.web_overrides(), "ALLSCOPE_START_WORKERS": True, "TESTING": True})
+    app = create_app(config, data_dir=tmp_path / "var", start_workers=True)
     try:
-        grabber = app.extensions["allscope_grabber"]
+        grabber = app.appliance.grabber
         assert grabber.max_width == 640 and grabber.interval == pytest.approx(1 / 2.5)
-        worker = app.extensions["allscope_worker"]
+        worker = app.appliance.worker
         assert worker.delegate == DelegateConfig(kind="cpu", num_threads=3) and worker.watchdog_seconds == 12
         assert (worker.decision.review_low, worker.decision.threshold, worker.decision.review_high) == (0.2, 0.4, 0.9)
         assert app.config["MAX_CONTENT_LENGTH"] == 9 * 1024 * 1024
     finally:
-        app.extensions["allscope_stop"]()
+        app.appliance.stop()
 
 
 def test_serve_applies_storage_and_listen_settings_in_process(tmp_path, monkeypatch):
@@ -324,7 +324,7 @@ def test_serve_applies_storage_and_listen_settings_in_process(tmp_path, monkeypa
     def fake_serve(app, host, port, **_options):
         served.update(host=host, port=port, app=app)
         with app.app_context():
-            served["synchronous"] = app.extensions["allscope_db"].execute_sql("PRAGMA synchronous").fetchone()[0]
+            served["synchronous"] = app.appliance.database.execute_sql("PRAGMA synchronous").fetchone()[0]
 
     monkeypatch.setattr(waitress, "serve", fake_serve)
     monkeypatch.setattr("signal.signal", lambda *_args: None)  # leave pytest's own SIGTERM handling alone
@@ -334,7 +334,7 @@ def test_serve_applies_storage_and_listen_settings_in_process(tmp_path, monkeypa
     try:
         assert server.serve(None, config=str(config_file)) == 0
         assert (served["host"], served["port"], served["synchronous"]) == ("0.0.0.0", 8181, 1)  # 1 = NORMAL
-        assert served["app"].config["ALLSCOPE_DATA_DIR"] == str(tmp_path / "var")
+        assert served["app"].appliance.data.root == tmp_path / "var"
         config_file.write_text(f'[device]\ndata_dir = "{tmp_path / "var"}"\n')
         assert server.serve(None, host="127.0.0.2", port=8282, config=str(config_file)) == 0
         assert (served["host"], served["port"], served["synchronous"]) == ("127.0.0.2", 8282, 2)  # 2 = FULL
@@ -424,7 +424,7 @@ def test_central_commands_take_their_defaults_from_the_central_section(tmp_path,
     monkeypatch.setattr("signal.signal", lambda *_args: None)
     assert cli.main(["central", "serve", "--config", str(config_file)]) == 0
     assert (served["host"], served["port"]) == ("0.0.0.0", 8191)
-    assert served["app"].config["CENTRAL_DATA_DIR"] == str(central_dir) and (central_dir / "central.db").is_file()
+    assert served["app"].central.data.root == central_dir and (central_dir / "central.db").is_file()
     flag_db = tmp_path / "flag.db"
     assert cli.main(["central", "serve", "--config", str(config_file), "--port", "8192",
                      "--central-db", str(flag_db)]) == 0

@@ -117,7 +117,7 @@ def test_pdf_is_a_real_pdf_with_identity_disclaimer_and_crops(app, client, auth)
     with app.app_context():
         assert AuditEvent.select().where(AuditEvent.detail == "pdf").count() == 1
         content = reporting.report_content(Report.get_by_id(report_id))
-        data = app.extensions["allscope_data"]
+        data = app.appliance.data
         # core font, uncompressed: the text can be read straight from the bytes
         raw = render_report_pdf(content, lambda c: data.absolute(c["crop_path"]), unicode_font=None, compress=False)
     assert b"Patient MRN/07 \xfc" in raw  # Latin-1 in the core font

@@ -93,10 +93,10 @@ def _wait(predicate, timeout=30.0):
 
 def test_a_hung_inference_fails_its_capture_the_worker_restarts_and_the_status_page_shows_it(
         app, client, real_classifier, demo_png):
-    data = app.extensions["allscope_data"]
+    data = app.appliance.data
     loader = Loader(real_classifier, hangs=lambda kind, n: n == 1)  # only the first loaded classifier hangs
     worker = AnalysisWorker(data, DEFAULT_MODEL, watchdog_seconds=1.0, loader=loader).start()
-    app.extensions["allscope_worker"] = worker
+    app.appliance.worker = worker
     try:
         hung, good = _capture(data, demo_png), _capture(data, demo_png)
         started = time.monotonic()
@@ -139,7 +139,7 @@ def test_a_hung_inference_fails_its_capture_the_worker_restarts_and_the_status_p
 
 
 def test_an_accelerator_that_keeps_hanging_is_replaced_by_the_cpu(app, real_classifier, demo_png):
-    data = app.extensions["allscope_data"]
+    data = app.appliance.data
     loader = Loader(real_classifier, hangs=lambda kind, n: kind == "edgetpu")
     worker = AnalysisWorker(data, DEFAULT_MODEL, delegate=DelegateConfig(kind="edgetpu", num_threads=2),
                             watchdog_seconds=0.5, loader=loader).start()

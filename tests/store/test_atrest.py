@@ -49,10 +49,13 @@ def _all_bytes(root: Path) -> list[tuple[Path, bytes]]:
 
 
 def test_the_app_works_end_to_end_and_nothing_readable_is_left_on_disk(tmp_path, key):
+    from device.config.schema import AllscopeConfig, CameraSection
     from device.services import accounts
     from webui.app import create_app
 
-    app = create_app(tmp_path / "var", {"ALLSCOPE_START_WORKERS": True, "TESTING": True, "ALLSCOPE_CAMERA": "replay"})
+    app = create_app(AllscopeConfig(camera=CameraSection(backend="replay")), data_dir=tmp_path / "var",
+                     start_workers=True)
+    app.testing = True
     try:
         with app.app_context():
             accounts.create_user("tech", TEST_PASSWORD, "technician", actor="test")
@@ -102,8 +105,7 @@ def test_the_app_works_end_to_end_and_nothing_readable_is_left_on_disk(tmp_path,
         pdf = client.get(f"/reports/{signed.get_json()['report']['id']}.pdf")
         assert pdf.status_code == 200 and pdf.data.count(b"/Subtype /Image") >= 1
     finally:
-        app.extensions["allscope_stop"]()
-        app.extensions["allscope_db"].close()
+        app.appliance.close()
 
     root = tmp_path / "var"
     assert atrest.is_encrypted(root)

@@ -88,7 +88,7 @@ TABLE: dict[str, set[str]] = {
 def records(app):
     """One of each record, so that every URL with an id points at something real."""
     with app.app_context():
-        data: DataDir = app.extensions["allscope_data"]
+        data: DataDir = app.appliance.data
         patient = Patient.create(identifier="P-1", name="Test Patient")
         sample = Sample.create(patient=patient)
         image_path, digest = data.store_image(_tiny_png())

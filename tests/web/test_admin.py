@@ -233,16 +233,17 @@ def test_settings_save_applies_and_audits(app, admin):
     page = admin.get("/admin/settings").get_data(as_text=True)
     assert "Settings saved. Model and camera changes take effect when the device restarts." in page
     assert 'value="0.45"' in page
-    assert app.config["ALLSCOPE_IDLE_MINUTES"] == 5
+    assert app.appliance.settings.idle_minutes == 5
     [event] = events(app, entity="settings")
     assert event.username == "admin" and event.address == "127.0.0.1"
     assert set(event.after) == {"threshold", "idle_minutes", "model_path"} and event.before["threshold"] == 0.5
     # a restarted app picks the stored values up
     from webui.app import create_app
 
-    again = create_app(app.config["ALLSCOPE_DATA_DIR"], {"ALLSCOPE_START_WORKERS": False})
-    assert again.config["ALLSCOPE_IDLE_MINUTES"] == 5
-    assert again.config["ALLSCOPE_MODEL"].endswith("allscope_blast_int8.tflite")
+    again = create_app(data_dir=app.appliance.data.root, start_workers=False)
+    assert again.appliance.settings.idle_minutes == 5
+    assert again.appliance.model_path.name == "allscope_blast_int8.tflite"
+    assert again.appliance.settings.model_path.endswith("allscope_blast_int8.tflite")  # the stored setting
 
 
 def test_settings_errors_name_the_field_and_save_nothing(app, admin):
@@ -258,14 +259,14 @@ def test_settings_errors_name_the_field_and_save_nothing(app, admin):
     with app.app_context():
         assert Setting.select().count() == 0
     assert events(app, entity="settings") == []
-    assert app.config["ALLSCOPE_IDLE_MINUTES"] == 10
+    assert app.appliance.settings.idle_minutes == 10
 
 
 # --- status ------------------------------------------------------------------------------------------------------
 
 def add_analysed_capture(app) -> None:
     with app.app_context(), db_proxy.atomic():
-        data = app.extensions["allscope_data"]
+        data = app.appliance.data
         image, digest = data.store_image((REPO_ROOT / "device" / "demo" / "BloodImage_00000.jpg").read_bytes())
         patient = Patient.create(identifier="P-100", name="Status Patient")
         sample = Sample.create(patient=patient)
@@ -294,11 +295,11 @@ def test_status_page_with_the_real_worker_and_camera(app, admin):
     from device.camera.grabber import FrameGrabber
     from device.services.jobs import AnalysisWorker
 
-    data = app.extensions["allscope_data"]
+    data = app.appliance.data
     worker = AnalysisWorker(data, REPO_ROOT / "models" / "allscope_blast_int8.tflite").start()
     grabber = FrameGrabber(ReplayCamera()).start()
-    app.extensions["allscope_worker"] = worker
-    app.extensions["allscope_grabber"] = grabber
+    app.appliance.worker = worker
+    app.appliance.grabber = grabber
     try:
         page = admin.get("/admin/status").get_data(as_text=True)
         assert "Analysis worker</dt><dd>running" in page and "not loaded yet" in page
@@ -318,10 +319,15 @@ def test_status_page_with_the_real_worker_and_camera(app, admin):
     assert "camera stopped" in page
 
 
-def test_status_warns_about_a_missing_model_file(app, admin):
-    app.config["ALLSCOPE_MODEL"] = "/nowhere/gone.tflite"
-    app.extensions["allscope_settings_defaults"] = {"model_path": "/nowhere/gone.tflite"}
-    page = admin.get("/admin/status").get_data(as_text=True)
+def test_status_warns_about_a_missing_model_file(app):
+    from device.config.schema import AllscopeConfig, InferenceSection
+    from webui.app import create_app
+
+    configured = create_app(AllscopeConfig(inference=InferenceSection(model="/nowhere/gone.tflite")),
+                            data_dir=app.appliance.data.root, start_workers=False)
+    client = configured.test_client()
+    assert Auth(client).login("admin").status_code == 302
+    page = client.get("/admin/status").get_data(as_text=True)
     assert "/nowhere/gone.tflite: model file not found" in page and "ad-error" in page
 
 
@@ -366,7 +372,7 @@ def test_web_bench_smoke_run_prints_figures_and_returns_them(app, tmp_path, caps
 
 def test_running_services_are_told_about_a_save_and_a_failure_to_apply_is_one_line(app, admin):
     seen = []
-    app.extensions["allscope_settings_listeners"] = [lambda settings, changed: seen.append(changed)]
+    app.appliance.listeners[:] = [lambda settings, changed: seen.append(changed)]
     admin.post("/admin/settings", data=settings_form(admin, threshold="0.4"))
     assert seen == [{"threshold"}]
     assert "Settings saved." in admin.get("/admin/settings").get_data(as_text=True)
@@ -374,7 +380,7 @@ def test_running_services_are_told_about_a_save_and_a_failure_to_apply_is_one_li
     def broken(settings, changed):
         raise RuntimeError("camera\nunplugged")
 
-    app.extensions["allscope_settings_listeners"] = [broken]
+    app.appliance.listeners[:] = [broken]
     response = admin.post("/admin/settings", data=settings_form(admin, threshold="0.4", camera_kind="opencv"))
     assert response.status_code == 302
     page = admin.get("/admin/settings").get_data(as_text=True)

@@ -73,7 +73,7 @@ def test_setup_page_only_works_while_no_user_exists(client):
 def test_first_run_setup_creates_one_admin_then_closes(tmp_path):
     from webui.app import create_app
 
-    app = create_app(tmp_path / "fresh", {"ALLSCOPE_START_WORKERS": False})
+    app = create_app(data_dir=tmp_path / "fresh", start_workers=False)
     client = app.test_client()
     assert client.get("/login").headers["Location"] == "/setup"
     token = csrf_from(client.get("/setup").get_data(as_text=True))
@@ -110,7 +110,7 @@ def test_secret_key_is_generated_private(app):
     import stat
     from pathlib import Path
 
-    key_file = Path(app.config["ALLSCOPE_DATA_DIR"]) / "secret_key"
+    key_file = app.appliance.data.root / "secret_key"
     assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
     assert len(key_file.read_bytes().strip()) == 64
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import ROLE_USERS, TEST_PASSWORD, Auth, csrf_from
 
+from device.config.schema import AllscopeConfig, CameraSection
 from device.core.imageio import load_image, load_image_bytes
 from device.store.records import AuditEvent, Capture, Cell, Patient, Sample
 
@@ -45,7 +46,7 @@ def test_upload_of_a_real_jpeg_stores_a_png_of_the_decoded_frame_and_audits(app,
     with app.app_context():
         capture = Capture.get()
         assert (capture.source, capture.status, capture.original_name) == ("upload", "queued", "etc_Blood_Image_1.jpg")
-        stored = app.extensions["allscope_data"].absolute(capture.image_path)
+        stored = app.appliance.data.absolute(capture.image_path)
         assert stored.suffix == ".png" and stored.read_bytes()[:4] == b"\x89PNG"
         assert np.array_equal(load_image(stored), load_image_bytes(JPEG, "x"))  # lossless copy of what was decoded
         assert (capture.width, capture.height) == (640, 480) and capture.created_by == "tech"
@@ -63,7 +64,7 @@ def test_text_file_named_png_gets_one_clear_line_and_nothing_is_stored(app, clie
     assert "Traceback" not in page
     with app.app_context():
         assert Capture.select().count() == 0
-        assert not list((Path(app.config["ALLSCOPE_DATA_DIR"]) / "images").glob("**/*.png"))
+        assert not list((app.appliance.data.root / "images").glob("**/*.png"))
 
 
 def test_several_files_at_once_bad_ones_do_not_stop_good_ones(app, client, auth):
@@ -210,17 +211,18 @@ def test_roles_admin_only_is_refused_and_anonymous_must_log_in(app, client, auth
 def live_app(tmp_path):
     from webui.app import create_app
 
-    application = create_app(tmp_path / "var", {"ALLSCOPE_START_WORKERS": True, "TESTING": True,
-                                                "ALLSCOPE_CAMERA": "replay"})
+    application = create_app(AllscopeConfig(camera=CameraSection(backend="replay")), data_dir=tmp_path / "var",
+                             start_workers=True)
+    application.testing = True
     with application.app_context():
         from device.services import accounts
 
         for username, roles in ROLE_USERS.items():
             accounts.create_user(username, TEST_PASSWORD, roles, actor="test")
     yield application
-    application.extensions["allscope_stop"]()
-    assert not application.extensions["allscope_worker"].alive
-    assert not application.extensions["allscope_grabber"].running
+    application.appliance.stop()
+    assert not application.appliance.worker.alive
+    assert not application.appliance.grabber.running
 
 
 def _wait_status(client, capture_id, timeout=60.0):
@@ -240,8 +242,8 @@ def test_camera_still_is_stored_analysed_and_served(live_app):
     auth = Auth(client)
     sample_id = _sample(live_app)
     auth.login("tech")
-    live_app.extensions["allscope_camera"].hold_s = 3600  # the microscope stays on one field
-    grabber = live_app.extensions["allscope_grabber"]
+    live_app.appliance.camera.hold_s = 3600  # the microscope stays on one field
+    grabber = live_app.appliance.grabber
     grabber.wait_for_frame(0, timeout=10)
     assert client.get("/api/camera/poll").get_json()["ok"] is True
     response = client.post(f"/samples/{sample_id}/capture", data={"csrf_token": _page_token(client, sample_id)},
@@ -272,10 +274,10 @@ def test_camera_setting_change_restarts_the_grabber_and_a_bad_device_is_a_status
 
     client = live_app.test_client()
     Auth(client).login("tech")
-    old = live_app.extensions["allscope_grabber"]
-    for listener in live_app.extensions["allscope_settings_listeners"]:
-        listener(DeviceSettings(camera_kind="opencv", camera_source="/dev/video-gone"), {"camera_kind", "camera_source"})
-    assert not old.running and live_app.extensions["allscope_camera"].name == "opencv"
+    old = live_app.appliance.grabber
+    assert live_app.appliance.apply(DeviceSettings(camera_kind="opencv", camera_source="/dev/video-gone"),
+                                    {"camera_kind", "camera_source"}) == ""
+    assert not old.running and live_app.appliance.camera.name == "opencv"
     deadline = time.monotonic() + 10
     while "retrying" not in client.get("/api/camera/poll").get_json()["status"] and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -287,7 +289,7 @@ def test_camera_setting_change_restarts_the_grabber_and_a_bad_device_is_a_status
 def test_live_jpeg_and_mjpeg_stream_ends_when_the_client_goes(live_app):
     client = live_app.test_client()
     Auth(client).login("path")
-    live_app.extensions["allscope_grabber"].wait_for_frame(0, timeout=10)
+    live_app.appliance.grabber.wait_for_frame(0, timeout=10)
     still = client.get("/camera/live.jpg")
     assert still.status_code == 200 and load_image_bytes(still.data, "live").shape[1] <= 960
     stream = client.get("/camera/live.mjpg", buffered=False)

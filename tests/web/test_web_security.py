@@ -86,7 +86,7 @@ def device_records(app):
     from device.store.records import Capture, Cell, Patient, Report, Sample, User, utcnow
 
     with app.app_context():
-        data = app.extensions["allscope_data"]
+        data = app.appliance.data
         patient = Patient.create(identifier="P-1", name="Test Patient")
         sample = Sample.create(patient=patient)
         image_path, digest = data.store_image(_png())
@@ -180,7 +180,7 @@ def _open_sample(app, patient_id) -> dict:
     from device.store.records import Capture, Cell, Report, Sample
 
     with app.app_context():
-        data = app.extensions["allscope_data"]
+        data = app.appliance.data
         sample = Sample.create(patient=patient_id)
         png = _png(int(sample.id) % 200 + 20)
         image_path, digest = data.store_image(png)
@@ -193,7 +193,7 @@ def _open_sample(app, patient_id) -> dict:
 
 
 def test_csrf_on_every_state_changing_device_route(app, device_records, device_cookies):
-    database = app.extensions["allscope_db"]
+    database = app.appliance.database
     refused = changed = 0
     problems = []
     for rule, method in routes(app, STATE_CHANGING):
@@ -267,9 +267,10 @@ def central(tmp_path, central_users_db):
     data = tmp_path / "central"
     data.mkdir()
     shutil.copyfile(central_users_db, data / "central.db")
-    app = create_central_app(data / "central.db", data, {"TESTING": True, "CENTRAL_PKI_DIR": str(tmp_path / "pki")})
+    app = create_central_app(data / "central.db", data, pki_dir=tmp_path / "pki")
+    app.testing = True
     yield app
-    app.extensions["central_db"].close()
+    app.central.database.close()
 
 
 @pytest.fixture
@@ -292,8 +293,8 @@ def central_cookies(central):
 def test_csrf_on_every_state_changing_central_route(central, central_records, central_cookies):
     from sync.fleet.pki import init_pki
 
-    init_pki(central.config["CENTRAL_PKI_DIR"])  # so that enrol and revoke really change something with a token
-    database = central.extensions["central_db"]
+    init_pki(central.central.pki_dir)  # so that enrol and revoke really change something with a token
+    database = central.central.database
     bodies = {
         "auth.login": {"username": "boss", "password": "wrong-password"},
         "auth.logout": {},
@@ -487,7 +488,7 @@ def _walk_garbage(app, ids, caller, cookies, cookie_name, secrets, paths) -> tup
 def test_garbage_ids_params_and_bodies_leak_nothing_device(app, device_records, device_cookies):
     secrets = [app.config["SECRET_KEY"].decode() if isinstance(app.config["SECRET_KEY"], bytes)
                else app.config["SECRET_KEY"]]
-    paths = [str(REPO_ROOT), app.config["ALLSCOPE_DATA_DIR"]]
+    paths = [str(REPO_ROOT), str(app.appliance.data.root)]
     sent, problems = _walk_garbage(app, device_records, lambda e: device_caller(app, e), device_cookies,
                                    DEVICE_COOKIE, secrets, paths)
     assert not problems, f"{len(problems)} of {sent}:\n" + "\n".join(problems[:60])
@@ -497,9 +498,9 @@ def test_garbage_ids_params_and_bodies_leak_nothing_device(app, device_records, 
 def test_garbage_ids_params_and_bodies_leak_nothing_central(central, central_records, central_cookies):
     from sync.fleet.pki import init_pki
 
-    init_pki(central.config["CENTRAL_PKI_DIR"])
+    init_pki(central.central.pki_dir)
     secrets = [central.config["SECRET_KEY"].decode()]
-    paths = [str(REPO_ROOT), central.config["CENTRAL_DATA_DIR"], central.config["CENTRAL_PKI_DIR"]]
+    paths = [str(REPO_ROOT), str(central.central.data.root), str(central.central.pki_dir)]
 
     def caller(endpoint):
         return None if "anonymous" in declared(central, endpoint) else "boss"
@@ -571,14 +572,16 @@ def _cookie_attributes(response, name) -> dict[str, str]:
 
 @pytest.mark.parametrize("tls", [False, True])
 def test_session_cookie_flags_on_both_apps(tmp_path, users_database, central_users_db, tls):
+    from device.config.schema import AllscopeConfig, DeviceSection
     from sync.central.web.app import create_central_app
     from webui.app import create_app
 
     shutil.copytree(users_database.parent, tmp_path / "device")
-    device = create_app(tmp_path / "device", {"ALLSCOPE_START_WORKERS": False, "ALLSCOPE_TLS": tls})
+    device = create_app(AllscopeConfig(device=DeviceSection(tls=tls)), data_dir=tmp_path / "device",
+                        start_workers=False)
     (tmp_path / "central").mkdir()
     shutil.copyfile(central_users_db, tmp_path / "central" / "central.db")
-    central = create_central_app(tmp_path / "central" / "central.db", tmp_path / "central", {"ALLSCOPE_TLS": tls})
+    central = create_central_app(tmp_path / "central" / "central.db", tmp_path / "central", tls=tls)
     for app, user, name in ((device, "tech", DEVICE_COOKIE), (central, "boss", CENTRAL_COOKIE)):
         client = app.test_client()
         response = Auth(client).login(user)
@@ -588,7 +591,7 @@ def test_session_cookie_flags_on_both_apps(tmp_path, users_database, central_use
         assert bool(flags.get("secure")) == tls, flags
         assert "domain" not in flags and flags.get("path") == "/"
         assert not any(h.startswith("remember_token") for h in response.headers.getlist("Set-Cookie"))
-    central.extensions["central_db"].close()
+    central.central.database.close()
 
 
 def test_central_session_fixation_nothing_planted_survives_login(central):

@@ -15,20 +15,13 @@ from __future__ import annotations
 
 from flask import abort, jsonify, request
 
-from device.services.intake import (
-    IntakeError,
-    camera_status,
-    capture_summary,
-    cell_dict,
-    chosen_files,
-    grabber,
-    poll_summary,
-    store_still,
-    store_uploads,
-)
+from device.services.intake import store_still, store_uploads
 from device.store.records import Capture, Cell, Sample
 from webui.api.base import bp
+from webui.forms.captures import capture_summary, cell_dict, chosen_files, poll_summary, upload_contents
 from webui.kit.access import CLINICAL, allow
+from webui.kit.errors import http_status
+from webui.kit.runtime import actor, appliance
 
 
 def _sample(sample_id: int) -> Sample:
@@ -46,13 +39,16 @@ def api_capture_upload(sample_id: int):
     files = chosen_files(request.files.getlist("files") + request.files.getlist("file"))
     if not files:
         return jsonify(error="no file sent: use multipart form field 'files'"), 400
-    stored, failed = store_uploads(sample, files)
+    device = appliance()
+    stored, failed = store_uploads(sample, upload_contents(files), actor=actor(), data=device.data,
+                                   worker=device.worker)
     report = [{"name": c.original_name, "capture_id": c.id} for c in stored] + \
-             [{"name": name, "error": message} for name, message, _status in failed]
+             [{"name": name, "error": str(error)} for name, error in failed]
     if stored:
         return jsonify(captures=[c.id for c in stored], files=report), 201
-    status = max(s for _n, _m, s in failed)  # 415 unreadable beats 409 duplicate: the likelier user mistake
-    return jsonify(error=failed[0][1] if len(failed) == 1 else f"no file was stored ({len(failed)} refused)",
+    # 415 unreadable beats 409 duplicate: the likelier user mistake
+    status = max(http_status(error) or 400 for _name, error in failed)
+    return jsonify(error=str(failed[0][1]) if len(failed) == 1 else f"no file was stored ({len(failed)} refused)",
                    files=report), status
 
 
@@ -60,11 +56,10 @@ def api_capture_upload(sample_id: int):
 @allow(*CLINICAL)
 def api_capture_still(sample_id: int):
     sample = _sample(sample_id)
-    try:
-        capture = store_still(sample)
-    except IntakeError as error:
-        return jsonify(error=str(error)), error.status
-    return jsonify(capture=capture_summary(capture)), 201
+    device = appliance()  # no camera (503) and a duplicate frame (409) are answered by the one error handler
+    capture = store_still(sample, device.grabber, actor=actor(), data=device.data, worker=device.worker,
+                          camera_status=device.camera_status())
+    return jsonify(capture=capture_summary(capture, device.worker)), 201
 
 
 @bp.get("/samples/<int:sample_id>/captures")
@@ -72,14 +67,15 @@ def api_capture_still(sample_id: int):
 def api_sample_captures(sample_id: int):
     sample = _sample(sample_id)
     rows = Capture.select().where(Capture.sample == sample.id).order_by(Capture.id)
-    return jsonify(captures=[capture_summary(c) for c in rows])
+    worker = appliance().worker
+    return jsonify(captures=[capture_summary(c, worker) for c in rows])
 
 
 @bp.get("/captures/<int:capture_id>")
 @allow(*CLINICAL)
 def api_capture(capture_id: int):
     capture = _capture(capture_id)
-    out = capture_summary(capture)
+    out = capture_summary(capture, appliance().worker)
     out["timings_ms"] = capture.timings_ms
     out["cells"] = [cell_dict(c) for c in Cell.select().where(Cell.capture == capture.id).order_by(Cell.id)]
     return jsonify(out)
@@ -88,11 +84,12 @@ def api_capture(capture_id: int):
 @bp.get("/captures/<int:capture_id>/poll")
 @allow(*CLINICAL)
 def api_capture_poll(capture_id: int):
-    return jsonify(poll_summary(_capture(capture_id)))
+    return jsonify(poll_summary(_capture(capture_id), appliance().worker))
 
 
 @bp.get("/camera/poll")
 @allow(*CLINICAL)
 def api_camera_poll():
-    status = camera_status()
-    return jsonify(status=status, ok=status == "ok", running=grabber() is not None)
+    device = appliance()
+    status = device.camera_status()
+    return jsonify(status=status, ok=status == "ok", running=device.grabber is not None)

@@ -33,6 +33,7 @@ from webui.forms.patients import (
     patient_formdata,
 )
 from webui.kit.access import CLINICAL, allow
+from webui.kit.runtime import actor
 
 DUPLICATE = "This identifier is already registered to another patient."
 
@@ -87,7 +88,7 @@ def api_patient_create():
     if not form.validate():
         return _invalid(form)
     try:
-        patient = store.create_patient(form.values())
+        patient = store.create_patient(form.values(), actor())
     except store.DuplicateIdentifier:
         return jsonify(error=f"identifier: {DUPLICATE}", fields={"identifier": DUPLICATE}), 400
     response = jsonify(patient=patient_json(patient))
@@ -99,7 +100,7 @@ def api_patient_create():
 @allow(*CLINICAL)
 def api_patient(patient_id: int):
     patient = _get(Patient, patient_id)
-    store.record_view("patient", patient.id)
+    store.record_view("patient", patient.id, actor())
     samples = [dict(row_dict(item["sample"]), capture_count=item["capture_count"],
                     reports=[row_dict(r) for r in item["reports"]])
                for item in store.patient_samples(patient)]
@@ -115,7 +116,7 @@ def api_patient_update(patient_id: int):
     if not form.validate():
         return _invalid(form)
     try:
-        changed = store.update_patient(patient, form.values())
+        changed = store.update_patient(patient, form.values(), actor())
     except store.DuplicateIdentifier:
         return jsonify(error=f"identifier: {DUPLICATE}", fields={"identifier": DUPLICATE}), 400
     return jsonify(patient=patient_json(patient), changed=changed)
@@ -129,7 +130,7 @@ def api_sample_create(patient_id: int):
     form = _bind(SampleForm, json_formdata(_payload(), SAMPLE_FIELDS, base=MultiDict({"collected_at": now})))
     if not form.validate():
         return _invalid(form)
-    sample = store.create_sample(patient, form.values())
+    sample = store.create_sample(patient, form.values(), actor())
     response = jsonify(sample=row_dict(sample))
     response.headers["Location"] = url_for("api.api_sample", sample_id=sample.id)
     return response, 201
@@ -139,6 +140,6 @@ def api_sample_create(patient_id: int):
 @allow(*CLINICAL)
 def api_sample(sample_id: int):
     sample = _get(Sample, sample_id)
-    store.record_view("sample", sample.id)
+    store.record_view("sample", sample.id, actor())
     captures = [row_dict(c) for c in store.sample_captures(sample)]
     return jsonify(sample=row_dict(sample), patient=patient_json(sample.patient), captures=captures)

@@ -85,8 +85,8 @@ def resolve_pages(data_dir: Path, pages: Sequence[Page]):
     """([(page, its URL's arguments)] for the endpoints the app has, {label: why skipped}, the app for url_for)."""
     from webui.app import create_app
 
-    app = create_app(data_dir, {"ALLSCOPE_START_WORKERS": False})
-    app.extensions["allscope_db"].close()
+    app = create_app(data_dir=data_dir, start_workers=False)
+    app.appliance.database.close()
     rules = {rule.endpoint: rule for rule in app.url_map.iter_rules() if "GET" in rule.methods}
     found, skipped = [], {}
     for page in pages:
@@ -234,13 +234,13 @@ def run_web_bench(clients: int = 20, duration_s: float = 20.0, pages: Sequence[P
     measures the server saturated rather than 20 people tapping a screen every second or two.
     ``data_dir``: keep the generated data there (default: a temporary directory, removed afterwards).
     """
-    from device.resources import DEFAULT_MODEL
+    from device.resources import model_in_force
     from device.store.records import db_proxy
     from webui.bench.web_data import CLIENT_USERS, seed
 
     out = out or sys.stdout
     pages = tuple(pages or DEFAULT_PAGES)
-    model_file = Path(model or os.environ.get("ALLSCOPE_MODEL") or DEFAULT_MODEL)
+    model_file = model_in_force(model)  # the flag, else $ALLSCOPE_MODEL, else the shipped model
     password = secrets.token_urlsafe(16)
     previous_db = db_proxy.obj  # seeding binds the records to the bench database; give the caller theirs back
     temporary = tempfile.mkdtemp(prefix="allscope-bench-web-") if data_dir is None else None

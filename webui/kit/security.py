@@ -8,10 +8,10 @@ that never show a stack trace.
 
     app.config.update(session_config(data.secret_key(), cookie_name="allscope_session", secure=False))
     install_login(app, "auth.login")
-    install_idle_logout(app, "auth.login")
+    install_idle_logout(app, "auth.login", lambda: 10)
     install_role_check(app, "auth.login", respond)
     install_headers(app)
-    register_error_handlers(app, respond, upload_limit_mb=64, unexpected="Something went wrong ...")
+    register_error_handlers(app, respond, upload_limit_mb=lambda: 64, unexpected="Something went wrong ...")
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script
 ErrorResponder = Callable[[int, str], object]
 
 
-def install(app: Flask, csrf, database, *, error_template: str, upload_limit_mb: float, unexpected: str,
-            login_endpoint: str = "auth.login", static_endpoints: tuple[str, ...] = ("static",)) -> None:
+def install(app: Flask, csrf, database, *, error_template: str, upload_limit_mb: Callable[[], float],
+            idle_minutes: Callable[[], float], unexpected: str, login_endpoint: str = "auth.login",
+            static_endpoints: tuple[str, ...] = ("static",)) -> None:
     """Everything both web apps install the same way, in order: bounded ids, CSRF, flask-login, one kept
     database connection per server thread (opening one per request costs more than most pages; static
     files never touch it), idle logout, the role check, the headers and the one-line error pages."""
@@ -52,7 +53,7 @@ def install(app: Flask, csrf, database, *, error_template: str, upload_limit_mb:
             database.connect(reuse_if_open=True)
 
     respond = error_responder(error_template)
-    install_idle_logout(app, login_endpoint)
+    install_idle_logout(app, login_endpoint, idle_minutes)
     install_role_check(app, login_endpoint, respond)
     install_headers(app)
     register_error_handlers(app, respond, upload_limit_mb=upload_limit_mb, unexpected=unexpected)
@@ -138,8 +139,9 @@ def _login_redirect(login_endpoint: str):
     return redirect(url_for(login_endpoint, next=request.full_path.rstrip("?") if request.method == "GET" else None))
 
 
-def install_idle_logout(app: Flask, login_endpoint: str, minutes_key: str = "ALLSCOPE_IDLE_MINUTES") -> None:
-    """Log out a session idle for ``app.config[minutes_key]`` minutes; paths ending in /poll are not activity."""
+def install_idle_logout(app: Flask, login_endpoint: str, idle_minutes: Callable[[], float]) -> None:
+    """Log out a session idle for ``idle_minutes()`` minutes (the setting in force); paths ending in /poll are
+    not activity."""
 
     @app.before_request
     def _idle_logout():
@@ -147,12 +149,13 @@ def install_idle_logout(app: Flask, login_endpoint: str, minutes_key: str = "ALL
             return None
         now = time.time()
         last = session.get("last_seen", now)
-        if now - last > float(app.config[minutes_key]) * 60:
+        minutes = idle_minutes()
+        if now - last > float(minutes) * 60:
             logout_user()
             session.clear()
             if access.is_api_request():
                 return jsonify(error="session expired: log in again"), 401
-            flash(f"Logged out after {app.config[minutes_key]} minutes without activity.", "info")
+            flash(f"Logged out after {minutes} minutes without activity.", "info")
             return _login_redirect(login_endpoint)
         if not request.path.endswith("/poll"):  # background polling does not count as activity
             session["last_seen"] = now
@@ -198,13 +201,13 @@ def error_responder(template: str) -> ErrorResponder:
     return respond
 
 
-def register_error_handlers(app: Flask, respond: ErrorResponder, *, upload_limit_mb: float, unexpected: str) -> None:
+def register_error_handlers(app: Flask, respond: ErrorResponder, *, upload_limit_mb: Callable[[], float],
+                            unexpected: str) -> None:
     messages = {
         400: "The request was not understood.",
         403: "Your role does not allow this page or action.",
         404: "There is no such page or record.",
         405: "This action is not available here.",
-        413: f"The upload is too large (limit {upload_limit_mb:g} MB).",
         429: "Too many requests: wait a moment and try again.",
     }
 
@@ -214,6 +217,8 @@ def register_error_handlers(app: Flask, respond: ErrorResponder, *, upload_limit
 
     @app.errorhandler(HTTPException)
     def _http(error):
+        if error.code == 413:
+            return respond(413, f"The upload is too large (limit {upload_limit_mb():g} MB).")
         return respond(error.code or 500, messages.get(error.code, error.description or "Request failed."))
 
     @app.errorhandler(Exception)

@@ -9,77 +9,25 @@ transaction that makes the change.
 
 from __future__ import annotations
 
-import logging
 import math
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from wtforms.fields.choices import SelectChoice
 
 from device.services import account_rules, accounts
 from device.services.accounts import AccountError
-from device.services.settings import DeviceSettings, SettingsError, defaults_from_config, field_errors
+from device.services.settings import DeviceSettings, SettingsError, field_errors
 from device.store.records import AuditEvent, User
 from webui.forms.admin import ActionForm, AuditFilterForm, CreateUserForm, PasswordForm, RolesForm, SettingsForm
 from webui.kit.access import ADMIN, allow
 from webui.kit.errors import http_status
+from webui.kit.runtime import actor, appliance
 from webui.pages import admin_status
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
-log = logging.getLogger(__name__)
 
 AUDIT_PAGE_SIZE = 50
-RESTART_KEYS = {"model_path", "camera_kind", "camera_source"}  # read by the services when they start
-_DEFAULTS = "allscope_settings_defaults"
-LISTENERS = "allscope_settings_listeners"  # callables(settings, changed_keys) told after a save
-
-
-def init_app(app) -> None:
-    """Remember the configured defaults, then let the stored settings override the config."""
-    app.extensions[_DEFAULTS] = defaults_from_config(app.config)
-    app.extensions.setdefault(LISTENERS, [])
-    with app.app_context():
-        stored = DeviceSettings.stored_keys()
-        if stored:
-            apply_to_config(app, device_settings(app), stored)
-
-
-def device_settings(app=None) -> DeviceSettings:
-    """The settings in force: stored values over the defaults configured at start-up."""
-    app = app or current_app
-    return DeviceSettings.load(app.extensions.get(_DEFAULTS))
-
-
-def apply_to_config(app, settings: DeviceSettings, keys: set[str]) -> None:
-    """Mirror settings into app.config, where the app and the services read them."""
-    if "idle_minutes" in keys:
-        app.config["ALLSCOPE_IDLE_MINUTES"] = settings.idle_minutes
-    if "max_upload_mb" in keys:
-        app.config["ALLSCOPE_MAX_UPLOAD_MB"] = settings.max_upload_mb
-        app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_mb * 1024 * 1024
-    if "model_path" in keys:
-        app.config["ALLSCOPE_MODEL"] = settings.model_path or None
-    if "camera_kind" in keys:
-        app.config["ALLSCOPE_CAMERA"] = settings.camera_kind
-    if "camera_source" in keys:
-        app.config["ALLSCOPE_CAMERA_SOURCE"] = settings.camera_source or None
-
-
-def _notify(app, updated: DeviceSettings, changed: set[str]) -> str:
-    """Tell the running services (worker, camera) about a save; the first failure as one line, or ""."""
-    if not changed:
-        return ""
-    for listener in app.extensions.get(LISTENERS, []):
-        try:
-            listener(updated, changed)
-        except Exception as error:  # noqa: BLE001 - the settings are stored; say what did not take effect
-            log.exception("applying saved settings failed")
-            return " ".join(str(error).split())[:200] or type(error).__name__
-    return ""
-
-
-def _address() -> str:
-    return request.remote_addr or "unknown"
 
 
 # --- status ------------------------------------------------------------------------------------------------
@@ -87,13 +35,11 @@ def _address() -> str:
 @bp.get("/status")
 @allow(ADMIN)
 def status():
-    app = current_app._get_current_object()
-    settings = device_settings(app)
-    data = app.extensions["allscope_data"]
-    sections = [("Model", admin_status.model_checks(app, settings)),
-                ("Camera", admin_status.camera_checks(app, settings)),
-                ("Storage", admin_status.disk_checks(data) +
-                 admin_status.database_checks(app.extensions["allscope_db"], data)),
+    device = appliance()
+    sections = [("Model", admin_status.model_checks(device)),
+                ("Camera", admin_status.camera_checks(device)),
+                ("Storage", admin_status.disk_checks(device.data) +
+                 admin_status.database_checks(device.database, device.data)),
                 ("Sync", [admin_status.Check("Sync", "not configured (a later release adds encrypted sync)",
                                              "info")])]
     return render_template("admin/status.html", sections=sections, counts=admin_status.counts(),
@@ -215,8 +161,8 @@ def user_password(user_id: int):
 @bp.route("/settings", methods=["GET", "POST"])
 @allow(ADMIN)
 def settings():
-    app = current_app._get_current_object()
-    current = device_settings(app)
+    device = appliance()
+    current = device.settings
     form = SettingsForm(data={k: ("" if v is None else str(v)) for k, v in current.as_dict().items()})
     status = 200
     if request.method == "POST" and form.validate_on_submit():
@@ -224,19 +170,16 @@ def settings():
         errors = field_errors(changes)
         if not errors:
             try:
-                updated = DeviceSettings.save(changes, current_user.username, address=_address(),
-                                              defaults=app.extensions.get(_DEFAULTS))
+                saved = device.save_settings(changes, actor())
             except SettingsError as error:
                 errors = {error.key: str(error)}
             else:
-                changed = {k for k in DeviceSettings.keys() if getattr(updated, k) != getattr(current, k)}
-                apply_to_config(app, updated, changed)
-                failed = _notify(app, updated, changed)
-                if failed:
-                    flash(f"Settings saved, but applying them failed ({failed}): restart the device.", "error")
-                elif not changed:
+                if saved.apply_problem:
+                    flash(f"Settings saved, but applying them failed ({saved.apply_problem}): restart the device.",
+                          "error")
+                elif not saved.changed:
                     flash("Nothing changed.", "info")
-                elif changed & RESTART_KEYS and not app.extensions.get(LISTENERS):
+                elif saved.restart_needed:
                     flash("Settings saved. Model and camera changes take effect when the device restarts.", "info")
                 else:
                     flash("Settings saved.", "info")
@@ -246,7 +189,7 @@ def settings():
         status = 400
     elif request.method == "POST":
         status = 400
-    return render_template("admin/settings.html", form=form, stored=DeviceSettings.stored_keys()), status
+    return render_template("admin/settings.html", form=form, stored=device.stored_keys()), status
 
 
 # --- audit trail -------------------------------------------------------------------------------------------

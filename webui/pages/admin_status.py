@@ -1,9 +1,10 @@
 """What the status page shows: model, camera, disk, database, counts, recent analyses and audit events.
 
-The analysis worker and the camera grabber are built elsewhere and may be
-absent (tests, a device still starting) or expose different attributes as
-they evolve, so they are read defensively with ``getattr`` and shown as
-"not loaded yet" / "not running" rather than failing the page.
+Everything comes from the running :class:`~device.services.appliance.Appliance`
+through public accessors: the model file in force, the worker's state
+(``alive``, ``backend``, ``queue_length``, ``loaded_model`` …) and the grabber's
+(``status``, ``camera``). A worker or camera that is absent (tests, a device
+still starting) is shown as "not started" / "not running" rather than failing the page.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import peewee as pw
 
+from device.services.appliance import Appliance
 from device.store.datadir import DataDir
 from device.store.records import CAPTURE_STATES, AuditEvent, Capture, Patient, Sample
 
@@ -40,48 +42,20 @@ def human_bytes(count: float) -> str:
     return f"{count:.1f} TB"
 
 
-def model_path(app, settings) -> Path:
-    from device.resources import DEFAULT_MODEL
-
-    return Path(settings.model_path or app.config.get("ALLSCOPE_MODEL") or DEFAULT_MODEL)
-
-
-def _find(obj: Any, *names: str) -> Any:
-    """The first attribute among ``names`` that is set, on ``obj`` or its analyzer or classifier."""
-    analyzer = _get(obj, "analyzer") or _get(obj, "_analyzer")
-    for holder in (obj, analyzer, _get(obj, "classifier"), _get(analyzer, "classifier")):
-        for name in names:
-            value = _get(holder, name)
-            if value is not None and not callable(value):
-                return value
-    return None
-
-
 def _get(obj: Any, name: str) -> Any:
-    if obj is None:
-        return None
+    """A property of a running service; None when reading it fails (a half-started service must not break
+    the page)."""
     try:
-        return getattr(obj, name, None)
-    except Exception:  # noqa: BLE001 - a property of a half-started service must not break the page
-        return None
-
-
-def _queue_length(worker: Any) -> int | None:
-    pending = _find(worker, "queue_length", "pending")
-    if isinstance(pending, int):
-        return pending
-    queue = _get(worker, "_queue")
-    try:
-        return int(queue.qsize()) if queue is not None else None
+        return getattr(obj, name)
     except Exception:  # noqa: BLE001
         return None
 
 
-def model_checks(app, settings) -> list[Check]:
+def model_checks(device: Appliance) -> list[Check]:
     from device.errors import AllscopeError
     from device.inference.model_info import read_model_info
 
-    path = model_path(app, settings)
+    path = device.model_path
     checks = [Check("Model file", str(path), "info")]
     try:
         try:
@@ -102,31 +76,31 @@ def model_checks(app, settings) -> list[Check]:
         size = info.provenance.get("input_size")
         checks += [Check("Model id", f"sha256 {info.short_id} · {human_bytes(info.size_bytes)}", "info"),
                    Check("Input size", f"{size} × {size} px" if size else "not stated in the model", "info")]
-    worker = app.extensions.get("allscope_worker")
+    worker = device.worker
     if worker is None:
-        started = app.config.get("ALLSCOPE_START_WORKERS", True)
+        started = device.start_workers
         return checks + [Check("Analysis worker", "not running" if started else "not started (workers are off)",
                                "warn" if started else "info")]
-    alive = _find(worker, "alive")
+    alive = _get(worker, "alive")
     checks.append(Check("Analysis worker", "running" if alive in (None, True) else "stopped",
                         "ok" if alive in (None, True) else "error"))
-    backend = _find(worker, "backend")
+    backend = _get(worker, "backend")
     if backend is None:
         checks.append(Check("Inference backend", "not loaded yet (the model loads with the first analysis)",
                             "info"))
     else:
-        fallback = _find(worker, "fallback_reason")
+        fallback = _get(worker, "fallback_reason")
         checks.append(Check("Inference backend", f"{backend}" + (f" (fallback: {fallback})" if fallback else ""),
                             "warn" if fallback else "ok"))
     problem = _get(worker, "model_problem")
     if isinstance(problem, str) and problem:
         checks.append(Check("Model", f"cannot be loaded, analyses fail: {problem}", "error"))
     checks += inference_checks(worker)
-    loaded = _find(worker, "info")
-    if info is not None and isinstance(_get(loaded, "sha256"), str) and loaded.sha256 != info.sha256:
+    loaded = _get(worker, "loaded_model")  # the ModelInfo of the classifier in memory (None before the first job)
+    if info is not None and loaded is not None and loaded.sha256 != info.sha256:
         checks.append(Check("Loaded model", f"sha256 {loaded.sha256[:12]} differs from the file: restart to load "
                                             f"the configured model", "warn"))
-    pending = _queue_length(worker)
+    pending = _get(worker, "queue_length")
     if pending is not None:
         checks.append(Check("Analyses waiting", str(pending), "info"))
     return checks
@@ -150,13 +124,14 @@ def inference_checks(worker: Any) -> list[Check]:
     return checks
 
 
-def camera_checks(app, settings) -> list[Check]:
-    grabber = app.extensions.get("allscope_grabber") or app.extensions.get("allscope_camera")
+def camera_checks(device: Appliance) -> list[Check]:
+    grabber = device.grabber
+    settings = device.settings
     kind = settings.camera_kind
     source = settings.camera_source or ("bundled demo frames" if kind == "replay" else "default device")
     checks = [Check("Camera setting", f"{kind} · {source}", "info")]
     if grabber is None:
-        problem = app.extensions.get("allscope_camera_problem")
+        problem = device.camera_problem
         return checks + [Check("Camera", str(problem) if problem else "not running", "warn")]
     name = _get(_get(grabber, "camera"), "name")
     if isinstance(name, str):

@@ -1,14 +1,12 @@
 """Capture pages: choose a sample, live view, capture a still, upload frames, watch the analysis.
 
-``init_app`` starts the camera grabber and the analysis worker when
-``ALLSCOPE_START_WORKERS`` is set (the server; most tests leave it off) and
-registers ``app.extensions["allscope_stop"]`` to stop both on shutdown.
+The camera grabber and the analysis worker are the running appliance's
+(``webui.kit.runtime.appliance()``); storing a frame is ``device.services.intake``'s.
 """
 
 from __future__ import annotations
 
 import io
-import logging
 import time
 
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, send_file, url_for
@@ -18,85 +16,15 @@ from flask_wtf.file import MultipleFileField
 from wtforms import SubmitField
 
 from device.errors import AllscopeError
-from device.services.intake import (
-    IntakeError,
-    camera_status,
-    capture_summary,
-    chosen_files,
-    grabber,
-    store_still,
-    store_uploads,
-)
+from device.services.intake import IntakeError, store_still, store_uploads
 from device.store.records import Capture, Cell, Patient, Sample, audit, db_proxy
+from webui.forms.captures import capture_summary, chosen_files, upload_contents
 from webui.kit.access import CLINICAL, PATHOLOGIST, allow
+from webui.kit.runtime import actor, appliance
 
-log = logging.getLogger(__name__)
 bp = Blueprint("capture", __name__)
 
 THUMB_WIDTHS = (16, 2048)  # ?w= is clamped to this range
-
-
-DECISION_KEYS = {"threshold", "review_low", "review_high"}
-
-
-def init_app(app) -> None:
-    if not app.config.get("ALLSCOPE_START_WORKERS"):
-        return
-    from device.inference.delegates import DelegateConfig
-    from device.resources import DEFAULT_MODEL
-    from device.services.jobs import AnalysisWorker
-    from device.services.settings import DeviceSettings, defaults_from_config
-
-    with app.app_context():  # an admin's stored settings win over the start-up configuration
-        settings = DeviceSettings.load(defaults_from_config(app.config))
-        stored = DeviceSettings.stored_keys()
-    config = app.config.get("ALLSCOPE_CONFIG")  # device.config.schema.AllscopeConfig under `allscope serve`
-    configured = config is not None and bool(config.analysis.overrides())
-    decision = settings.decision() if stored & DECISION_KEYS or configured else None  # None: the model card's own
-    inference = {} if config is None else {"delegate": DelegateConfig.from_section(config.inference),
-                                           "watchdog_seconds": config.inference.watchdog_seconds}
-    worker = AnalysisWorker(app.extensions["allscope_data"], settings.model_path or DEFAULT_MODEL,
-                            decision=decision, **inference).start()
-    app.extensions["allscope_worker"] = worker
-    _start_camera(app, settings.camera_kind, settings.camera_source or None)
-
-    def on_settings_saved(updated, changed: set) -> None:
-        if changed & DECISION_KEYS:
-            worker.set_decision(updated.decision())
-        if "model_path" in changed:
-            worker.set_model(updated.model_path or DEFAULT_MODEL)
-        if changed & {"camera_kind", "camera_source"}:
-            _start_camera(app, updated.camera_kind, updated.camera_source or None)
-
-    app.extensions.setdefault("allscope_settings_listeners", []).append(on_settings_saved)
-
-    def stop() -> None:
-        old = app.extensions.get("allscope_grabber")
-        if old is not None:
-            old.stop()
-        worker.stop()
-
-    app.extensions["allscope_stop"] = stop
-
-
-def _start_camera(app, kind: str, source: str | None) -> None:
-    """(Re)start the camera grabber; a bad camera setting is a status line, never a failed start."""
-    from device.camera.backends import CameraError, make_camera
-    from device.camera.grabber import FrameGrabber
-
-    old = app.extensions.get("allscope_grabber")
-    if old is not None:
-        old.stop()
-    app.extensions.update(allscope_grabber=None, allscope_camera=None, allscope_camera_problem=None)
-    try:
-        camera = make_camera(kind, source)
-    except CameraError as error:
-        log.error("camera: %s", error)
-        app.extensions["allscope_camera_problem"] = str(error)
-        return
-    config = app.config.get("ALLSCOPE_CONFIG")
-    options = config.camera.grabber_options() if config is not None else {}
-    app.extensions.update(allscope_grabber=FrameGrabber(camera, **options).start(), allscope_camera=camera)
 
 
 class CaptureForm(FlaskForm):
@@ -137,7 +65,8 @@ def sample_capture(sample_id: int):
 
 
 def _render_sample(sample: Sample, capture_form: CaptureForm, upload_form: UploadForm, status: int = 200):
-    captures = [capture_summary(c) for c in
+    device = appliance()
+    captures = [capture_summary(c, device.worker) for c in
                 Capture.select().where(Capture.sample == sample.id).order_by(Capture.id.desc())]
     with db_proxy.atomic():
         audit("view", "sample", sample.id, username=current_user.username, address=request.remote_addr or "",
@@ -146,8 +75,9 @@ def _render_sample(sample: Sample, capture_form: CaptureForm, upload_form: Uploa
              "review": _link("review.sample_review", sample_id=sample.id)
              if current_user.has_any_role(PATHOLOGIST) else None}
     return render_template("capture/sample.html", sample=sample, patient=sample.patient, captures=captures,
-                           capture_form=capture_form, upload_form=upload_form, camera_status=camera_status(),
-                           has_camera=grabber() is not None, links=links), status
+                           capture_form=capture_form, upload_form=upload_form,
+                           camera_status=device.camera_status(), has_camera=device.grabber is not None,
+                           links=links), status
 
 
 def _link(endpoint: str, **values) -> str | None:
@@ -161,8 +91,10 @@ def capture_still(sample_id: int):
     sample = _sample_or_404(sample_id)
     if not CaptureForm().validate_on_submit():
         abort(400)
+    device = appliance()
     try:
-        capture = store_still(sample)
+        capture = store_still(sample, device.grabber, actor=actor(), data=device.data, worker=device.worker,
+                              camera_status=device.camera_status())
     except IntakeError as error:
         flash(str(error), "error")
     else:
@@ -177,9 +109,11 @@ def upload(sample_id: int):
     form = UploadForm()
     if not form.validate_on_submit():
         return _render_sample(sample, CaptureForm(), form, 400)
-    stored, failed = store_uploads(sample, chosen_files(form.images.data))
-    for _name, message, _status in failed:
-        flash(message, "error")
+    device = appliance()
+    stored, failed = store_uploads(sample, upload_contents(chosen_files(form.images.data)), actor=actor(),
+                                   data=device.data, worker=device.worker)
+    for _name, error in failed:
+        flash(str(error), "error")
     if stored:
         flash(f"Stored {len(stored)} image{'s' if len(stored) != 1 else ''}: analysis queued.", "info")
     return redirect(url_for("capture.sample_capture", sample_id=sample.id))
@@ -191,7 +125,7 @@ def _stored_file(relative: str) -> bytes:
     if not relative:
         abort(404)
     try:
-        return current_app.extensions["allscope_data"].read_bytes(relative)
+        return appliance().data.read_bytes(relative)
     except (ValueError, OSError, AllscopeError):  # outside the data directory, missing, does not decrypt
         abort(404)
 
@@ -228,10 +162,11 @@ def cell_crop(cell_id: int):
 @bp.get("/camera/live.jpg")
 @allow(*CLINICAL)
 def live_jpeg():
-    found = grabber()
+    device = appliance()
+    found = device.grabber
     item = found.jpeg() if found is not None else None
     if item is None:
-        abort(503, description=camera_status())
+        abort(503, description=device.camera_status())
     return Response(item[1], mimetype="image/jpeg")
 
 
@@ -255,11 +190,12 @@ def _mjpeg_frames(frame_grabber, max_seconds: float):
 @bp.get("/camera/live.mjpg")
 @allow(*CLINICAL)
 def live_mjpeg():
-    found = grabber()
+    device = appliance()
+    found = device.grabber
     if found is None:
-        abort(503, description=camera_status())
+        abort(503, description=device.camera_status())
     # A forgotten page must not stream for ever: the stream ends after the idle limit; the page reopens it on a touch.
-    max_seconds = float(current_app.config["ALLSCOPE_IDLE_MINUTES"]) * 60
+    max_seconds = float(device.settings.idle_minutes) * 60
     response = Response(_mjpeg_frames(found, max_seconds), mimetype="multipart/x-mixed-replace; boundary=frame")
     response.headers["X-Accel-Buffering"] = "no"
     return response

@@ -15,6 +15,7 @@ from device.services import patients as store
 from device.store.records import Patient, Sample
 from webui.forms.patients import PatientForm, SampleForm
 from webui.kit.access import CLINICAL, PATHOLOGIST, allow
+from webui.kit.runtime import actor
 
 bp = Blueprint("patients", __name__)
 
@@ -55,7 +56,7 @@ def patient_new():
     form = PatientForm()
     if form.validate_on_submit():
         try:
-            patient = store.create_patient(form.values())
+            patient = store.create_patient(form.values(), actor())
         except store.DuplicateIdentifier:
             form.identifier.errors = ["This identifier is already registered to another patient."]
         else:
@@ -71,7 +72,7 @@ def patient_edit(patient_id: int):
     form = PatientForm(obj=patient, patient_id=patient.id)
     if form.validate_on_submit():
         try:
-            changed = store.update_patient(patient, form.values())
+            changed = store.update_patient(patient, form.values(), actor())
         except store.DuplicateIdentifier:
             form.identifier.errors = ["This identifier is already registered to another patient."]
         else:
@@ -84,7 +85,7 @@ def patient_edit(patient_id: int):
 @allow(*CLINICAL)
 def patient_page(patient_id: int):
     patient = _get_or_404(Patient, patient_id)
-    store.record_view("patient", patient.id)
+    store.record_view("patient", patient.id, actor())
     return render_template("patients/detail.html", patient=patient, samples=store.patient_samples(patient))
 
 
@@ -96,7 +97,7 @@ def sample_new(patient_id: int):
     if request.method == "GET":
         form.collected_at.data = dt.datetime.now().replace(second=0, microsecond=0)
     if form.validate_on_submit():
-        sample = store.create_sample(patient, form.values())
+        sample = store.create_sample(patient, form.values(), actor())
         flash(f"Sample {sample.id} added for {patient.identifier}.", "info")
         target = link("capture.sample_capture", sample_id=sample.id)
         return redirect(target or url_for("patients.patient_page", patient_id=patient.id))
@@ -107,7 +108,7 @@ def sample_new(patient_id: int):
 @allow(*CLINICAL)
 def sample_page(sample_id: int):
     sample = _get_or_404(Sample, sample_id)
-    store.record_view("sample", sample.id)
+    store.record_view("sample", sample.id, actor())
     return render_template("patients/sample.html", sample=sample, patient=sample.patient,
                            captures=store.sample_captures(sample))
 

@@ -18,6 +18,7 @@ from device.services import fhir, reporting
 from device.services.report_pdf import render_report_pdf
 from device.store.records import Report, Sample, audit, db_proxy
 from webui.kit.access import CLINICAL, allow
+from webui.kit.runtime import appliance
 
 bp = Blueprint("reports", __name__)
 
@@ -71,7 +72,7 @@ def _safe_name(content: dict, ext: str) -> str:
 def report_pdf(report_id: int):
     report = _get_report(report_id)
     content = reporting.report_content(report)
-    data = current_app.extensions["allscope_data"]
+    data = appliance().data
 
     def crop_file(cell: dict):
         try:

@@ -1,6 +1,10 @@
 """The central server's admin web UI: a Flask app factory, one blueprint per area.
 
-    create_central_app(central_db="var-central/central.db", data_dir="var-central", overrides={...})
+    create_central_app(central_db="var-central/central.db", data_dir="var-central", pki_dir=..., broker=..., tls=False)
+
+Typed options in; one :class:`~sync.central.web.runtime.CentralServer` (data
+directory, database, PKI, broker, page size, idle logout) out, carried as
+``app.central`` and reached by the views through ``runtime.central()``.
 
 Same security as the device UI (``webui/kit/security.py``): a session key
 generated into the central data directory (0600), CSRF on every form,
@@ -16,24 +20,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from flask import Flask, send_from_directory, url_for
+from flask import send_from_directory, url_for
 from flask_wtf.csrf import CSRFProtect
 
 from device.store.datadir import DataDir
 from sync.central.web import auth, devices, errors, records
+from sync.central.web.runtime import CentralApp, CentralServer
 from webui.kit import STATIC_DIR, access, security
 
 DEFAULT_DATA_DIR = Path("var-central")
 CENTRAL_ROLES = (access.ADMIN,)
 BLUEPRINTS = (auth, devices, records, errors)
 
-DEFAULTS = {
-    "ALLSCOPE_IDLE_MINUTES": 15,
-    "ALLSCOPE_TLS": False,              # served behind TLS: mark the session cookie Secure
-    "CENTRAL_PKI_DIR": None,            # default: $ALLSCOPE_PKI or pki in the data directory (as central run)
-    "CENTRAL_BROKER": None,             # bundles' default broker: $ALLSCOPE_BROKER or localhost:8883
-    "CENTRAL_PAGE_SIZE": 50,
-}
+DEFAULT_BROKER = "localhost:8883"
 
 NAV_ITEMS = (
     ("devices.device_list", "Devices"),
@@ -55,28 +54,28 @@ def resolve_central_db(central_db: str | Path | None, data: DataDir) -> str:
     return str(central_db or os.environ.get("ALLSCOPE_CENTRAL_DB") or data.root / "central.db")
 
 
-def create_central_app(central_db: str | Path | None = None, data_dir: str | Path | None = None,
-                       overrides: dict | None = None) -> Flask:
+def create_central_app(central_db: str | Path | None = None, data_dir: str | Path | None = None, *,
+                       pki_dir: str | Path | None = None, broker: str | None = None, tls: bool = False,
+                       page_size: int = 50, idle_minutes: int = 15) -> CentralApp:
+    """The central admin UI. ``pki_dir``: $ALLSCOPE_PKI or pki in the data directory (as central run) when
+    None; ``broker``: $ALLSCOPE_BROKER or localhost:8883 when None."""
     from sync.central.db import open_central_database
 
-    app = Flask(__name__, template_folder=str(_HERE / "templates"),
-                static_folder=str(STATIC_DIR))
-    app.config.update(DEFAULTS)
-    app.config.update(overrides or {})
     data = resolve_data_dir(data_dir)
-    app.extensions["central_data"] = data
-    app.config["CENTRAL_DATA_DIR"] = str(data.root)
-    app.config["CENTRAL_PKI_DIR"] = str(app.config["CENTRAL_PKI_DIR"] or os.environ.get("ALLSCOPE_PKI")
-                                        or data.root / "pki")
-    app.config["CENTRAL_BROKER"] = (app.config["CENTRAL_BROKER"] or os.environ.get("ALLSCOPE_BROKER")
-                                    or "localhost:8883")
+    server = CentralServer(
+        data=data, database=open_central_database(resolve_central_db(central_db, data)),
+        pki_dir=Path(pki_dir or os.environ.get("ALLSCOPE_PKI") or data.root / "pki"),
+        broker=broker or os.environ.get("ALLSCOPE_BROKER") or DEFAULT_BROKER,
+        page_size=page_size, idle_minutes=idle_minutes, tls=tls)
+    app = CentralApp(__name__, template_folder=str(_HERE / "templates"), static_folder=str(STATIC_DIR))
+    app.central = server
     app.config.update(security.session_config(data.secret_key(), cookie_name="allscope_central_session",
-                                              secure=app.config["ALLSCOPE_TLS"]))
+                                              secure=tls))
     app.config.update(MAX_CONTENT_LENGTH=1024 * 1024, SEND_FILE_MAX_AGE_DEFAULT=3600)
-    database = open_central_database(resolve_central_db(central_db, data))
-    app.extensions["central_db"] = database
+    database = server.database
 
-    security.install(app, csrf, database, error_template="central/error.html", upload_limit_mb=1,
+    security.install(app, csrf, database, error_template="central/error.html", upload_limit_mb=lambda: 1,
+                     idle_minutes=lambda: server.idle_minutes,
                      static_endpoints=("static", "central_static"),
                      unexpected="Something went wrong on the central server; the error was logged. "
                                 "Nothing was half-saved: try again.")
@@ -88,7 +87,7 @@ def create_central_app(central_db: str | Path | None = None, data_dir: str | Pat
 
     @app.context_processor
     def _template_globals():
-        return {"idle_minutes": app.config["ALLSCOPE_IDLE_MINUTES"], "nav_items": NAV_ITEMS,
+        return {"idle_minutes": server.idle_minutes, "nav_items": NAV_ITEMS,
                 "central_css": url_for("central_static", filename="central.css")}
 
     for module in BLUEPRINTS:

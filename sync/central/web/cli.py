@@ -85,13 +85,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from webui.server import run_waitress
 
     apply_central_config(args)  # [central] of the configuration file, for the flags not given
-    overrides = {"ALLSCOPE_TLS": bool(args.tls)}
-    if args.pki:
-        overrides["CENTRAL_PKI_DIR"] = args.pki
-    if args.broker:
-        overrides["CENTRAL_BROKER"] = args.broker
-    app = create_central_app(args.central_db, args.data_dir, overrides)
-    print(f"allscope central admin UI on http://{args.host}:{args.port}/  (data in {app.config['CENTRAL_DATA_DIR']})",
+    app = create_central_app(args.central_db, args.data_dir, pki_dir=args.pki or None, broker=args.broker or None,
+                             tls=bool(args.tls))
+    print(f"allscope central admin UI on http://{args.host}:{args.port}/  (data in {app.central.data.root})",
           flush=True)
     with app.app_context():
         if not accounts.any_user_exists():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 
 import peewee as pw
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, send_file, url_for
 from flask_login import current_user
 
 from device.errors import AllscopeError
@@ -20,6 +20,7 @@ from device.store.records import audit, db_proxy, row_dict
 from sync.central.models import Device, IngestError, ReceivedRecord
 from sync.central.web import fleet
 from sync.central.web.forms import ActionForm, EnrolForm
+from sync.central.web.runtime import central
 from webui.kit.access import ADMIN, allow
 
 bp = Blueprint("devices", __name__)
@@ -69,7 +70,7 @@ def enrol():
     if request.method == "GET":  # "Enrol again" on a device page pre-fills its id and clinic
         form.device_id.data = request.args.get("device_id", "")
         form.clinic.data = request.args.get("clinic", "")
-        form.broker.data = current_app.config["CENTRAL_BROKER"]
+        form.broker.data = central().broker
     error = ""
     if form.validate_on_submit():
         device_id = form.device_id.data
@@ -79,7 +80,7 @@ def enrol():
                 before = Device.get_or_none(Device.device_id == device_id)
                 bundle, enrolment = fleet.enrol_bundle(device_id, clinic=(form.clinic.data or "").strip(),
                                                        broker_host=host, broker_port=port,
-                                                       pki_dir=current_app.config["CENTRAL_PKI_DIR"])
+                                                       pki_dir=central().pki_dir)
                 device = Device.get(Device.device_id == device_id)
                 audit("re-enrol" if enrolment.re_enrolled else "enrol", "device", device_id,
                       username=current_user.username, address=_address(),
@@ -118,7 +119,7 @@ def revoke(device_id: str):
         return redirect(url_for("devices.device_page", device_id=device_id))
     try:
         with db_proxy.atomic():
-            revocation = fleet.revoke_device(device_id, pki_dir=current_app.config["CENTRAL_PKI_DIR"])
+            revocation = fleet.revoke_device(device_id, pki_dir=central().pki_dir)
             after = Device.get(Device.device_id == device_id)
             audit("revoke", "device", device_id, username=current_user.username, address=_address(),
                   before={"state": device.state}, after={"state": after.state,

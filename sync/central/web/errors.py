@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 
 import peewee as pw
-from flask import Blueprint, current_app, render_template, request
+from flask import Blueprint, render_template, request
 
 from sync.central.models import IngestError
+from sync.central.web.runtime import central
 from webui.kit.access import ADMIN, allow
 
 bp = Blueprint("ingest", __name__)
@@ -29,7 +30,7 @@ def error_list():
         query = query.where(IngestError.reason == reason)
     if device:
         query = query.where(IngestError.device_id == device)
-    size = int(current_app.config["CENTRAL_PAGE_SIZE"])
+    size = central().page_size
     total = query.count()
     pages = max(1, math.ceil(total / size))
     page = min(max(request.args.get("page", 1, type=int) or 1, 1), pages)

@@ -14,11 +14,12 @@ import json
 import math
 
 import peewee as pw
-from flask import Blueprint, abort, current_app, render_template, request
+from flask import Blueprint, abort, render_template, request
 from flask_login import current_user
 
 from device.store.records import audit, db_proxy
 from sync.central.models import ENTITIES, Device, ReceivedRecord
+from sync.central.web.runtime import central
 from webui.kit.access import ADMIN, allow
 
 bp = Blueprint("records", __name__)
@@ -83,7 +84,7 @@ def record_list():
     if args["q"]:
         query = query.where(ReceivedRecord.patient_identifier.in_(sorted(identifiers_matching(args["q"])) or [""])
                             & (ReceivedRecord.patient_identifier != ""))
-    size = int(current_app.config["CENTRAL_PAGE_SIZE"])
+    size = central().page_size
     total = query.count()
     pages = max(1, math.ceil(total / size))
     page = min(max(request.args.get("page", 1, type=int) or 1, 1), pages)
