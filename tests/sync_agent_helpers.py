@@ -230,6 +230,19 @@ def enrol_device(pki, broker, data_dir: Path, device_id: str, **agent_settings) 
     return Device(device_id, data_dir)
 
 
+def register_signing_key(central: Central, device: Device) -> str:
+    """``allscope central register-key``: the admin registers the key fingerprint the device printed at
+    enrolment (what an offline clinic needs before its first USB import). Returns the command's output."""
+    from sync.wire import keys
+
+    fingerprint = keys.fingerprint(keys.load_ed25519_private(device.data_dir / "sync" / "device_sign_ed25519.key"))
+    result = subprocess.run([sys.executable, "-m", "device.cli", "central", "register-key", device.device_id,
+                             fingerprint, "--central-db", str(central.database), "--data-dir", str(central.root)],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def enrol_with_cli(central: Central, broker, data_dir: Path, device_id: str, clinic: str,
                    **agent_settings) -> Device:
     """The real enrolment: ``allscope central enrol`` writes the bundle and registers the device,

@@ -39,4 +39,6 @@ def cmd_device_enrol(args) -> int:
     print(f"enrolled as {done.device_id} (broker {done.broker}); sync files in {done.sync_dir}")
     state = "new" if done.key_created else "existing"
     print(f"signing key ({state}, stays on this device) fingerprint {done.signing_fingerprint}")
+    print(f"on the central (needed before a USB import, and it closes the first-hello race): "
+          f"allscope central register-key {done.device_id} {done.signing_fingerprint}")
     return 0

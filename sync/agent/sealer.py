@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sync.agent.config import SIGNING_KEY, AgentConfig
 from sync.agent.media import MediaFile, chunk_bytes
 from sync.wire import envelope as env_mod
-from sync.wire import keys
+from sync.wire import keyproof, keys
 
 
 @dataclass(frozen=True)
@@ -22,12 +22,23 @@ class Sealer:
     signing_key: object       # Ed25519PrivateKey: the device's own, generated at enrolment
     server_public: object     # X25519PublicKey of the central
     chunk: int                # plaintext bytes per file chunk (from max_message_bytes)
+    tls_cert: bytes = b""     # the bundle's device.crt (PEM) and ...
+    tls_key: object = None    # ... its private key: they sign the hello's key proof (sync.wire.keyproof)
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> "Sealer":
+        from cryptography.hazmat.primitives import serialization
+
+        from device.errors import ConfigError
+
+        try:
+            tls_key = serialization.load_pem_private_key(config.path("device.key").read_bytes(), password=None)
+        except (OSError, ValueError, TypeError) as error:
+            raise ConfigError(f"{config.path('device.key')}: not a readable PEM private key ({error}); "
+                              f"re-run allscope device enrol") from None
         return cls(config.device_id, keys.load_ed25519_private(config.path(SIGNING_KEY)),
                    keys.load_x25519_public(config.path("central_enc_x25519.pub")),
-                   chunk_bytes(config.max_message_bytes))
+                   chunk_bytes(config.max_message_bytes), config.path("device.crt").read_bytes(), tls_key)
 
     @property
     def fingerprint(self) -> str:
@@ -47,5 +58,11 @@ class Sealer:
                             extra=media.extra(index, self.chunk))
 
     def hello(self, info: dict | None = None) -> bytes:
+        """The hello, with the proof that this signing key belongs to the enrolled device (when the TLS key is known)."""
+        created = env_mod.utc_timestamp()
+        proof = None
+        if self.tls_key is not None and self.tls_cert:
+            proof = keyproof.make_proof(device_id=self.device_id, signing_public=self.signing_key,
+                                        cert_pem_or_der=self.tls_cert, tls_private_key=self.tls_key, created=created)
         return env_mod.make_hello(device_id=self.device_id, signing_key=self.signing_key,
-                                  server_public=self.server_public, info=info)
+                                  server_public=self.server_public, info=info, created=created, proof=proof)

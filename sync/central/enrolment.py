@@ -19,8 +19,10 @@ from sync.fleet.pki import revoke as revoke_certificate
 def register_device(device_id: str, *, clinic: str, fingerprint: str) -> bool:
     """Create or re-enrol the Device row (bound central database); returns True for a re-enrolment.
 
-    Re-enrolment clears the revocation and the pinned signing key: the device's next ``hello`` pins
-    whatever key it now holds (this is how an admin resolves a "key_mismatch").
+    Re-enrolment clears the revocation, the pinned signing key and a registered key fingerprint, and
+    records the new certificate's fingerprint: the device's next ``hello`` pins its key only with a proof
+    made by the *new* certificate's key (an old bundle proves nothing), or once an admin registers the key
+    again (``register_signing_key``). This is how an admin resolves a "key_mismatch".
     """
     from device.store.records import db_proxy
     from sync.central.models import Device
@@ -31,7 +33,7 @@ def register_device(device_id: str, *, clinic: str, fingerprint: str) -> bool:
             Device.create(device_id=device_id, clinic=clinic, state="enrolled", cert_fingerprint=fingerprint)
             return False
         device.state, device.revoked_at, device.cert_fingerprint = "enrolled", None, fingerprint
-        device.signing_public_key, device.enrolled_at = "", utcnow()
+        device.signing_public_key, device.signing_key_fingerprint, device.enrolled_at = "", "", utcnow()
         if clinic:
             device.clinic = clinic
         device.save()
@@ -47,6 +49,66 @@ def enrol_device(device_id: str, *, out: Path, pki_dir: Path | str | None, broke
                                clinic=clinic)
     again = register_device(device_id, clinic=clinic, fingerprint=fingerprint)
     return Enrolment(device_id, Path(out), fingerprint, again)
+
+
+@dataclass(frozen=True)
+class KeyRegistration:
+    device_id: str
+    fingerprint: str          # as registered (sync.wire.keys.fingerprint's spelling)
+    previous: str             # the fingerprint registered before, or ""
+    pinned: str               # fingerprint of the key pinned before, or ""
+    unpinned: bool            # the pinned key was another one and is no longer trusted
+
+    def line(self) -> str:
+        text = (f"registered signing key {self.fingerprint} for {self.device_id}: only this key is pinned, "
+                f"online or from a USB import")
+        if self.unpinned:
+            text += f"; the key pinned before ({self.pinned}) is no longer trusted"
+        return text
+
+
+def parse_key_fingerprint(text: str) -> str:
+    """An Ed25519 key fingerprint as ``allscope device enrol`` prints it (64 hex digits, colons optional)."""
+    from sync.wire.keyproof import normal_fingerprint
+
+    digits = normal_fingerprint(text)
+    if not digits:
+        raise AllscopeError(f"signing key fingerprint {str(text)[:100]!r}: expected the 64 hex digits (colons "
+                            f"optional) that allscope device enrol prints")
+    return ":".join(digits[i:i + 2] for i in range(0, 64, 2))
+
+
+def register_signing_key(device_id: str, fingerprint: str) -> KeyRegistration:
+    """Register the device's Ed25519 key fingerprint (read off the device at ``allscope device enrol``).
+
+    From then on only that key is pinned, whether its hello comes over MQTT or from a USB import; if another
+    key was pinned (someone else's hello came first), it is unpinned. Audit is the caller's.
+    """
+    from device.store.records import db_proxy
+    from sync.central.models import Device
+    from sync.wire.keys import KeyFileError, ed25519_public_from_pem
+    from sync.wire.keys import fingerprint as key_fingerprint
+
+    wanted = parse_key_fingerprint(fingerprint)
+    with db_proxy.atomic():
+        device = Device.get_or_none(Device.device_id == device_id)
+        if device is None:
+            raise AllscopeError(f"no enrolled device {device_id!r}")
+        if device.state == "revoked":
+            raise AllscopeError(f"{device_id} is revoked: enrol it again first")
+        pinned = ""
+        if device.signing_public_key:
+            try:
+                pinned = key_fingerprint(ed25519_public_from_pem(device.signing_public_key))
+            except KeyFileError:
+                pinned = "unreadable key"
+        unpinned = bool(pinned) and pinned != wanted
+        previous = device.signing_key_fingerprint
+        device.signing_key_fingerprint = wanted
+        if unpinned:
+            device.signing_public_key = ""
+        device.save()
+    return KeyRegistration(device_id, wanted, previous, pinned, unpinned)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@
     allscope central enrol DEVICE_ID --out BUNDLE_DIR [--pki PKI] [--broker HOST:PORT] [--clinic NAME]
                                       [--central-db URL] [--data-dir DIR]
     allscope central revoke DEVICE_ID [--pki PKI] [--central-db URL] [--data-dir DIR]
+    allscope central register-key DEVICE_ID FINGERPRINT [--central-db URL] [--data-dir DIR]
 
 Defaults are those of the other central commands: PKI ``$ALLSCOPE_PKI`` or pki/ in the data directory; database
 ``$ALLSCOPE_CENTRAL_DB`` or central.db in the central data directory (``$ALLSCOPE_CENTRAL_DATA_DIR`` or
@@ -67,6 +68,14 @@ def register(group: str, commands) -> None:
     revoke.add_argument("device_id")
     _add_central_args(revoke)
     revoke.set_defaults(func=cmd_revoke)
+
+    register_key = commands.add_parser(
+        "register-key", help="register the signing key fingerprint a device printed at allscope device enrol "
+                             "(needed before its first USB import; closes the first-hello race)")
+    register_key.add_argument("device_id")
+    register_key.add_argument("fingerprint", help="the 64 hex digits (colons optional) the device printed")
+    _add_central_args(register_key)
+    register_key.set_defaults(func=cmd_register_key)
 
 
 def _add_central_args(parser: argparse.ArgumentParser) -> None:
@@ -161,4 +170,19 @@ def cmd_revoke(args) -> int:
         print(f"warning: {done.crl_note}", file=sys.stderr)
     else:
         print("the CRL is updated: reload the broker (SIGHUP) so the device can no longer connect")
+    return 0
+
+
+def cmd_register_key(args) -> int:
+    from device.store.records import audit, db_proxy
+    from sync.central.enrolment import parse_key_fingerprint, register_signing_key
+
+    parse_key_fingerprint(args.fingerprint)  # a typo is one line before the database is touched
+    _open_central(args)
+    with db_proxy.atomic():
+        done = register_signing_key(args.device_id, args.fingerprint)
+        audit("register-key", "device", args.device_id, username=_actor(),
+              before={"signing_key_fingerprint": done.previous, "pinned": done.pinned},
+              after={"signing_key_fingerprint": done.fingerprint, "unpinned": done.unpinned})
+    print(done.line())
     return 0

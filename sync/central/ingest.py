@@ -3,7 +3,8 @@
 Checks, in order (the first failure rejects the message)::
 
     parse -> device known (unknown_device) -> not revoked (revoked) -> topic device == envelope device
-    (device_mismatch) -> hello: pin the signing key (key_mismatch) -> signature with the pinned key
+    (device_mismatch) -> hello: pin the signing key (key_mismatch, key_not_registered, no_key_proof,
+    bad_key_proof; see Ingestor._hello) -> signature with the pinned key
     (no_key, bad_signature) -> plaintext only when allowed (plaintext_refused) -> decrypt
     (decrypt_failed, hash_mismatch) -> replay check per (device, entity, record_id, version):
     same content = duplicate, other content = replay_conflict -> store in ONE transaction -> "stored".
@@ -35,9 +36,10 @@ from device.store.records import db_proxy, utcnow
 from sync.central.files import store_chunk
 from sync.central.models import ENTITIES, Device, IngestError, ReceivedRecord
 from sync.wire import envelope as env_mod
-from sync.wire import keys
+from sync.wire import keyproof, keys
 from sync.wire.acks import ack_item
 from sync.wire.envelope import EnvelopeError as Rejected
+from sync.wire.keyproof import normal_fingerprint
 
 log = logging.getLogger("allscope.central")
 
@@ -49,6 +51,11 @@ class _DeviceRow(NamedTuple):
     device_id: str
     state: str
     signing_public_key: str
+    cert_fingerprint: str
+    signing_key_fingerprint: str
+
+
+MQTT, USB = "mqtt", "usb"  # how an envelope arrived (Ingestor.handle's ``via``)
 
 
 @dataclass
@@ -72,16 +79,17 @@ class Ingestor:
 
     # --- entry points ------------------------------------------------------------------------------------
 
-    def handle(self, topic_device_id: str | None, payload: bytes) -> list[dict]:
+    def handle(self, topic_device_id: str | None, payload: bytes, *, via: str = MQTT) -> list[dict]:
         """Ingest one envelope; return the acks for the device (empty when nothing identifies an entry).
 
         ``topic_device_id`` is the device the transport authenticated (the MQTT topic, which the
-        broker's ACL ties to the TLS certificate), or the export's device for a USB import.
+        broker's ACL ties to the TLS certificate), or the export's device for a USB import, which
+        authenticates nothing: ``via="usb"`` then, and no hello from it can choose a device's key.
         """
         envelope = None
         try:
             envelope = env_mod.parse(payload)
-            ack = self._ingest(topic_device_id, envelope)
+            ack = self._ingest(topic_device_id, envelope, via)
         except Rejected as error:  # the envelope module's refusals and ours alike
             return self._rejection(topic_device_id, envelope, payload, error.reason, str(error))
         except Exception as error:  # noqa: BLE001 - a receiver must survive anything a message causes
@@ -125,7 +133,7 @@ class Ingestor:
 
     # --- the checks --------------------------------------------------------------------------------------
 
-    def _ingest(self, topic_device_id: str | None, envelope) -> dict:
+    def _ingest(self, topic_device_id: str | None, envelope, via: str = MQTT) -> dict:
         device = self._device(envelope.device)
         if device is None:
             raise Rejected("unknown_device", f"device {envelope.device!r} is not enrolled")
@@ -134,8 +142,12 @@ class Ingestor:
         if topic_device_id is not None and topic_device_id != envelope.device:
             raise Rejected("device_mismatch", f"envelope of {envelope.device!r} arrived as {topic_device_id!r}")
         if envelope.kind == "hello":
-            return self._hello(device, envelope)
+            return self._hello(device, envelope, via)
         if not device.signing_public_key:
+            if via == USB:
+                raise Rejected("no_key", f"no signing key pinned or registered for {device.device_id}: register "
+                                         f"the key the device printed at enrolment (allscope central "
+                                         f"register-key), then import again")
             raise Rejected("no_key", "no signing key pinned yet: the device must send its hello first")
         env_mod.verify(envelope, self._public_key(device.signing_public_key))
         plaintext = self._open(envelope)
@@ -148,8 +160,8 @@ class Ingestor:
     def _device(device_id: str) -> "_DeviceRow | None":
         """The device's row by one plain query: this runs for every message, peewee's query building is not free."""
         row = db_proxy.execute_sql(
-            f'SELECT "id", "device_id", "state", "signing_public_key" FROM "device" WHERE "device_id" = '
-            f"{db_proxy.param}", (device_id,)).fetchone()
+            f'SELECT "id", "device_id", "state", "signing_public_key", "cert_fingerprint", '
+            f'"signing_key_fingerprint" FROM "device" WHERE "device_id" = {db_proxy.param}', (device_id,)).fetchone()
         return _DeviceRow(*row) if row else None
 
     def _public_key(self, pem: str):
@@ -160,26 +172,47 @@ class Ingestor:
     def _open(self, envelope) -> bytes:
         return env_mod.decrypt(envelope, self.server_private, require_encryption=not self.allow_plaintext)
 
-    def _hello(self, device: "_DeviceRow", envelope) -> dict:
-        """Pin the device's Ed25519 key from its self-signed hello (trust on first use over mTLS).
+    def _hello(self, device: "_DeviceRow", envelope, via: str = MQTT) -> dict:
+        """Pin the device's Ed25519 key from its hello, only when the key is bound to the enrolment.
 
-        The broker only lets the holder of the device's TLS certificate publish on its topic, so the
-        first hello comes from the enrolled appliance; afterwards the key can only change by re-enrolment.
+        The hello is self-signed with the key it announces. A key already pinned must match (key_mismatch).
+        Otherwise the key is pinned when it is the one an admin registered (``allscope central register-key``;
+        any other key: key_not_registered), or, with none registered and over MQTT only, when the hello
+        carries a proof signed by the TLS certificate recorded at enrolment (sync.wire.keyproof: no_key_proof,
+        bad_key_proof). A USB import never chooses a key: it needs a pinned or registered one.
         """
         public = env_mod.hello_key(envelope)
         env_mod.verify(envelope, public)
         pem = keys.public_pem(public).decode("ascii")
+        announced = keys.fingerprint(public)
         pinned = device.signing_public_key
-        if pinned and keys.raw_public(keys.ed25519_public_from_pem(pinned)) != keys.raw_public(public):
-            raise Rejected("key_mismatch", "hello with another signing key than the pinned one (re-enrol the device)")
+        if pinned:
+            if keys.raw_public(keys.ed25519_public_from_pem(pinned)) != keys.raw_public(public):
+                raise Rejected("key_mismatch", f"hello with the signing key {announced}, not the pinned one "
+                                               f"(re-enrol the device, or register its key)")
+        elif device.signing_key_fingerprint:
+            if normal_fingerprint(device.signing_key_fingerprint) != normal_fingerprint(announced):
+                raise Rejected("key_not_registered", f"hello with the signing key {announced}, not the one "
+                                                     f"registered for {device.device_id}")
+        elif via == USB:
+            raise Rejected("key_not_registered", f"a USB import cannot pin a signing key: register the key "
+                                                 f"{announced} for {device.device_id} if the device printed it at "
+                                                 f"enrolment (allscope central register-key), then import again")
+        else:
+            keyproof.check_proof(envelope.extra.get("proof"), device_id=device.device_id, signing_public=public,
+                                 enrolled_cert_fingerprint=device.cert_fingerprint)
         with db_proxy.atomic():
-            # Guarded on the column so two receivers cannot pin two different keys.
+            # Guarded on the row as read, so two receivers cannot pin two keys and a re-enrolment or a key
+            # registration in between is not overwritten by what was checked against the old row.
             changed = Device.update(signing_public_key=pinned or pem, last_seen_at=utcnow()).where(
-                (Device.id == device.id) & (Device.signing_public_key == pinned)).execute()
+                (Device.id == device.id) & (Device.signing_public_key == pinned)
+                & (Device.cert_fingerprint == device.cert_fingerprint)
+                & (Device.signing_key_fingerprint == device.signing_key_fingerprint)).execute()
         if not changed:
-            raise Rejected("key_mismatch", "another signing key was pinned meanwhile")
+            raise Rejected("key_mismatch", "the device's enrolment or key changed meanwhile; send the hello again")
         if not pinned:
-            log.info("pinned the signing key of %s (%s)", device.device_id, keys.fingerprint(public))
+            log.info("pinned the signing key of %s (%s, %s)", device.device_id, announced,
+                     "registered by an admin" if device.signing_key_fingerprint else "proved by its certificate")
         return ack_item(envelope, "duplicate" if pinned else "stored")
 
     def _record(self, device: "_DeviceRow", envelope, plaintext: bytes) -> dict:

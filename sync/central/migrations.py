@@ -52,7 +52,17 @@ def _v3_session_epoch(database: pw.Database) -> None:
             "user", "session_epoch", pw.IntegerField(default=0)))
 
 
-MIGRATIONS = [_v1_initial, _v2_append_only, _v3_session_epoch]
+def _v4_registered_signing_key(database: pw.Database) -> None:
+    """``device.signing_key_fingerprint``: the Ed25519 key an admin registered for the device (issue 13)."""
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    columns = {column.name for column in database.get_columns("device")}
+    if "signing_key_fingerprint" not in columns:  # v1 made the table from the model, which may already have it
+        migrate(SchemaMigrator.from_database(database).add_column(
+            "device", "signing_key_fingerprint", pw.CharField(default="", max_length=95)))
+
+
+MIGRATIONS = [_v1_initial, _v2_append_only, _v3_session_epoch, _v4_registered_signing_key]
 
 
 def schema_version(database: pw.Database) -> int:

@@ -26,7 +26,10 @@ class Device(BaseModel):
     clinic = pw.CharField(default="", max_length=200)
     state = pw.CharField(default="enrolled", max_length=16)
     cert_fingerprint = pw.CharField(default="", max_length=95)  # SHA-256 of the TLS certificate (hex)
-    signing_public_key = pw.TextField(default="")               # Ed25519, PEM; pinned at the first hello
+    signing_public_key = pw.TextField(default="")               # Ed25519, PEM; pinned at the first accepted hello
+    # Ed25519 key fingerprint an admin registered (allscope central register-key; as the device prints it):
+    # when set, only this key is ever pinned; a USB import is accepted only with a pinned or registered key.
+    signing_key_fingerprint = pw.CharField(default="", max_length=95)
     enrolled_at = pw.DateTimeField(default=utcnow)
     revoked_at = pw.DateTimeField(null=True)
     last_seen_at = pw.DateTimeField(null=True)

@@ -9,7 +9,10 @@ An export (written by ``allscope sync export --to DIR`` on an offline device)::
 
 Each envelope goes through :meth:`Ingestor.handle` with the manifest's device in
 place of the MQTT topic (so every check applies: enrolment, revocation, pinned
-key, signature, decryption, replay). The signed ``acks.json`` is written
+key, signature, decryption, replay), except that an export's hello never pins
+a key: the device's signing key must already be pinned (it synced online once) or
+registered by an admin (``allscope central register-key``), else every envelope
+is refused with that reason. The signed ``acks.json`` is written
 atomically beside the manifest; the device can drop what it acknowledges, and
 a later online sync of the same entries is answered "duplicate".
 """
@@ -24,7 +27,7 @@ from pathlib import Path
 
 from device.errors import AllscopeError
 from device.store.atomic import write_atomic
-from sync.central.ingest import Ingestor
+from sync.central.ingest import USB, Ingestor
 from sync.wire.acks import make_ack
 
 MANIFEST = "manifest.json"
@@ -93,7 +96,7 @@ def import_export(directory: Path, ingestor: Ingestor, sign_key) -> ImportResult
             data = path.read_bytes()
         except OSError as error:
             raise AllscopeError(f"{path}: {error.strerror or error} (is the export complete?)") from None
-        answered = ingestor.handle(device, data)
+        answered = ingestor.handle(device, data, via=USB)
         if not answered:  # not even an entry could be read from it: counted, nothing to acknowledge
             result.statuses["rejected"] += 1
             result.reasons["malformed"] += 1

@@ -13,7 +13,8 @@ which never leaves the device). Wire format: one UTF-8 JSON object::
     epk     base64 ephemeral X25519 public key ("" when none)
     nonce   base64 12-byte AES-GCM nonce ("" when none)
     ct      base64 ciphertext (the plaintext itself when none)
-    extra   object (chunk: index/count/size/name; hello: signing_key)
+    extra   object (chunk: index/count/size/name; hello: signing_key and, since the
+            key is bound to enrolment, proof: see sync/wire/keyproof.py)
     sig     base64 Ed25519 signature
 
 Key: a fresh ephemeral X25519 key per envelope; ECDH with the central's key;
@@ -203,16 +204,21 @@ def seal(plaintext: bytes, *, kind: str, device_id: str, record: str, version: i
 
 
 def make_hello(*, device_id: str, signing_key: Ed25519PrivateKey, server_public: X25519PublicKey | None,
-               created: str | None = None, info: dict | None = None) -> bytes:
+               created: str | None = None, info: dict | None = None, proof: dict | None = None) -> bytes:
     """The first envelope of a connection: announces the device's signing key (self-signed).
 
     The key travels in ``extra`` (signed, not encrypted) so the central can
     check the signature before decrypting anything; ``info`` (software version,
-    backlog, ...) is the encrypted plaintext.
+    backlog, ...) is the encrypted plaintext. ``proof`` (``sync.wire.keyproof.make_proof``)
+    binds the key to the device's enrolment certificate; the central pins no key without it
+    unless an admin registered the key's fingerprint.
     """
+    extra = {"signing_key": _b64(raw_public(signing_key))}
+    if proof is not None:
+        extra["proof"] = proof
     return seal(canonical(info or {}), kind="hello", device_id=device_id, record=HELLO_RECORD, version=1, entry=0,
                 created=created or utc_timestamp(), signing_key=signing_key, server_public=server_public,
-                extra={"signing_key": _b64(raw_public(signing_key))})
+                extra=extra)
 
 
 def hello_key(envelope: Envelope) -> Ed25519PublicKey:

@@ -15,13 +15,15 @@ import sys
 import peewee as pw
 import pytest
 from conftest import REPO_ROOT
+from sync_fixtures import issue_device
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sync.central.db import open_central_database
 from sync.central.ingest import Ingestor
 from sync.central.models import Device, FileChunk, IngestError, ReceivedFile, ReceivedRecord
-from sync.wire import envelope
+from sync.fleet.pki import load_private_key
+from sync.wire import envelope, keyproof, keys
 from sync.wire.acks import parse_ack
 
 DEVICE = "clinic-a-01"
@@ -31,13 +33,14 @@ CREATED = "2026-11-20T08:30:00.000Z"
 class Fleet:
     """One central (keys, database, Ingestor) and one enrolled device that seals envelopes for it."""
 
-    def __init__(self, tmp_path, url):
+    def __init__(self, tmp_path, url, issued):
         self.database = open_central_database(url)
         self.server = X25519PrivateKey.generate()
         self.device_key = Ed25519PrivateKey.generate()
         self.data_dir = tmp_path / "central-data"
         self.ingestor = Ingestor(self.server, self.data_dir)
-        Device.create(device_id=DEVICE, clinic="Clinic A")
+        self.issued = issued  # the device's TLS certificate and key, as in its enrolment bundle
+        Device.create(device_id=DEVICE, clinic="Clinic A", cert_fingerprint=issued.fingerprint)
         self.entry = 0
 
     def seal(self, plaintext: bytes, *, kind="record", record="patient:1", version=1, device=DEVICE, key=None,
@@ -56,10 +59,21 @@ class Fleet:
             body.setdefault("identifier", f"P-{record_id:04d}")
         return self.seal(json.dumps(body).encode(), record=f"{entity}:{record_id}", version=version)
 
-    def hello(self, key=None, device=DEVICE) -> list[dict]:
-        data = envelope.make_hello(device_id=device, signing_key=key or self.device_key,
-                                   server_public=self.server.public_key())
-        return self.ingestor.handle(device, data)
+    def hello(self, key=None, device=DEVICE, *, issued="default", via="mqtt") -> list[dict]:
+        """A hello with the proof signed by ``issued`` (default: this device's certificate; None: no proof)."""
+        return self.ingestor.handle(device, self.hello_bytes(key, device, issued=issued), via=via)
+
+    def hello_bytes(self, key=None, device=DEVICE, *, issued="default", proof_key=None) -> bytes:
+        key = key or self.device_key
+        issued = self.issued if issued == "default" else issued
+        created = envelope.utc_timestamp()
+        proof = None
+        if issued is not None:
+            proof = keyproof.make_proof(device_id=device, signing_public=proof_key or key,
+                                        cert_pem_or_der=issued.cert.read_bytes(),
+                                        tls_private_key=load_private_key(issued.key), created=created)
+        return envelope.make_hello(device_id=device, signing_key=key, server_public=self.server.public_key(),
+                                   created=created, proof=proof)
 
     def send(self, data: bytes, topic_device=DEVICE) -> dict:
         acks = self.ingestor.handle(topic_device, data)
@@ -72,9 +86,9 @@ class Fleet:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def fleet(request, tmp_path):
+def fleet(request, tmp_path, pki):
     url = tmp_path / "central.db" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    fleet = Fleet(tmp_path, url)
+    fleet = Fleet(tmp_path, url, issue_device(pki, DEVICE))
     yield fleet
     fleet.database.close()
 
@@ -207,11 +221,11 @@ def test_a_database_failure_is_an_internal_error_not_an_exception(greeted):
     assert greeted.errors() == {"internal_error": 1}
 
 
-def test_a_lost_postgresql_connection_is_reopened(request, tmp_path):
+def test_a_lost_postgresql_connection_is_reopened(request, tmp_path, pki):
     import psycopg2
 
     url = request.getfixturevalue("postgres_url")
-    fleet = Fleet(tmp_path, url)
+    fleet = Fleet(tmp_path, url, issue_device(pki, DEVICE))
     assert fleet.hello()[0]["status"] == "stored"
     pid = fleet.database.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
     admin = psycopg2.connect(url)
@@ -320,15 +334,19 @@ def test_central_import_runs_the_same_checks_and_writes_signed_acks(tmp_path):
     from sync.fleet.pki import init_pki, load_central_keys
 
     pki = init_pki(tmp_path / "pki")
-    fleet = Fleet(tmp_path, tmp_path / "central" / "central.db")
+    fleet = Fleet(tmp_path, tmp_path / "central" / "central.db", issue_device(pki, DEVICE))
     fleet.server, _ = load_central_keys(pki)
-    hello = envelope.make_hello(device_id=DEVICE, signing_key=fleet.device_key,
-                                server_public=fleet.server.public_key())
+    hello = fleet.hello_bytes()
     records = [fleet.record(record_id=n, name=f"patient {n}") for n in (1, 2)]
     directory = _export(tmp_path, [hello, *records, fleet.seal(b"{}", key=Ed25519PrivateKey.generate())])
     fleet.database.close()
     command = [sys.executable, "-m", "device.cli", "central", "import", str(directory.parent), "--pki", str(pki.root),
                "--data-dir", str(tmp_path / "central")]
+    # An import pins no key by itself: the admin registers the fingerprint the device printed at enrolment.
+    registered = subprocess.run([sys.executable, "-m", "device.cli", "central", "register-key", DEVICE,
+                                 keys.fingerprint(fleet.device_key), "--data-dir", str(tmp_path / "central")],
+                                capture_output=True, text=True, cwd=REPO_ROOT)
+    assert registered.returncode == 0 and "registered signing key" in registered.stdout, registered.stderr
     first = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
     assert first.returncode == 2 and "1 envelopes rejected" in first.stderr, first.stderr
     assert "4 envelopes from clinic-a-01: 3 stored, 0 duplicate, 1 rejected (bad_signature: 1)" in first.stdout

@@ -22,8 +22,8 @@ from sync_fixtures import WAIT, close, issue_device, mqtt_client, receive, wait_
 
 from sync.central.db import open_central_database
 from sync.central.models import Device, ReceivedRecord
-from sync.fleet.pki import load_public_key
-from sync.wire import envelope, topics
+from sync.fleet.pki import load_private_key, load_public_key
+from sync.wire import envelope, keyproof, topics
 from sync.wire.acks import parse_ack
 
 DEVICE = "clinic-s-01"
@@ -70,7 +70,7 @@ def central(tmp_path, pki):
     """The central database (SQLite) with DEVICE enrolled; the receivers open the same file."""
     database = open_central_database(tmp_path / "central" / "central.db")
     Device.delete().where(Device.device_id == DEVICE).execute()
-    Device.create(device_id=DEVICE, clinic="Clinic S")
+    Device.create(device_id=DEVICE, clinic="Clinic S", cert_fingerprint=issue_device(pki, DEVICE).fingerprint)
     yield database
     database.close()
 
@@ -94,7 +94,7 @@ class DeviceClient:
     """The device side of the protocol, by hand: its TLS identity, its signing key, its ack subscription."""
 
     def __init__(self, pki, broker):
-        issued = issue_device(pki, DEVICE)
+        issued = self.issued = issue_device(pki, DEVICE)
         self.key = Ed25519PrivateKey.generate()
         self.central_public = load_public_key(pki.enc_pub)
         self.central_sign = load_public_key(pki.sign_pub)
@@ -107,7 +107,13 @@ class DeviceClient:
         info.wait_for_publish(WAIT)
 
     def hello(self) -> None:
-        self.publish(envelope.make_hello(device_id=DEVICE, signing_key=self.key, server_public=self.central_public))
+        """The hello with its proof: the device's TLS key vouches for its signing key (sync.wire.keyproof)."""
+        created = envelope.utc_timestamp()
+        proof = keyproof.make_proof(device_id=DEVICE, signing_public=self.key,
+                                    cert_pem_or_der=self.issued.cert.read_bytes(),
+                                    tls_private_key=load_private_key(self.issued.key), created=created)
+        self.publish(envelope.make_hello(device_id=DEVICE, signing_key=self.key, server_public=self.central_public,
+                                         created=created, proof=proof))
 
     def record(self, record_id: int, **payload) -> bytes:
         self.entry += 1

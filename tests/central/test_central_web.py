@@ -30,6 +30,7 @@ TABLE = {
     "devices.enrol": ADMIN_ONLY,
     "devices.revoke_confirm": ADMIN_ONLY,
     "devices.revoke": ADMIN_ONLY,
+    "devices.register_key": ADMIN_ONLY,
     "records.record_list": ADMIN_ONLY,
     "records.record_page": ADMIN_ONLY,
     "records.patient_page": ADMIN_ONLY,
@@ -259,6 +260,34 @@ def test_revoke_without_a_pki_leaves_the_device_enrolled(admin):
     assert 'class="flash flash-error"' in page and "Traceback" not in page
     assert Device.get(Device.device_id == "scope-kano-01").state == "enrolled"
     assert not AuditEvent.select().where(AuditEvent.action == "revoke").exists()
+
+
+def test_register_signing_key_on_the_device_page_needs_csrf_unpins_another_key_and_audits(admin):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from device.store.records import AuditEvent
+    from sync.central.models import Device
+    from sync.wire.keys import fingerprint, public_pem
+
+    raced, real = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    _device("scope-kano-01", signing_public_key=public_pem(raced).decode())  # someone else's hello came first
+    page = admin.get("/devices/scope-kano-01").get_data(as_text=True)
+    assert "Register key" in page and "Registered key" in page
+    url = "/devices/scope-kano-01/signing-key"
+    assert admin.post(url, data={"fingerprint": fingerprint(real)}).status_code == 400  # no CSRF token
+    assert Device.get(Device.device_id == "scope-kano-01").signing_key_fingerprint == ""
+    token = csrf_from(page)
+    typo = admin.post(url, data={"csrf_token": token, "fingerprint": "12:34"})
+    assert "64 hex digits" in admin.get(typo.location).get_data(as_text=True)
+    done = admin.post(url, data={"csrf_token": token, "fingerprint": fingerprint(real)})
+    after = admin.get(done.location).get_data(as_text=True)
+    assert f"registered signing key {fingerprint(real)}" in after and "no longer trusted" in after
+    device = Device.get(Device.device_id == "scope-kano-01")
+    assert (device.signing_key_fingerprint, device.signing_public_key) == (fingerprint(real), "")
+    (event,) = AuditEvent.select().where(AuditEvent.action == "register-key")
+    assert (event.entity_id, event.username) == ("scope-kano-01", "boss")
+    assert event.before == {"signing_key_fingerprint": "", "pinned": fingerprint(raced)}
+    assert event.after == {"signing_key_fingerprint": fingerprint(real), "unpinned": True}
 
 
 def test_enrol_form_validates_next_to_the_fields(admin):

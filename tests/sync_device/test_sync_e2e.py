@@ -20,6 +20,7 @@ from sync_agent_helpers import (
     enrol_device,
     enrol_with_cli,
     populate,
+    register_signing_key,
     setup_central,
     sync_until_empty,
 )
@@ -120,6 +121,7 @@ def test_usb_export_import_then_online_sync_stores_no_duplicates(pki, mqtt_broke
     # The broker-free path is encrypted too: no patient identifier in the clear on the stick.
     assert not any(b"MRN-" in path.read_bytes() for path in folder.glob("*.env"))
 
+    register_signing_key(central, device)  # an import pins no key by itself
     imported = _cli("central", "import", str(usb), "--data-dir", str(central.root), "--central-db",
                     str(central.database), "--pki", str(pki.root))
     assert "rejected" in imported.stdout and " 0 rejected" in imported.stdout
@@ -153,6 +155,7 @@ def test_usb_acks_let_the_device_drop_what_the_central_stored(pki, tmp_path):
     # Before the central imported it there are no acks to apply: one line, nothing dropped.
     missing = _cli("sync", "import-acks", str(usb), "--data-dir", str(device.data_dir), check=False)
     assert missing.returncode == 2 and "no acks.json found" in missing.stderr
+    register_signing_key(central, device)
     _cli("central", "import", str(usb), "--data-dir", str(central.root), "--central-db", str(central.database),
          "--pki", str(pki.root))
     applied = _cli("sync", "import-acks", str(usb), "--data-dir", str(device.data_dir))

@@ -351,12 +351,13 @@ def test_a_receiver_killed_between_the_last_chunk_and_the_assembly_still_makes_t
     from sync.central.ingest import Ingestor
     from sync.central.models import Device, FileChunk, ReceivedFile
     from sync.wire import envelope
+    from sync.wire.keys import fingerprint
 
     database = open_central_database(tmp_path / "central.db")
     try:
         server, device_key = X25519PrivateKey.generate(), Ed25519PrivateKey.generate()
         ingestor = Ingestor(server, tmp_path / "central-data")
-        Device.create(device_id=DEVICE, clinic="Clinic")
+        Device.create(device_id=DEVICE, clinic="Clinic", signing_key_fingerprint=fingerprint(device_key))
         hello = envelope.make_hello(device_id=DEVICE, signing_key=device_key, server_public=server.public_key())
         assert ingestor.handle(DEVICE, hello)[0]["status"] == "stored"
         content = png_bytes(load_image(DEMO_FRAMES[0])[:80, :80])

@@ -13,7 +13,15 @@ import json
 import subprocess
 import sys
 
-from sync_agent_helpers import REPO_ROOT, enrol_device, populate, setup_central, start_central
+from figures import report
+from sync_agent_helpers import (
+    REPO_ROOT,
+    enrol_device,
+    populate,
+    register_signing_key,
+    setup_central,
+    start_central,
+)
 
 HUGE = 5 * 1024 * 1024  # notes whose envelope is above the 4 MB envelope limit
 BIG = 2 * 1024 * 1024   # above max_message_bytes (256 KiB by default) and the broker's 2 MB packet limit
@@ -84,6 +92,7 @@ def test_the_agent_quarantines_what_it_cannot_send_and_syncs_the_rest(pki, mqtt_
         receiver.stop()
     assert not [line for line in again.lines if "quarantined outbox entry" in line]
     assert device.outbox() == [huge, big]
+    report("sync: oversized outbox entries quarantined while the rest synced", 2)
 
 
 def test_the_export_quarantines_what_it_cannot_seal_and_carries_the_rest(pki, tmp_path):
@@ -107,6 +116,7 @@ def test_the_export_quarantines_what_it_cannot_seal_and_carries_the_rest(pki, tm
     assert json.loads((folder / "manifest.json").read_text())["entries"] == len(queued) - 1
     assert _status(device)["quarantined"] == 1
 
+    register_signing_key(central, device)
     _cli("central", "import", str(usb), "--data-dir", str(central.root), "--central-db", str(central.database),
          "--pki", str(pki.root))
     _cli("sync", "import-acks", str(usb), "--data-dir", str(device.data_dir))
@@ -114,3 +124,4 @@ def test_the_export_quarantines_what_it_cannot_seal_and_carries_the_rest(pki, tm
     assert sorted(row[1:4] for row in central.records()) == sorted(row[:3] for row in queued[1:])
     status = _status(device)
     assert status["quarantined"] == 1 and status["quarantined_entries"][0]["entry"] > 0
+    report("sync: oversized outbox entries quarantined while the rest synced", 1)

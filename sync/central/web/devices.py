@@ -1,4 +1,5 @@
-"""Central admin UI: the fleet. Devices (state, last seen, online, backlog, fingerprints), enrol, revoke.
+"""Central admin UI: the fleet. Devices (state, last seen, online, backlog, fingerprints), enrol, revoke,
+and registering a device's signing key fingerprint (as ``allscope central register-key``).
 
 Enrolment and revocation are the same functions as ``allscope central enrol``
 / ``revoke`` (``sync/central/web/fleet.py`` adapts them); here they run in one
@@ -19,7 +20,7 @@ from device.errors import AllscopeError
 from device.store.records import audit, db_proxy, row_dict
 from sync.central.models import Device, IngestError, ReceivedRecord
 from sync.central.web import fleet
-from sync.central.web.forms import ActionForm, EnrolForm
+from sync.central.web.forms import ActionForm, EnrolForm, SigningKeyForm
 from sync.central.web.runtime import central
 from webui.kit.access import ADMIN, allow
 
@@ -60,7 +61,32 @@ def device_page(device_id: str):
     errors = list(IngestError.select().where(IngestError.device_id == device.device_id)
                   .order_by(IngestError.at.desc()).limit(20))
     return render_template("central/device.html", device=device, per_entity=per_entity, errors=errors,
-                           fingerprint=fleet.signing_key_fingerprint, form=ActionForm())
+                           fingerprint=fleet.signing_key_fingerprint, form=ActionForm(), key_form=SigningKeyForm())
+
+
+@bp.post("/devices/<device_id>/signing-key")
+@allow(ADMIN)
+def register_key(device_id: str):
+    """Register the key fingerprint the device printed; audited. Only that key is pinned from then on."""
+    from sync.central.enrolment import register_signing_key
+
+    _device_or_404(device_id)
+    form = SigningKeyForm()
+    if not form.validate_on_submit():
+        for message in form.fingerprint.errors or ["The form expired: reload the page and try again."]:
+            flash(str(message), "error")
+        return redirect(url_for("devices.device_page", device_id=device_id))
+    try:
+        with db_proxy.atomic():
+            done = register_signing_key(device_id, form.fingerprint.data)
+            audit("register-key", "device", device_id, username=current_user.username, address=_address(),
+                  before={"signing_key_fingerprint": done.previous, "pinned": done.pinned},
+                  after={"signing_key_fingerprint": done.fingerprint, "unpinned": done.unpinned})
+    except AllscopeError as err:
+        flash(str(err), "error")
+    else:
+        flash(done.line() + ".", "info")
+    return redirect(url_for("devices.device_page", device_id=device_id))
 
 
 @bp.route("/devices/enrol", methods=["GET", "POST"])

@@ -62,3 +62,13 @@ class EnrolForm(FlaskForm):
 
 class ActionForm(FlaskForm):
     """A button-only form (revoke): just the CSRF token."""
+
+
+class SigningKeyForm(FlaskForm):
+    """Register the signing key fingerprint a device printed at ``allscope device enrol``."""
+
+    fingerprint = StringField("Signing key SHA-256", validators=[
+        InputRequired(message="Enter the fingerprint the device printed."),
+        Regexp(r"^\s*([0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}\s*$",
+               message="64 hex digits, with or without colons, as allscope device enrol prints them.")],
+        render_kw={"autocapitalize": "none", "autocomplete": "off", "spellcheck": "false"})
