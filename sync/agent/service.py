@@ -37,19 +37,17 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import signal
 import ssl
 import threading
 import time
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from device.store.records import open_database
 from sync.agent import outbox
 from sync.agent.config import AgentConfig
+from sync.agent.connection import backoff_delays, connect_properties, make_client
 from sync.agent.media import FileIndex, MediaFile, file_names
 from sync.agent.outbox import backlog
 from sync.agent.sealer import Sealer
@@ -63,15 +61,6 @@ log = logging.getLogger("allscope.sync")
 CHUNK_WINDOW = 32  # file chunks in flight (each up to max_message_bytes)
 # Rejections that can clear by themselves (the hello not yet processed by another receiver, a central
 # hiccup) are retried after ack_timeout_s, the others after retry_rejected_s (sync/agent/window.py).
-
-
-def backoff_delays(initial: float, cap: float, jitter: float, rng: random.Random | None = None):
-    """Endless reconnect delays: initial, doubled each time up to cap, each spread by +-jitter."""
-    rng = rng or random.Random()
-    delay = initial
-    while True:
-        yield delay * rng.uniform(1.0 - jitter, 1.0 + jitter)
-        delay = min(cap, delay * 2)
 
 
 class SyncAgent:
@@ -98,28 +87,10 @@ class SyncAgent:
         self.status_sent_at = 0.0
         self.counts = {"sent": 0, "acked": 0, "rejected": 0, "chunks": 0, "bad_acks": 0, "connects": 0,
                        "quarantined": 0}
-        self.client = self._make_client()
+        self.client = make_client(config, CHUNK_WINDOW, on_connect=self._on_connect,
+                                  on_disconnect=self._on_disconnect, on_message=self._on_message)
 
     # --- MQTT client -------------------------------------------------------------------------------------
-
-    def _make_client(self) -> mqtt.Client:
-        config = self.config
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.device_id,
-                             protocol=mqtt.MQTTv5, reconnect_on_failure=False)
-        client.tls_set(ca_certs=str(config.path("ca.crt")), certfile=str(config.path("device.crt")),
-                       keyfile=str(config.path("device.key")), cert_reqs=ssl.CERT_REQUIRED,
-                       tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        client.will_set(topics.status(config.device_id), json.dumps({"state": "offline"}), qos=1, retain=True)
-        client.max_inflight_messages_set(config.window + CHUNK_WINDOW + 4)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        return client
-
-    def _connect_properties(self) -> Properties:
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = self.config.session_expiry_s
-        return properties
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
@@ -182,7 +153,7 @@ class SyncAgent:
         had_session = False
         try:
             self.client.connect(self.config.broker_host, self.config.broker_port, self.config.keepalive_s,
-                                clean_start=False, properties=self._connect_properties())
+                                clean_start=False, properties=connect_properties(self.config))
         except (OSError, ssl.SSLError, ValueError) as error:
             self._error(f"cannot connect to {self.config.broker_host}:{self.config.broker_port}: "
                         f"{' '.join(str(error).split()) or type(error).__name__}")

@@ -70,7 +70,7 @@ def test_bundle_and_overrides_make_the_config(pki, tmp_path):
 
 
 def test_backoff_doubles_to_the_cap_with_bounded_jitter():
-    from sync.agent.service import backoff_delays
+    from sync.agent.connection import backoff_delays
 
     delays = backoff_delays(1.0, 60.0, 0.2, random.Random(7))
     values = [next(delays) for _ in range(12)]
