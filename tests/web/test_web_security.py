@@ -1,6 +1,6 @@
 """Web security of both apps (device UI and central admin UI), generated from their url_maps.
 
-tests/test_access.py walks the route x role table and tests/test_auth.py covers
+tests/web/test_access.py walks the route x role table and tests/web/test_auth.py covers
 lock-out, device-side fixation and ``next=``; this file adds, for EVERY route:
 CSRF on every state change (refused with 400 and not one row changed in any
 table, while the same request with a token does change something), the
