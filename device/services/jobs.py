@@ -17,7 +17,7 @@ capture failed with one line and the thread goes on.
 Model loading and a frame's analysis run under a deadline (``watchdog_seconds``,
 see device/services/watchdog.py): when a delegate hangs, the watchdog fails the capture
 with one line, discards the classifier and starts a fresh job thread, which
-reloads the model for the next capture; after ``CPU_AFTER_HANGS`` hangs in a row
+reloads the model for the next capture; after ``CPU_AFTER_HANGS`` (job_health.py) hangs in a row
 on an accelerator the worker reloads on the CPU instead. The backend in use, its
 measured latency (median per cell over the last frames) and the restarts are
 properties the status page reads.
@@ -25,31 +25,34 @@ properties the status page reads.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import queue
-import statistics
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from device.core.analysis import Analyzer, FrameResult
 from device.errors import AllscopeError, ImageLoadError
+from device.services.job_health import WorkerHealth
+from device.services.job_store import (  # noqa: F401  (crop_box, encode_png: one import for callers)
+    crop_box,
+    encode_png,
+    interrupted_captures,
+    load_stored,
+    mark_failed,
+    store_crops,
+    write_result,
+)
 from device.services.watchdog import Ticket, Watchdog
 from device.store.datadir import DataDir
-from device.store.records import Capture, Cell, audit, db_proxy, utcnow
+from device.store.records import Capture, Cell, db_proxy, utcnow
 
 log = logging.getLogger(__name__)
 
 SYSTEM_USER = "allscope"  # the audit trail's name for changes made by the device itself
-CROP_MARGIN = 0.25  # of the cell's box, each side: enough context for a reviewer to see the neighbourhood
 DEFAULT_WATCHDOG_SECONDS = 30.0  # a 2592x1944 frame takes ~1-3 s on a Pi 4: 30 s only trips on a hang
-CPU_AFTER_HANGS = 2  # hangs in a row on an accelerator before the worker gives up on it until restarted
-LATENCY_WINDOW = 50  # frames whose per-cell inference time makes up the median on the status page
 
 
 class _ReportingAnalyzer(Analyzer):
@@ -88,11 +91,7 @@ class AnalysisWorker:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._recovered = threading.Event()
-        self._latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
-        self._restarts = 0
-        self._hangs_in_a_row = 0
-        self._watchdog_problem: str | None = None
-        self._cpu_reason: str | None = None  # set when the watchdog gave up on the configured accelerator
+        self._health = WorkerHealth(configured_kind=getattr(delegate, "kind", "cpu"))  # under self._lock
         self._model_problem: str | None = None  # why the model did not load (the status page shows it)
         self._watchdog = Watchdog(watchdog_seconds, self._on_hung, name="allscope-analysis-watchdog") \
             if watchdog_seconds else None
@@ -162,7 +161,7 @@ class AnalysisWorker:
     def fallback_reason(self) -> str | None:
         """Why the configured delegate is not the one running (None when it is, or nothing is loaded)."""
         with self._lock:
-            analyzer, reason = self._analyzer, self._cpu_reason
+            analyzer, reason = self._analyzer, self._health.cpu_reason
         return reason or (getattr(analyzer.classifier, "fallback_reason", None) if analyzer is not None else None)
 
     @property
@@ -181,13 +180,12 @@ class AnalysisWorker:
     def latency_ms(self) -> float | None:
         """Median inference time per cell over the last ``LATENCY_WINDOW`` frames with cells."""
         with self._lock:
-            samples = list(self._latencies)
-        return round(statistics.median(samples), 2) if samples else None
+            return self._health.latency_ms()
 
     @property
     def latency_samples(self) -> int:
         with self._lock:
-            return len(self._latencies)
+            return len(self._health.latencies)
 
     @property
     def model_problem(self) -> str | None:
@@ -202,13 +200,13 @@ class AnalysisWorker:
     @property
     def watchdog_restarts(self) -> int:
         with self._lock:
-            return self._restarts
+            return self._health.restarts
 
     @property
     def watchdog_problem(self) -> str | None:
         """The last watchdog intervention as one line (None if there was none since the start)."""
         with self._lock:
-            return self._watchdog_problem
+            return self._health.watchdog_problem
 
     # --- thread ------------------------------------------------------------------------------------------
     def _run(self, generation: int = 0) -> None:
@@ -254,11 +252,7 @@ class AnalysisWorker:
                 db_proxy.close()
 
     def _requeue_interrupted(self) -> None:
-        def pending():
-            return [c.id for c in Capture.select(Capture.id).where(Capture.status.in_(("queued", "analysing")))
-                    .order_by(Capture.id)]
-
-        for capture_id in self._with_connection(pending):
+        for capture_id in self._with_connection(interrupted_captures):
             self.enqueue(capture_id)
 
     # --- one job -----------------------------------------------------------------------------------------
@@ -276,7 +270,7 @@ class AnalysisWorker:
         self._set_stage(capture_id, "analysing: loading the model" if self._analyzer is None
                         else "analysing: finding cells")
         try:
-            rgb = _load_stored(self.data, capture.image_path)
+            rgb = load_stored(self.data, capture.image_path)
         except ImageLoadError as error:
             raise AllscopeError(f"stored image unreadable: {error.reason}") from None
         ticket = None
@@ -295,44 +289,20 @@ class AnalysisWorker:
         self._record_inference(result)
         self._set_stage(capture_id, "saving results")
         started = time.perf_counter()
-        crop_paths = [self.data.store_crop(capture_id, i, _png(_crop(rgb, cell))) for i, cell in enumerate(result.cells)]
+        crop_paths = store_crops(self.data, capture_id, rgb, result.cells)
         timings = dict(result.timings_ms, crops=round((time.perf_counter() - started) * 1000.0, 1))
         if self._stop.is_set():
             raise JobAbandoned()
-        self._write_result(capture_id, result, crop_paths, timings, analyzer.classifier.info.short_id,
-                           {"model_identity": analyzer.classifier.info.identity(),  # which model ran, and with
-                            "decision": analyzer.decision.as_dict()})               # which threshold (issue 11)
+        write_result(capture_id, result, crop_paths, timings, analyzer.classifier.info.short_id, self.username,
+                     {"model_identity": analyzer.classifier.info.identity(),  # which model ran, and with
+                      "decision": analyzer.decision.as_dict()})               # which threshold (issue 11)
         self._forget(capture_id)  # final states are read from the capture row
-
-    def _write_result(self, capture_id: int, result: FrameResult, crop_paths: list[str], timings: dict,
-                      model_id: str, analysed_with: dict | None = None) -> None:
-        # IMMEDIATE: this transaction reads before it writes, and in WAL mode a deferred one whose snapshot
-        # went stale (an upload committed meanwhile) fails at once with "database is locked", busy_timeout or not.
-        with db_proxy.atomic("IMMEDIATE"):
-            capture = Capture.get_by_id(capture_id)
-            Cell.delete().where(Cell.capture == capture_id).execute()
-            if result.cells:
-                Cell.insert_many([
-                    {"capture": capture_id, "x": c.x, "y": c.y, "w": c.w, "h": c.h, "crop_path": path,
-                     "ai_label": c.label, "p_blast": c.p_blast, "needs_review": c.needs_review, "edge": c.edge}
-                    for c, path in zip(result.cells, crop_paths)]).execute()
-            after = {"status": "done", "flag": result.flag, "cell_count": result.cell_count,
-                     "blast_count": result.blast_count, "review_count": result.review_count, "model_id": model_id}
-            Capture.update(**after, **(analysed_with or {}), quality=result.quality, timings_ms=timings, error="",
-                           analysed_at=utcnow(), version=Capture.version + 1).where(Capture.id == capture_id).execute()
-            audit("analyse", "capture", capture_id, username=self.username,
-                  before={"status": capture.status}, after=after)
 
     def _fail_safely(self, capture_id: int, error: BaseException) -> None:
         message = " ".join(str(error).split())[:300] or "analysis failed"
         self._forget(capture_id)
         try:
-            def mark():
-                with db_proxy.atomic():
-                    Capture.update(status="failed", error=message, version=Capture.version + 1) \
-                        .where(Capture.id == capture_id).execute()
-                    audit("analyse_failed", "capture", capture_id, username=self.username, detail=message)
-            self._with_connection(mark)
+            self._with_connection(mark_failed, capture_id, message, self.username)
         except Exception:  # noqa: BLE001
             log.exception("capture %s: could not record the failure", capture_id)
 
@@ -343,35 +313,24 @@ class AnalysisWorker:
         return self._watchdog.deadline(capture_id)
 
     def _record_inference(self, result: FrameResult) -> None:
-        classify_ms = result.timings_ms.get("classify")
         with self._lock:
-            self._hangs_in_a_row = 0
-            if result.cells and classify_ms is not None:
-                self._latencies.append(float(classify_ms) / len(result.cells))
+            self._health.finished(len(result.cells), result.timings_ms.get("classify"))
 
     def _on_hung(self, ticket: Ticket) -> None:
         """Called by the watchdog thread: fail the capture, drop the classifier, start a fresh job thread."""
-        from device.inference.delegates import DelegateConfig
-
         capture_id = int(ticket.what)
         with self._lock:
             analyzer, self._analyzer = self._analyzer, None
             backend = analyzer.classifier.backend if analyzer is not None else "model loading"
-            self._restarts += 1
-            self._hangs_in_a_row += 1
-            configured = self.delegate or DelegateConfig()
-            if configured.kind != "cpu" and self._hangs_in_a_row >= CPU_AFTER_HANGS and self._cpu_reason is None:
-                self._cpu_reason = (f"{configured.kind} delegate hung {self._hangs_in_a_row} times in a row; "
-                                    "running on the CPU until the service restarts")
-                log.warning("analysis worker: %s", self._cpu_reason)
-            message = (f"inference did not finish within {ticket.seconds:.0f} s ({backend} hung?); the analysis "
-                       "worker was restarted and reloads the model: run the analysis again")
-            self._watchdog_problem = f"{utcnow():%Y-%m-%d %H:%M} UTC, capture #{capture_id}: {message}"
+            had_reason = self._health.cpu_reason
+            message = self._health.hung(capture_id, backend, ticket.seconds, utcnow())
+            if self._health.cpu_reason and not had_reason:
+                log.warning("analysis worker: %s", self._health.cpu_reason)
         self._fail_safely(capture_id, AllscopeError(message))
         self._queue.task_done()  # the stuck thread never reaches its own task_done
         if not self._stop.is_set():
             with self._lock:
-                self._thread = self._new_thread(self._restarts)
+                self._thread = self._new_thread(self._health.restarts)
                 thread = self._thread
             thread.start()
 
@@ -396,7 +355,7 @@ class AnalysisWorker:
             from device.inference.delegates import DelegateConfig
 
             delegate = self.delegate or DelegateConfig()
-            if self._cpu_reason is not None:
+            if self._health.cpu_reason is not None:
                 delegate = DelegateConfig(kind="cpu", num_threads=delegate.num_threads)
             try:
                 classifier = (self._loader or CellClassifier.load)(model_path, delegate)
@@ -417,41 +376,3 @@ class AnalysisWorker:
         return analyzer
 
 
-def _load_stored(data: DataDir, relative: str) -> np.ndarray:
-    from device.core.imageio import load_image_bytes
-
-    try:
-        blob = data.read_bytes(relative)  # decrypted when the data is encrypted at rest
-    except ValueError:
-        raise ImageLoadError(relative, "stored path is outside the data directory") from None
-    except FileNotFoundError:
-        raise ImageLoadError(relative, "the stored image is missing") from None
-    return load_image_bytes(blob, relative)
-
-
-def crop_box(x: float, y: float, w: float, h: float, width: int, height: int,
-             margin: float = CROP_MARGIN) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1) of a cell's box (centre x, y) grown by ``margin`` each side, clipped to the frame."""
-    half_w, half_h = w * (0.5 + margin), h * (0.5 + margin)
-    x0, y0 = max(0, int(np.floor(x - half_w))), max(0, int(np.floor(y - half_h)))
-    x1, y1 = min(width, int(np.ceil(x + half_w))), min(height, int(np.ceil(y + half_h)))
-    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
-
-
-def _crop(rgb: np.ndarray, cell) -> np.ndarray:
-    x0, y0, x1, y1 = crop_box(cell.x, cell.y, cell.w, cell.h, rgb.shape[1], rgb.shape[0])
-    return rgb[y0:y1, x0:x1]
-
-
-def _png(rgb: np.ndarray) -> bytes:
-    import cv2
-
-    ok, buffer = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise AllscopeError("could not encode an image as PNG")
-    return buffer.tobytes()
-
-
-def encode_png(rgb: np.ndarray) -> bytes:
-    """PNG bytes of an RGB uint8 frame (lossless: what is stored is what was analysed)."""
-    return _png(rgb)
