@@ -108,7 +108,6 @@ def test_security_headers_on_every_page(client):
 def test_secret_key_is_generated_private(app):
     import os
     import stat
-    from pathlib import Path
 
     key_file = app.appliance.data.root / "secret_key"
     assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
