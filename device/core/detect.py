@@ -41,6 +41,7 @@ from device.core.detect_params import DetectionParams
 from device.core.morphology import shrink
 from device.core.nuclei import Nucleus, find_nuclei
 from device.core.rbc_radius import estimate_rbc_radius
+from device.core.stain import glass_colour, white_balanced
 
 __all__ = ["CellCandidate", "DetectionParams", "estimate_rbc_radius", "find_cells"]
 
@@ -108,6 +109,16 @@ def _candidate(rgb: np.ndarray, nucleus: Nucleus, r: float, params: DetectionPar
                          touches_edge=bool(touches), neighbours=neighbours)
 
 
+def _stain(small: np.ndarray, params: DetectionParams) -> tuple[np.ndarray, np.ndarray, float]:
+    """White-balanced copy (glass made neutral: colour casts cancel), its smoothed stain score and threshold."""
+    balanced = white_balanced(small, glass_colour(small))
+    score = nucleus_score(balanced)
+    if params.blur_sigma > 0:
+        score = cv2.GaussianBlur(score, (0, 0), params.blur_sigma)
+    threshold = max(stain_threshold(score) * params.stain_factor, params.min_stain)
+    return balanced, score, threshold
+
+
 def find_cells(rgb: np.ndarray, params: DetectionParams = DetectionParams()) -> list[CellCandidate]:
     """White cells in one RGB uint8 frame, sorted top to bottom, left to right.
 
@@ -119,12 +130,18 @@ def find_cells(rgb: np.ndarray, params: DetectionParams = DetectionParams()) -> 
     if rgb.dtype != np.uint8:
         raise ValueError("find_cells expects a uint8 image")
     small, _ = shrink(rgb, params.work_size)
-    score = nucleus_score(small)
-    if params.blur_sigma > 0:
-        score = cv2.GaussianBlur(score, (0, 0), params.blur_sigma)
-    threshold = max(stain_threshold(score) * params.stain_factor, params.min_stain)
-    stained = (score > threshold).astype(np.uint8)
-    r = estimate_rbc_radius(small, stained, params)
+    balanced, score, threshold = _stain(small, params)
+    r = estimate_rbc_radius(balanced, (score > threshold).astype(np.uint8), params)
+    if r < params.min_work_radius and params.max_upscale > 1.0:
+        # Low magnification or resolution: enlarge the working copy so a red
+        # cell is min_work_radius px across, as at the magnifications the
+        # lengths in r were tuned on (thin rims and gaps stay resolvable).
+        factor = min(params.min_work_radius / r, params.max_upscale)
+        width = small.shape[1]
+        size = (max(1, round(width * factor)), max(1, round(small.shape[0] * factor)))
+        small = cv2.resize(small, size, interpolation=cv2.INTER_CUBIC)
+        balanced, score, threshold = _stain(small, params)
+        r *= small.shape[1] / width
     nuclei, label_map = find_nuclei(score, threshold, r, params)
     cells = [_candidate(rgb, n, r, params, small.shape[:2], label_map) for n in nuclei]
     cells.sort(key=lambda c: (c.y, c.x))

@@ -19,6 +19,11 @@ class DetectionParams:
     # Longest side of the working copy in pixels; larger frames are shrunk.
     # Nuclei stay >= ~30 px wide at 1000 for the magnifications seen so far.
     work_size: int = 1000
+    # A working copy whose red cells come out smaller than this radius (px)
+    # is enlarged, at most max_upscale times (low magnification or
+    # resolution; ALL-IDB1 at 1000 px has r ~15-20, BCCD at 640 px ~45).
+    min_work_radius: float = 12.0
+    max_upscale: float = 3.0
     # Gaussian blur of the stain score, in working pixels (JPEG noise).
     blur_sigma: float = 1.0
     # Multiplier on the Otsu threshold of the stain score, and its floor.
@@ -44,13 +49,18 @@ class DetectionParams:
     split_min_core: float = 0.5
     # ... and each seed stands out above the waist joining it to a thicker
     # one by this share of its own thickness (two equal discs overlapping
-    # so that the waist is < 75 % of their radius are split).
-    split_min_depth: float = 0.25
+    # so that the waist is < 80 % of their radius are split). 0.2 rather than
+    # 0.25: defocused ALL-IDB1 frames (sigma 2 px at 640) lose the waist
+    # between touching blasts (blast recall 0.93 -> 0.96 there, no change on
+    # the sharp frames; model_conversion.detection_conditions).
+    split_min_depth: float = 0.2
     # Contact lines between touching cells: black top-hat of the stain
     # score with a disc of ``contact_width`` r, deeper than ``contact_depth``
-    # x the stain threshold.
+    # x the stain threshold (0.15: the faint contacts of defocused or
+    # low-resolution frames are cut too; 0.25 missed 3 of 226 blasts at a
+    # quarter of ALL-IDB1's resolution and 27 when defocused).
     contact_width: float = 0.3
-    contact_depth: float = 0.25
+    contact_depth: float = 0.15
     # Lobes are merged when their gap is at most ``lobe_gap`` r, the merged
     # nucleus spans at most ``max_nucleus_span`` r and at least one of the
     # two is lobe-sized (at most ``max_lobe_area`` A). Pieces split apart on
