@@ -110,9 +110,15 @@ def _candidate(rgb: np.ndarray, nucleus: Nucleus, r: float, params: DetectionPar
 
 
 def _stain(small: np.ndarray, params: DetectionParams) -> tuple[np.ndarray, np.ndarray, float]:
-    """White-balanced copy (glass made neutral: colour casts cancel), its smoothed stain score and threshold."""
-    balanced = white_balanced(small, glass_colour(small))
-    score = nucleus_score(balanced)
+    """Cast-free copy, smoothed stain score and threshold.
+
+    Both are white-balanced on the glass, so colour casts cancel: the stain
+    score with the glass at ``stain.GLASS_LEVEL``; the copy returned (for the
+    red-cell radius, tuned on raw grey levels) at the glass's own brightness.
+    """
+    glass = glass_colour(small)
+    balanced = white_balanced(small, glass, level=None)
+    score = nucleus_score(white_balanced(small, glass))
     if params.blur_sigma > 0:
         score = cv2.GaussianBlur(score, (0, 0), params.blur_sigma)
     threshold = max(stain_threshold(score) * params.stain_factor, params.min_stain)

@@ -55,11 +55,18 @@ def _hist_median(rgb: np.ndarray, channel: int, mask: np.ndarray) -> float:
     return float(np.searchsorted(np.cumsum(hist), hist.sum() / 2.0))
 
 
-def white_balanced(rgb: np.ndarray, glass: np.ndarray | None = None) -> np.ndarray:
-    """``rgb`` (uint8) with every channel scaled so the glass is neutral grey at GLASS_LEVEL."""
+def white_balanced(rgb: np.ndarray, glass: np.ndarray | None = None, level: float | None = GLASS_LEVEL) -> np.ndarray:
+    """``rgb`` (uint8) with every channel scaled so the glass is neutral grey at ``level``.
+
+    ``level=None`` keeps the glass's own mean level: only the colour cast is
+    removed, not the exposure (for measures tuned on raw grey levels, such as
+    the red-cell radius).
+    """
     if glass is None:
         glass = glass_colour(rgb)
-    gains = np.minimum(GLASS_LEVEL / np.maximum(glass, 1.0), MAX_GAIN)
+    if level is None:
+        level = float(np.mean(glass))
+    gains = np.minimum(level / np.maximum(glass, 1.0), MAX_GAIN)
     levels = np.arange(256, dtype=np.float64)[:, None] * gains[None, :]
     lut = np.clip(np.rint(levels), 0, 255).astype(np.uint8).reshape(1, 256, 3)
     return cv2.LUT(np.ascontiguousarray(rgb), lut)
