@@ -1,24 +1,45 @@
-"""Is a frame good enough to analyse? Blurred, dark or blown-out frames are reported, not classified.
+"""Is a frame good enough to analyse? Judged on the cells, not on the background.
 
-All measurements are made on a grayscale working copy whose longer side is
-WORKING_SIZE (640) pixels, resized with area averaging (upscaled linearly if
-smaller), so the figures do not depend on the camera's resolution and cost a
-few milliseconds even for a 2592×1944 frame.
+A well-exposed thin smear photographed at low magnification is mostly glass,
+and that glass may clip to white: normal, as long as the cells keep their
+stain and contrast. What makes a frame unusable is what happens to the
+*objects* (red cells, nuclei, cytoplasm): too little light, light so strong
+that the red cells wash out into the white, colours pushed past what the
+stain can produce, no stained objects at all, or blurred object edges.
 
-* focus: variance of the 4-neighbour Laplacian (kernel [[0,1,0],[1,-4,1],
-  [0,1,0]], cv2.Laplacian with ksize=1) of the working copy, in gray levels²
-  (0-255 scale). Pixels that are crushed black (< DARK_LEVEL) or clipped white
-  (>= BRIGHT_LEVEL), and a FOCUS_MARGIN-pixel band around them, are left
-  out: the black surround of an eyepiece camera's round field of view, or the
-  edge of a clipped region, is a sharp edge that would make any blurred frame
-  look focused.
-* brightness: mean gray level (0-255) of the working copy.
-* dark_fraction / bright_fraction: share of working-copy pixels below
-  DARK_LEVEL / at or above BRIGHT_LEVEL.
+All measurements are made on a working copy whose longer side is at most
+WORKING_SIZE (640) pixels (area averaging; smaller frames are used as they
+are, never upscaled, since upscaling would invent blur), so a 2592×1944 frame
+costs a few milliseconds.
 
-When the exposure is wrong the focus figure says little (a dark frame has
-little contrast whatever the focus), so "blurred" is reported only for frames
-whose exposure passed; fix the light first, then the focus.
+* background (glass): per-channel median of the brightest fifth of the lit
+  pixels (``stain.glass_colour``); ``background`` is its grey level.
+* white-balanced copy: every channel divided by the glass colour
+  (``stain.white_balanced``), so a green, blue or yellow light or a brighter
+  lamp changes nothing below.
+* stained objects: ``cellprep.nucleus_score`` (blue minus green) of the
+  white-balanced copy above its Otsu threshold (floor 18), as cell finding
+  uses; objects: stained pixels, or pixels at least OBJECT_CONTRAST darker
+  than the glass (red cells, cytoplasm). Black surround pixels (gray <
+  DARK_LEVEL, an eyepiece camera's round field of view) are neither.
+* focus: variance of the 4-neighbour Laplacian of the grey copy
+  over a band of FOCUS_MARGIN px around the objects (scaled with the copy's
+  size), leaving out clipped pixels and that band around them, and objects
+  within BLACK_MARGIN px of the black surround (the edge of a black surround
+  or of a clipped region is sharp whatever the focus). Raw grey levels: a
+  very dim frame reads soft, but it is refused as too dark first.
+* clipped_fraction: share of the lit field clipped white (every channel >=
+  CLIP_LEVEL); unstained_share: share of the objects that are not stained
+  (red cells, cytoplasm): when too much light washes out the red cells only
+  the darkest nuclei are left, and this share collapses.
+* colour_clipped_fraction: share of the objects with a channel clipped white
+  although the glass has headroom in that channel (GLASS_HEADROOM: colour
+  pushed past the sensor), or crushed to 0 while another channel is lit.
+
+Problems, in this order (only exposure problems are reported when the
+exposure is wrong, since contrast and focus then say little: fix the light
+first, then the focus): "too dark", "overexposed", "colour saturated",
+"empty field", "blurred".
 """
 
 from __future__ import annotations
@@ -28,51 +49,96 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from device.core.cellprep import nucleus_score, stain_threshold
+from device.core.stain import GLASS_LEVEL, glass_colour, white_balanced
+
 WORKING_SIZE = 640
 DARK_LEVEL = 16
-BRIGHT_LEVEL = 250
+CLIP_LEVEL = 250
+# Band around the objects where focus is measured (and margin kept from
+# black or clipped pixels), in pixels of a 640-px copy.
 FOCUS_MARGIN = 6
+# An object pixel is at least this much darker than the glass (share of it),
+# or at least OBJECT_CHROMA grey levels from neutral once the glass is made
+# neutral (a pale pink red cell under a bright lamp).
+OBJECT_CONTRAST = 0.12
+OBJECT_CHROMA = 18
+# A channel clipped white where the glass's own level of that channel is
+# below GLASS_HEADROOM is colour pushed past the sensor (cameras boost
+# saturation, so stained pixels a little brighter than the glass are normal).
+GLASS_HEADROOM = 235
+# Far from the black surround: its soft edge is a sharp, dark ring (px at 640).
+BLACK_MARGIN = 12
 # Below this share of measurable pixels there is nothing to judge focus on.
-MIN_FOCUS_AREA = 0.05
+MIN_FOCUS_AREA = 0.01
+
+PROBLEMS = ("too dark", "overexposed", "colour saturated", "empty field", "blurred")
 
 
 @dataclass(frozen=True)
 class QualityThresholds:
-    """Limits a usable frame must meet.
+    """Limits a usable frame must meet (figures below: ``python -m model_conversion.detection_conditions``).
 
-    Defaults measured on the real frames (ALL-IDB1: 21 frames from one lab's
-    camera at 2592×1944 and 1712×1368; BCCD: 364 frames at 640×480):
+    Measured on the real frames (ALL-IDB1: 45 frames at 2592×1944 /
+    1712×1368; BCCD: 364 frames at 640×480) and frames derived from them
+    (``model_conversion.frame_variants``): white clipped background, green /
+    blue / yellow light, cells 25-40 px across, and bad ones.
 
-    * focus: real frames 5.4 (BCCD min) .. 120 (ALL-IDB1 max), medians 7.6
-      (BCCD) and 78 (ALL-IDB1); the same frames Gaussian-blurred with sigma 4
-      px at 640 px scale score at most 2.2. BCCD frames are soft by nature,
-      hence a threshold near the geometric middle of 2.2 and 5.4.
-    * brightness: real frames 111 .. 194; at 15 % exposure at most 30; at
-      double exposure at least 220. The lower limit sits nearer the dark
-      side because black corners (below) pull a good frame's mean down.
-    * bright (clipped) fraction: 0 on every real frame; at double exposure at
-      least 18 %.
-    * dark fraction: 0 on every real frame. Up to half of a frame may be
-      black, since an eyepiece camera's round field of view leaves black
-      corners (about 40 % of a 4:3 frame when the circle touches its top and
-      bottom).
+    * min_focus (Laplacian variance near the objects, grey levels²): real
+      frames 5.4 (BCCD, soft by nature) .. 170 (ALL-IDB1); white-background
+      and low-resolution copies score higher (sharper per pixel), casts about
+      the same; BCCD frames resampled to 2592×1944 >= 3.6. Gaussian defocus
+      of sigma 4 px at 640 px: at most 3.0 (ALL-IDB1), 2.2 (BCCD).
+    * min_background: grey level of the glass; real frames 127 .. 210; at 15 %
+      exposure at most 31.
+    * max_dark_fraction: black pixels; 0 on every real frame. Up to half of a
+      frame may be black: an eyepiece camera's round field of view leaves
+      black corners (about 40 % of a 4:3 frame when the circle touches its top
+      and bottom).
+    * max_clipped_fraction: white-clipped share of the lit field; 0 on the
+      real frames, 0.28 .. 0.67 with a white, clipped background (another
+      laboratory's thin smears: ~0.30); with the glass at 2× the clipping
+      level (blown out) at least 0.85.
+    * min_unstained_share, applied once at least min_clipped_for_washout of
+      the field clips: real frames keep >= 0.59 of their objects unstained
+      (red cells, cytoplasm), white-background copies >= 0.23; blown out, the
+      red cells are gone: <= 0.14.
+    * max_colour_clipped: share of object pixels with a channel clipped
+      where the glass is not, or crushed to 0: real frames <= 0.0006, casts
+      <= 0.002, white backgrounds 0; colour pushed 4× away from grey: BCCD
+      >= 0.05, ALL-IDB1 0.002 .. 0.24 (its palest frames barely clip even
+      then and about half of them pass: their colour is still measurable).
+    * max_glass_chroma_clip: the glass itself clips in one channel while
+      another stays below this grey level (white balance so far off that one
+      channel saturates while another is underexposed).
+    * min_object_fraction: share of the lit field covered by objects; real
+      frames >= 0.07; a blank field 0.
     """
 
-    min_focus: float = 3.5
-    min_brightness: float = 50.0
-    max_brightness: float = 235.0
-    max_clipped_fraction: float = 0.05
+    min_focus: float = 3.3
+    min_background: float = 60.0
     max_dark_fraction: float = 0.5
+    max_clipped_fraction: float = 0.8
+    min_clipped_for_washout: float = 0.25
+    min_unstained_share: float = 0.15
+    max_colour_clipped: float = 0.01
+    max_glass_chroma_clip: float = 190.0
+    min_object_fraction: float = 0.01
 
 
 @dataclass(frozen=True)
 class QualityReport:
     focus: float
-    brightness: float
+    brightness: float  # mean grey level of the frame, 0..255 (for the record)
     dark_fraction: float
-    bright_fraction: float
+    bright_fraction: float  # share of the frame clipped white (every channel >= CLIP_LEVEL)
     usable: bool
-    problems: tuple[str, ...]  # subset of ("too dark", "overexposed", "blurred"), in that order
+    problems: tuple[str, ...]  # subset of PROBLEMS, in that order
+    background: float = 0.0  # grey level of the glass
+    object_fraction: float = 0.0
+    stained_fraction: float = 0.0
+    unstained_share: float = 0.0
+    colour_clipped_fraction: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         """JSON-safe summary, rounded to what is meaningful."""
@@ -81,65 +147,113 @@ class QualityReport:
             "brightness": round(float(self.brightness), 1),
             "dark_fraction": round(float(self.dark_fraction), 4),
             "bright_fraction": round(float(self.bright_fraction), 4),
+            "background": round(float(self.background), 1),
+            "object_fraction": round(float(self.object_fraction), 4),
+            "stained_fraction": round(float(self.stained_fraction), 4),
+            "unstained_share": round(float(self.unstained_share), 4),
+            "colour_clipped_fraction": round(float(self.colour_clipped_fraction), 4),
             "usable": bool(self.usable),
             "problems": list(self.problems),
         }
 
 
-def working_gray(rgb: np.ndarray) -> np.ndarray:
-    """Grayscale uint8 copy with the longer side WORKING_SIZE pixels."""
-    if rgb.ndim == 3 and rgb.shape[2] == 3:
-        gray = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
-    elif rgb.ndim == 2:
-        gray = np.ascontiguousarray(rgb)
-    else:
+def working_copy(rgb: np.ndarray) -> np.ndarray:
+    """RGB uint8 copy with the longer side at most WORKING_SIZE pixels (a gray frame is made RGB)."""
+    if not (rgb.ndim == 2 or (rgb.ndim == 3 and rgb.shape[2] == 3)):
         raise ValueError(f"expected an H×W×3 RGB or H×W gray image, got shape {rgb.shape}")
-    if gray.dtype != np.uint8:
-        raise ValueError(f"expected uint8 pixels, got {gray.dtype}")
-    h, w = gray.shape
+    if rgb.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels, got {rgb.dtype}")
+    if rgb.ndim == 2 and min(rgb.shape) >= 1:
+        rgb = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_GRAY2RGB)
+    h, w = rgb.shape[:2]
     if min(h, w) < 1:
         raise ValueError(f"empty image of shape {rgb.shape}")
-    scale = WORKING_SIZE / max(h, w)
-    if scale == 1.0:
-        return gray
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-    return cv2.resize(gray, size, interpolation=interpolation)
+    out = np.ascontiguousarray(rgb)
+    while max(out.shape[:2]) >= 2 * WORKING_SIZE:  # halving with INTER_AREA is fast
+        out = cv2.resize(out, (max(1, out.shape[1] // 2), max(1, out.shape[0] // 2)), interpolation=cv2.INTER_AREA)
+    scale = WORKING_SIZE / max(out.shape[:2])
+    if scale < 1.0:
+        size = (max(1, round(out.shape[1] * scale)), max(1, round(out.shape[0] * scale)))
+        out = cv2.resize(out, size, interpolation=cv2.INTER_AREA)
+    return out
 
 
-def focus_score(gray: np.ndarray) -> float:
-    """Variance of the Laplacian over well-exposed pixels of a working copy (see module doc)."""
+def _disc(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def _near(mask: np.ndarray, radius: int) -> np.ndarray:
+    if radius < 1 or not mask.any():
+        return mask
+    return cv2.dilate(mask.view(np.uint8), _disc(radius)).view(bool)
+
+
+def focus_score(gray: np.ndarray, objects: np.ndarray, excluded: np.ndarray, margin: int) -> float:
+    """Variance of the Laplacian of ``gray`` near ``objects``, away from ``excluded`` pixels (see module doc)."""
     lap = cv2.Laplacian(gray.astype(np.float32), cv2.CV_32F, ksize=1)
-    measurable = (gray >= DARK_LEVEL) & (gray < BRIGHT_LEVEL)
-    if measurable.all():
-        return float(lap.var())
-    kernel = np.ones((2 * FOCUS_MARGIN + 1, 2 * FOCUS_MARGIN + 1), np.uint8)
-    measurable = cv2.erode(measurable.view(np.uint8), kernel, borderType=cv2.BORDER_REPLICATE).view(bool)
-    if measurable.mean() < MIN_FOCUS_AREA:
+    near = _near(objects, margin) & ~_near(excluded, margin)
+    if near.mean() < MIN_FOCUS_AREA:
         return 0.0
-    return float(lap[measurable].var())
+    return float(lap[near].var())
 
 
 def assess_quality(rgb: np.ndarray, thresholds: QualityThresholds = QualityThresholds()) -> QualityReport:
-    """Measure focus and exposure of an H×W×3 uint8 RGB frame and say whether it is usable."""
-    gray = working_gray(rgb)
+    """Measure exposure, colour, content and focus of an H×W×3 uint8 RGB frame and say whether it is usable."""
+    work = working_copy(rgb)
+    gray = cv2.cvtColor(work, cv2.COLOR_RGB2GRAY)
+    n = gray.size
+    channels = cv2.split(work)
+    lowest = cv2.min(cv2.min(channels[0], channels[1]), channels[2])
+    highest = cv2.max(cv2.max(channels[0], channels[1]), channels[2])
+    black = gray < DARK_LEVEL
+    white = lowest >= CLIP_LEVEL
+    lit = ~black
+    n_lit = max(1, int(np.count_nonzero(lit)))
     brightness = float(gray.mean())
-    dark_fraction = float(np.count_nonzero(gray < DARK_LEVEL)) / gray.size
-    bright_fraction = float(np.count_nonzero(gray >= BRIGHT_LEVEL)) / gray.size
-    focus = focus_score(gray)
+    dark_fraction = float(np.count_nonzero(black)) / n
+    bright_fraction = float(np.count_nonzero(white)) / n
+    clipped_fraction = float(np.count_nonzero(white)) / n_lit
 
+    glass = glass_colour(work, gray)
+    background = float(glass @ np.array([0.299, 0.587, 0.114]))
+    balanced = white_balanced(work, glass)
+    balanced_gray = cv2.cvtColor(balanced, cv2.COLOR_RGB2GRAY)
+    score = cv2.GaussianBlur(nucleus_score(balanced), (0, 0), 1.0)
+    stained = (score > stain_threshold(score)) & lit
+    bal = cv2.split(balanced)
+    chroma = cv2.subtract(cv2.max(cv2.max(bal[0], bal[1]), bal[2]), cv2.min(cv2.min(bal[0], bal[1]), bal[2]))
+    objects = (stained | (balanced_gray < (1.0 - OBJECT_CONTRAST) * GLASS_LEVEL) | (chroma >= OBJECT_CHROMA)) & lit
+    n_objects = int(np.count_nonzero(objects))
+    object_fraction = n_objects / n_lit
+    stained_fraction = float(np.count_nonzero(stained)) / n_lit
+    unstained_share = float(np.count_nonzero(objects & ~stained)) / max(1, n_objects)
+    clipped_colour = (lowest <= 4) & (highest >= 64)  # a channel crushed to 0 in a lit pixel
+    for channel, level in zip(channels, glass):
+        if level < GLASS_HEADROOM:
+            clipped_colour |= channel >= CLIP_LEVEL
+    colour_clipped = float(np.count_nonzero(clipped_colour & objects)) / max(1, n_objects)
+
+    unit = max(gray.shape) / WORKING_SIZE
+    focus = focus_score(gray, objects & ~_near(black, round(BLACK_MARGIN * unit)), white,
+                        max(1, round(FOCUS_MARGIN * unit)))
+
+    t = thresholds
     problems: list[str] = []
-    if brightness < thresholds.min_brightness or dark_fraction > thresholds.max_dark_fraction:
+    if background < t.min_background or dark_fraction > t.max_dark_fraction:
         problems.append("too dark")
-    if brightness > thresholds.max_brightness or bright_fraction > thresholds.max_clipped_fraction:
+    if clipped_fraction > t.max_clipped_fraction or (
+            clipped_fraction >= t.min_clipped_for_washout and unstained_share < t.min_unstained_share):
         problems.append("overexposed")
-    if not problems and focus < thresholds.min_focus:
+    glass_channel_clipped = glass.max() >= CLIP_LEVEL and glass.min() < t.max_glass_chroma_clip
+    if not problems and (colour_clipped > t.max_colour_clipped or glass_channel_clipped):
+        problems.append("colour saturated")
+    if not problems and object_fraction < t.min_object_fraction:
+        problems.append("empty field")
+    if not problems and focus < t.min_focus:
         problems.append("blurred")
     return QualityReport(
-        focus=focus,
-        brightness=brightness,
-        dark_fraction=dark_fraction,
-        bright_fraction=bright_fraction,
-        usable=not problems,
-        problems=tuple(problems),
+        focus=focus, brightness=brightness, dark_fraction=dark_fraction, bright_fraction=bright_fraction,
+        usable=not problems, problems=tuple(problems), background=background, object_fraction=object_fraction,
+        stained_fraction=stained_fraction, unstained_share=unstained_share,
+        colour_clipped_fraction=colour_clipped,
     )

@@ -237,3 +237,80 @@ def test_bccd_white_cells_are_found_with_few_false_finds(bccd):
     assert bccd["false_per_frame"] <= 0.2
     assert bccd["duplicates_per_frame"] <= 0.3
     assert bccd["median_box_iou"] >= 0.6
+
+
+# --------------------------------------------------------------------------
+# other laboratories: colour casts, low magnification, defocus (synthetic, then real frames)
+
+
+def test_colour_casts_do_not_change_what_is_found(frame, cells):
+    from model_conversion.frame_variants import CASTS, colour_cast
+
+    for name in CASTS:
+        found = find_cells(colour_cast(frame, name))
+        assert len(found) == len(cells), name
+        for x, y in expected_centres():
+            assert _nearest(found, x, y)[1] < 0.35 * NUC_R, (name, x, y)
+
+
+def test_low_magnification_frame_is_enlarged_and_every_cell_found():
+    scale = 0.4  # red cells of radius 8 px: below DetectionParams.min_work_radius
+    small = smear(scale=scale)
+    found = find_cells(small)
+    assert len(found) == len(expected_centres())
+    for x, y in expected_centres():
+        assert _nearest(found, x * scale, y * scale)[1] < 0.35 * NUC_R * scale, (x, y)
+
+
+def test_detection_modules_are_small_and_import_downwards():
+    from pathlib import Path
+
+    import device.core.detect as detect_module
+
+    core = Path(detect_module.__file__).parent
+    order = ["detect", "nuclei", "nucleus_split", "rbc_radius", "stain", "detect_params", "morphology", "cellprep"]
+    for i, name in enumerate(order):
+        text = (core / f"{name}.py").read_text()
+        assert len(text.splitlines()) < 400, name
+        for above in order[:i]:
+            assert f"device.core.{above} import" not in text, f"{name} imports {above}"
+
+
+REAL_CONDITIONS = ["cast_green", "cast_blue", "cast_yellow", "white_background", "scale_0.5", "scale_0.25",
+                   "thin_smear_low_mag", "blur_2"]
+# Blast-rich ALL-IDB1 frames at both sizes (touching blasts) and BCCD frames with neutrophils and lymphocytes.
+REAL_FRAMES = ["Im001_1.jpg", "Im005_1.jpg", "Im052_1.jpg", "Im053_1.jpg",
+               "BloodImage_00000.jpg", "BloodImage_00040.jpg", "BloodImage_00095.jpg", "BloodImage_00200.jpg",
+               "BloodImage_00300.jpg", "BloodImage_00400.jpg"]
+
+
+@pytest.fixture(scope="module")
+def real_frames(shared_data):
+    from model_conversion.detection_conditions import load_frames
+
+    frames = [f for f in load_frames(shared_data) if f.path.name in REAL_FRAMES]
+    assert len(frames) == len(REAL_FRAMES)
+    return frames
+
+
+@pytest.mark.parametrize("condition", REAL_CONDITIONS)
+def test_real_frames_under_other_laboratories_conditions(real_frames, condition):
+    """White-cell recall >= 0.95 (0.9 defocused: touching blasts lose their waist) and <= 0.5 extra
+    counted cells per BCCD frame under each condition.
+
+    (ALL-IDB1's other/ lists are incomplete: its extras are mostly unlisted white cells, so only
+    BCCD's exhaustive boxes bound the extras here.)
+    """
+    from device.core.imageio import load_image
+    from model_conversion.detection_conditions import CONDITIONS, score_frame
+
+    found = targets = extra = n_bccd = 0
+    for frame in real_frames:
+        original = load_image(frame.path)
+        rgb = CONDITIONS[condition].make(original)
+        s = score_frame(frame, find_cells(rgb), rgb.shape[1] / original.shape[1], rgb.shape[0] / original.shape[0])
+        found, targets = found + s["found"], targets + s["targets"]
+        if frame.source == "bccd":
+            extra, n_bccd = extra + s["extra"], n_bccd + 1
+    assert found / targets >= (0.9 if condition == "blur_2" else 0.95), (condition, found, targets)
+    assert extra / n_bccd <= 0.5, (condition, extra, n_bccd)
