@@ -5,7 +5,6 @@ reported with their reason."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import cv2
@@ -120,19 +119,6 @@ def test_gray_input_and_bad_input():
         assess_quality(np.zeros((10, 10, 4), np.uint8))
     with pytest.raises(ValueError):
         assess_quality(np.zeros((10, 10, 3), np.float32))
-
-
-def test_fast_on_a_five_megapixel_frame():
-    frame = cv2.resize(synthetic_smear(), (2592, 1944), interpolation=cv2.INTER_NEAREST)
-    timings = []
-    for _ in range(5):
-        start = time.perf_counter()
-        assess_quality(frame)
-        timings.append(time.perf_counter() - start)
-    # Target is < 20 ms (about 12 ms measured on a loaded 2-core machine);
-    # the bound is loose so a busy CI box does not fail it, but computing at
-    # full resolution (several times slower) would.
-    assert min(timings) < 0.05, timings
 
 
 # --- on the real frames ----------------------------------------------------------------------
