@@ -1,4 +1,4 @@
-"""The floor plan holds: every import points down and no import cycle.
+"""The floor plan holds: every import points down, no import cycle, no module over 400 lines.
 
 The contracts are in pyproject.toml ([tool.importlinter]); a wrong arrow fails here with
 import-linter's own report, naming the chain of imports.
@@ -14,6 +14,7 @@ import grimp
 from conftest import REPO_ROOT
 
 PACKAGES = ("device", "webui", "sync", "model_conversion")
+MAX_LINES = 400
 
 
 def test_import_contracts_are_kept():
@@ -85,3 +86,11 @@ def test_the_cycle_finder_finds_a_cycle():
     graph.add_import(importer="a.y", imported="a.x")
     graph.add_import(importer="a.z", imported="a.x")
     assert _cycles(graph) == [["a.x", "a.y"]]
+def test_no_module_over_400_lines():
+    too_long = {}
+    for top in (*PACKAGES, "tests"):
+        for path in sorted((REPO_ROOT / top).rglob("*.py")):
+            lines = len(path.read_text(encoding="utf-8").splitlines())
+            if lines > MAX_LINES:
+                too_long[str(path.relative_to(REPO_ROOT))] = lines
+    assert too_long == {}, f"split these along a real seam (at most {MAX_LINES} lines): {too_long}"
