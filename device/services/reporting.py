@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections import Counter
 
 from device.core.analysis import DISCLAIMER
+from device.errors import Conflict
 from device.services.report_model import capture_model_label, models_of
 from device.store.records import CELL_LABELS, Capture, Cell, Patient, Report, Sample, User, db_proxy, utcnow
 
@@ -220,8 +221,8 @@ def report_models(summary: dict) -> list[dict]:
 
 # --- FHIR status (the export itself: device/services/fhir.py) -------------------------------------------
 
-class NotExportable(ValueError):
-    """Only signed reports (current or superseded) leave the device."""
+class NotExportable(Conflict, ValueError):
+    """Only signed reports (current or superseded) leave the device (409)."""
 
 
 def fhir_status(report: Report) -> str:

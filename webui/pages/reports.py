@@ -18,6 +18,7 @@ from device.services import fhir, reporting
 from device.services.report_pdf import render_report_pdf
 from device.store.records import Report, Sample, audit, db_proxy
 from webui.kit.access import CLINICAL, allow
+from webui.kit.errors import http_status
 from webui.kit.runtime import appliance
 
 bp = Blueprint("reports", __name__)
@@ -94,8 +95,8 @@ def report_fhir(report_id: int):
     content = reporting.report_content(report)
     try:
         resource = fhir.fhir_diagnostic_report(report, signer_name=content["report"]["signer_name"])
-    except reporting.NotExportable as error:
-        return jsonify(error=str(error)), 409
+    except reporting.NotExportable as error:  # a Conflict: the JSON body the FHIR client expects
+        return jsonify(error=str(error)), http_status(error)
     _audit_view(report, detail="fhir")
     response = jsonify(resource)
     response.mimetype = "application/fhir+json"
