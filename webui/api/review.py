@@ -13,6 +13,7 @@ from flask_login import current_user
 from device.services import reporting, signoff
 from device.store.records import Cell, Report, Sample, audit, db_proxy
 from webui.api.base import bp
+from webui.forms.review import ReportForm, bound, first_error
 from webui.kit.access import CLINICAL, PATHOLOGIST, allow
 from webui.kit.errors import http_status
 
@@ -70,6 +71,9 @@ def api_sign(sample_id: int):
     conclusion = body.get("conclusion", "") if isinstance(body, dict) else None
     if not isinstance(conclusion, str):
         return _error('send {"conclusion": "..."}', 400)
+    form = bound(ReportForm, {"conclusion": conclusion})
+    if not form.validate():
+        return _error(first_error(form), 400)
     try:
         report = signoff.sign(sample, conclusion, username=current_user.username,
                               address=request.remote_addr or "")

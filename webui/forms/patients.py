@@ -13,10 +13,12 @@ import math
 from flask_wtf import FlaskForm
 from werkzeug.datastructures import MultiDict
 from wtforms import DateField, DateTimeLocalField, FloatField, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp, ValidationError
+from wtforms.validators import DataRequired, NumberRange, Optional, Regexp, ValidationError
 
 from device.errors import InvalidInput
 from device.store.records import SEXES, Patient
+from webui.forms import limits
+from webui.forms.limits import MaxChars
 
 SPECIMEN_TYPES = ("peripheral blood", "bone marrow aspirate", "other")
 STAINS = ("May-Grünwald-Giemsa", "Wright-Giemsa", "Giemsa", "Leishman", "other")
@@ -60,22 +62,22 @@ def _number(label: str, unit: str, high: float) -> NumberField:
 class PatientForm(FlaskForm):
     identifier = StringField("Patient identifier", filters=[_strip], validators=[
         DataRequired("Enter the patient identifier."),
-        Length(max=64, message="At most 64 characters."),
+        MaxChars(limits.IDENTIFIER_MAX),
         Regexp(r"^[A-Za-z0-9._/-]+$", message="Use only letters, digits and - _ . /")],
-        render_kw={"autocapitalize": "characters", "autocomplete": "off", "maxlength": 64})
+        render_kw={"autocapitalize": "characters", "autocomplete": "off"})
     name = StringField("Name", filters=[_strip], validators=[
-        DataRequired("Enter the patient's name."), Length(max=200, message="At most 200 characters.")],
-        render_kw={"autocomplete": "off", "maxlength": 200})
+        DataRequired("Enter the patient's name."), MaxChars(limits.NAME_MAX)],
+        render_kw={"autocomplete": "off"})
     date_of_birth = DateField("Date of birth", validators=[Optional()])
     sex = SelectField("Sex", choices=list(SEXES), default="unknown",
                       validate_choice=True)
     referring_clinician = StringField("Referring clinician", filters=[_strip],
-                                      validators=[Length(max=200, message="At most 200 characters.")])
-    symptoms = TextAreaField("Symptoms", filters=[_strip])
+                                      validators=[MaxChars(limits.CLINICIAN_MAX)])
+    symptoms = TextAreaField("Symptoms", filters=[_strip], validators=[MaxChars(limits.SYMPTOMS_MAX)])
     wbc = _number("WBC", "×10⁹/L", 1000)
     hemoglobin = _number("Haemoglobin", "g/dL", 30)
     platelets = _number("Platelets", "×10⁹/L", 5000)
-    notes = TextAreaField("Notes", filters=[_strip])
+    notes = TextAreaField("Notes", filters=[_strip], validators=[MaxChars(limits.PATIENT_NOTES_MAX)])
 
     def __init__(self, *args, patient_id: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -110,7 +112,7 @@ class SampleForm(FlaskForm):
     specimen_type = SelectField("Specimen type", choices=list(SPECIMEN_TYPES),
                                 default=SPECIMEN_TYPES[0])
     stain = SelectField("Stain", choices=list(STAINS), default=STAINS[0])
-    notes = TextAreaField("Notes", filters=[_strip])
+    notes = TextAreaField("Notes", filters=[_strip], validators=[MaxChars(limits.SAMPLE_NOTES_MAX)])
 
     def validate_collected_at(self, field):
         if field.data is not None and field.data > dt.datetime.now() + FUTURE_SLACK:

@@ -11,11 +11,12 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from wtforms import StringField, TextAreaField
-from wtforms.validators import AnyOf, InputRequired, Length
+from wtforms import StringField
+from wtforms.validators import AnyOf, InputRequired
 
 from device.services import reporting, signoff
 from device.store.records import CELL_LABELS, Cell, Report, Sample, audit, db_proxy
+from webui.forms.review import AmendForm, ReportForm
 from webui.kit.access import PATHOLOGIST, allow
 from webui.kit.errors import http_status
 
@@ -28,15 +29,6 @@ LOCK_RULE = ("Cell labels can be changed until the report is signed. After signi
 
 class LabelForm(FlaskForm):
     label = StringField(validators=[InputRequired(), AnyOf(CELL_LABELS, message="Unknown label.")])
-
-
-class ReportForm(FlaskForm):
-    conclusion = TextAreaField("Conclusion", validators=[Length(max=5000)])
-
-
-class AmendForm(FlaskForm):
-    reason = TextAreaField("Reason for the amendment",
-                           validators=[InputRequired(message="Give the reason for the amendment."), Length(max=2000)])
 
 
 def url_if(endpoint: str, **values) -> str | None:
