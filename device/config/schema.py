@@ -161,6 +161,23 @@ class UISection(_Section):
                                                             "many minutes without activity.")
     max_upload_mb: int = Field(64, ge=1, le=512, description="Largest image file accepted by the upload page, "
                                                              "in MB.")
+    max_upload_megapixels: float = Field(0.0, ge=0, le=200,
+                                         description="Largest image accepted by upload, in megapixels (0: the "
+                                                     "largest camera this device supports, the Pi HQ camera's "
+                                                     "12.3 MP or camera.width x camera.height if larger, plus "
+                                                     "50 %). Checked from the header, before any pixel is decoded.")
+    decode_memory_mb: int = Field(0, ge=0, le=1024 * 1024,
+                                  description="Memory uploads may take while they are decoded at once, in MB (0: a "
+                                              "quarter of this machine's memory); with max_upload_megapixels it "
+                                              "sets how many images are decoded at a time.")
+    max_parallel_decodes: int = Field(2, ge=1, le=16, description="Images decoded at a time at most, whatever the "
+                                                                  "memory allows.")
+    decode_wait_seconds: float = Field(15.0, ge=0, le=300,
+                                       description="An upload waits this long for a decoding slot, then is refused "
+                                                   "(503, try again).")
+    max_live_streams: int = Field(2, ge=0, le=6,
+                                  description="Live views (MJPEG streams) open at a time; each holds one of the web "
+                                              "server's threads, so more are refused (503) to keep pages served.")
 
 
 class StorageSection(_Section):

@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping
 from device.config.schema import AllscopeConfig
 from device.resources import model_in_force
 from device.services.actor import Actor
+from device.services.decode_budget import DecodeBudget
 from device.services.settings import DeviceSettings, valid_defaults
 from device.store.datadir import DataDir
 from device.store.records import open_database
@@ -87,6 +88,7 @@ class Appliance:
         self.camera_problem: str | None = None  # why no camera runs (a bad camera setting), one line
         self._lock = threading.Lock()
         self._settings = DeviceSettings.load(self.defaults)
+        self.decode_budget = DecodeBudget.from_config(self.config)  # uploads: pixel limit, decodes at a time
 
     # --- the settings in force ----------------------------------------------------------------------------
     @property

@@ -18,9 +18,9 @@ from typing import Iterable, Protocol
 
 import numpy as np
 
-from device.core.imageio import load_image_bytes
 from device.errors import AllscopeError, Conflict, ImageLoadError, Unavailable, UnsupportedMedia
 from device.services.actor import Actor
+from device.services.decode_budget import Busy, DecodeBudget
 from device.services.jobs import encode_png
 from device.store.datadir import DataDir
 from device.store.records import Capture, Sample, audit, db_proxy
@@ -36,6 +36,10 @@ class DuplicateFrame(Conflict, IntakeError):
 
 class UnreadableImage(UnsupportedMedia, IntakeError):
     """The file is not an image this device reads (corrupt, hostile, too large, another format)."""
+
+
+class DecodeBusy(Unavailable, IntakeError):
+    """Every decoding slot stayed taken (the memory budget, ``device.services.decode_budget``): try again."""
 
 
 class NoCamera(Unavailable, IntakeError):
@@ -79,24 +83,43 @@ def store_frame(sample: Sample, rgb: np.ndarray, source: str, *, actor: Actor, d
     return capture
 
 
+_DEFAULT_BUDGET: DecodeBudget | None = None
+
+
+def default_budget() -> DecodeBudget:
+    """The budget of the built-in configuration, for callers without an appliance (scripts, tests)."""
+    global _DEFAULT_BUDGET
+    if _DEFAULT_BUDGET is None:
+        _DEFAULT_BUDGET = DecodeBudget.from_config()
+    return _DEFAULT_BUDGET
+
+
 def store_upload(sample: Sample, name: str, content: bytes, *, actor: Actor, data: DataDir,
-                 worker: Queue | None) -> Capture:
-    """Decode and store one uploaded file (``name``: as shown to users, sanitised by the caller);
-    UnreadableImage with a one-line reason when it is not a usable image."""
+                 worker: Queue | None, budget: DecodeBudget | None = None) -> Capture:
+    """Decode and store one uploaded file (``name``: as shown to users, sanitised by the caller) under the
+    memory budget (pixel limit, decodes at a time); UnreadableImage with a one-line reason when it is not a
+    usable image, DecodeBusy when no decoding slot came free in time."""
+    budget = budget or default_budget()
     try:
-        rgb = load_image_bytes(content, name)
-    except ImageLoadError as error:
-        raise UnreadableImage(str(error)) from None
-    return store_frame(sample, rgb, "upload", actor=actor, data=data, worker=worker, original_name=name)
+        with budget.slot(name):
+            try:
+                rgb = budget.load(content, name)
+            except ImageLoadError as error:
+                raise UnreadableImage(str(error)) from None
+            return store_frame(sample, rgb, "upload", actor=actor, data=data, worker=worker, original_name=name)
+    except Busy as error:
+        raise DecodeBusy(str(error)) from None
 
 
 def store_uploads(sample: Sample, uploads: Iterable[tuple[str, bytes]], *, actor: Actor, data: DataDir,
-                  worker: Queue | None) -> tuple[list[Capture], list[tuple[str, IntakeError]]]:
+                  worker: Queue | None, budget: DecodeBudget | None = None
+                  ) -> tuple[list[Capture], list[tuple[str, IntakeError]]]:
     """Each (name, content) on its own: (stored captures, [(name, error)]) — one bad file stops no other."""
     stored, failed = [], []
     for name, content in uploads:
         try:
-            stored.append(store_upload(sample, name, content, actor=actor, data=data, worker=worker))
+            stored.append(store_upload(sample, name, content, actor=actor, data=data, worker=worker,
+                                       budget=budget))
         except IntakeError as error:
             failed.append((name, error))
     return stored, failed

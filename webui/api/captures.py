@@ -41,7 +41,7 @@ def api_capture_upload(sample_id: int):
         return jsonify(error="no file sent: use multipart form field 'files'"), 400
     device = appliance()
     stored, failed = store_uploads(sample, upload_contents(files), actor=actor(), data=device.data,
-                                   worker=device.worker)
+                                   worker=device.worker, budget=device.decode_budget)
     report = [{"name": c.original_name, "capture_id": c.id} for c in stored] + \
              [{"name": name, "error": str(error)} for name, error in failed]
     if stored:

@@ -111,7 +111,7 @@ def upload(sample_id: int):
         return _render_sample(sample, CaptureForm(), form, 400)
     device = appliance()
     stored, failed = store_uploads(sample, upload_contents(chosen_files(form.images.data)), actor=actor(),
-                                   data=device.data, worker=device.worker)
+                                   data=device.data, worker=device.worker, budget=device.decode_budget)
     for _name, error in failed:
         flash(str(error), "error")
     if stored:
