@@ -1,7 +1,9 @@
 """The FHIR R4 export of a signed report: a DiagnosticReport with its Observations contained.
 
 The report's figures come from its summary (a signed report's frozen snapshot,
-see ``device/services/reporting.py``). Every model that produced the captures'
+see ``device/services/reporting.py``), and so do the subject and the specimen: the
+patient and sample as they were signed; a later change of the patient record is one
+``record-changed-after-signing`` extension line, never a changed subject. Every model that produced the captures'
 results is named twice: one ``urn:allscope:fhir:model`` extension line each (name,
 variant, version, sha256, frames, threshold, validation figures), and a contained
 ``Device`` identified by the model file's sha256. When one model produced every
@@ -15,7 +17,7 @@ import datetime as dt
 
 from device.core.analysis import DISCLAIMER
 from device.services.report_model import model_line
-from device.services.reporting import NotExportable, fhir_status, report_models, report_summary
+from device.services.reporting import NotExportable, fhir_status, report_models, report_summary, signed_records
 from device.store.records import Report
 
 FHIR_SYSTEM = "urn:allscope"  # prefix of the device's own identifier systems and extension URLs
@@ -35,6 +37,11 @@ def _fhir_instant(value: dt.datetime | None) -> str | None:
     return value.isoformat(timespec="seconds")
 
 
+def _stored_time(value: str | None) -> dt.datetime | None:
+    """A stored naive-UTC time as the snapshot keeps it (ISO text)."""
+    return dt.datetime.fromisoformat(value) if value else None
+
+
 def _code(system: str, code: str, display: str, text: str) -> dict:
     return {"coding": [{"system": system, "code": code, "display": display}], "text": text}
 
@@ -43,13 +50,13 @@ def fhir_diagnostic_report(report: Report, signer_name: str = "") -> dict:
     """A FHIR R4 DiagnosticReport (JSON dict) with its Observations contained."""
     if report.status not in ("signed", "amended"):
         raise NotExportable("only a signed report can be exported: this one is still a draft")
-    sample, patient = report.sample, report.sample.patient
+    patient, sample, notices = signed_records(report)  # the patient and sample as signed
     summary = report_summary(report)
     models = report_models(summary)
     status = fhir_status(report)
-    subject = {"identifier": {"system": f"{FHIR_SYSTEM}:patient-identifier", "value": patient.identifier},
-               "display": patient.name}
-    effective = _fhir_instant(sample.collected_at or sample.created_at)
+    subject = {"identifier": {"system": f"{FHIR_SYSTEM}:patient-identifier", "value": patient["identifier"]},
+               "display": patient["name"]}
+    effective = _fhir_instant(_stored_time(sample.get("collected_at") or sample.get("created_at")))
     method = {"text": "Automated cell finding and CNN classification (allscope, decision support), "
                       "every result reviewed by a pathologist"}
 
@@ -86,6 +93,7 @@ def fhir_diagnostic_report(report: Report, signer_name: str = "") -> dict:
         *({"url": f"{FHIR_SYSTEM}:fhir:model-device", "valueReference": {"reference": f"#{device['id']}"}}
           for device in devices),
         {"url": f"{FHIR_SYSTEM}:fhir:report-version", "valueInteger": report.version},
+        *({"url": f"{FHIR_SYSTEM}:fhir:record-changed-after-signing", "valueString": notice} for notice in notices),
     ]
     if report.supersedes_id:
         extensions.append({"url": f"{FHIR_SYSTEM}:fhir:amendment",
@@ -98,7 +106,7 @@ def fhir_diagnostic_report(report: Report, signer_name: str = "") -> dict:
         "resourceType": "DiagnosticReport",
         "id": f"allscope-report-{report.id}",
         "extension": extensions,
-        "identifier": [{"system": f"{FHIR_SYSTEM}:report", "value": f"sample-{sample.id}-v{report.version}"}],
+        "identifier": [{"system": f"{FHIR_SYSTEM}:report", "value": f"sample-{sample['id']}-v{report.version}"}],
         "status": status,
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "HM",
                                   "display": "Hematology"}]}],
@@ -108,7 +116,7 @@ def fhir_diagnostic_report(report: Report, signer_name: str = "") -> dict:
         "issued": _fhir_instant(report.signed_at),
         "performer": [signer],
         "resultsInterpreter": [signer],
-        "specimen": [{"display": f"{sample.specimen_type}, {sample.stain} (sample {sample.id})"}],
+        "specimen": [{"display": f"{sample['specimen_type']}, {sample['stain']} (sample {sample['id']})"}],
         "contained": contained + devices,
         "result": [{"reference": f"#{obs['id']}"} for obs in contained],
         "conclusion": report.conclusion,

@@ -137,6 +137,8 @@ def render_report_pdf(content: dict, crop_file, unicode_font: tuple[Path, Path] 
     pdf.heading("Sample")
     pdf.pairs([("Sample", sample["id"]), ("Collected", sample["collected_at"]),
                ("Specimen", sample["specimen_type"]), ("Stain", sample["stain"]), ("Notes", sample["notes"])])
+    for notice in content.get("record_notices", []):  # the details above are as signed; the record changed since
+        pdf.paragraph(f"Notice: {notice}", bold=True)
 
     pdf.heading("Findings")
     labels = summary["by_label"]

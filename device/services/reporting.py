@@ -21,7 +21,12 @@ recorded it, with that model's own validation figures (see
 another model.
 
 A signed report keeps its own snapshot (``Report.ai_summary``, made by
-:func:`snapshot`); only drafts are computed from the live cell rows. Snapshots
+:func:`snapshot`); only drafts are computed from the live cell rows. The snapshot
+also freezes the patient's and the sample's details as they were signed
+(``patient``, ``sample``, with the rows' versions): a later edit of the patient
+record never changes a signed report's page, PDF or FHIR; it shows a notice
+("patient details changed after signing on ...", naming the fields) instead.
+Versions signed before the details were frozen show the live record and say so. Snapshots
 signed before the models were recorded carry one ``model`` (the shipped card's);
 newer ones carry ``models``. Both are shown as they were frozen.
 """
@@ -155,11 +160,68 @@ def sample_summary(sample: Sample, include_cells: bool = False) -> dict:
     return summary
 
 
+def _stamp(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def patient_record(patient: Patient) -> dict:
+    """The patient details a report shows, as stored (dates ISO), with the row's version."""
+    return {"identifier": patient.identifier, "name": patient.name, "date_of_birth": _stamp(patient.date_of_birth),
+            "sex": patient.sex, "referring_clinician": patient.referring_clinician, "symptoms": patient.symptoms,
+            "wbc": patient.wbc, "hemoglobin": patient.hemoglobin, "platelets": patient.platelets,
+            "version": patient.version}
+
+
+def sample_record(sample: Sample) -> dict:
+    """The sample details a report shows, as stored (naive UTC times, ISO), with the row's version."""
+    return {"id": sample.id, "collected_at": _stamp(sample.collected_at), "specimen_type": sample.specimen_type,
+            "stain": sample.stain, "notes": sample.notes, "created_by": sample.created_by,
+            "created_at": _stamp(sample.created_at), "version": sample.version}
+
+
 def snapshot(sample: Sample) -> dict:
-    """What a signature freezes: the summary, every cell with its labels, and the models that produced them."""
+    """What a signature freezes: the summary, every cell with its labels, the models that produced them, and
+    the patient's and sample's details."""
     summary = sample_summary(sample, include_cells=True)
     summary["disclaimer"] = DISCLAIMER
+    summary["patient"] = patient_record(sample.patient)
+    summary["sample"] = sample_record(sample)
     return summary
+
+
+FIELD_NAMES = {"identifier": "identifier", "name": "name", "date_of_birth": "date of birth", "sex": "sex",
+               "referring_clinician": "referring clinician", "symptoms": "symptoms", "wbc": "WBC",
+               "hemoglobin": "haemoglobin", "platelets": "platelets", "collected_at": "collection time",
+               "specimen_type": "specimen type", "stain": "stain", "notes": "notes"}
+
+
+def signed_records(report: Report) -> tuple[dict, dict, list[str]]:
+    """(patient, sample, notices) a report shows: a signed version's frozen details, a draft's live ones.
+
+    ``notices``: one line each when a detail the report shows changed in the live records after signing (naming
+    the fields), or when the version was signed before details were frozen.
+    """
+    sample = report.sample
+    live_patient, live_sample = patient_record(sample.patient), sample_record(sample)
+    frozen = report.ai_summary if report.status != "draft" and isinstance(report.ai_summary, dict) else None
+    if frozen is None:
+        return live_patient, live_sample, []
+    if not isinstance(frozen.get("patient"), dict) or not isinstance(frozen.get("sample"), dict):
+        return live_patient, live_sample, [
+            "This version was signed before reports froze the patient and sample details: they are shown as "
+            "recorded now, and may differ from what was signed."]
+    patient, frozen_sample = frozen["patient"], frozen["sample"]
+    notices = []
+    changed = [FIELD_NAMES[k] for k in FIELD_NAMES if k in patient and patient[k] != live_patient[k]]
+    if changed:
+        when = _iso(sample.patient.updated_at)
+        notices.append(f"Patient details changed after signing on {when} UTC"
+                       f" ({', '.join(changed)}): this report shows them as they were signed.")
+    changed = [FIELD_NAMES[k] for k in FIELD_NAMES if k in frozen_sample and frozen_sample[k] != live_sample[k]]
+    if changed:
+        notices.append(f"Sample details changed after signing ({', '.join(changed)}): this report shows them "
+                       "as they were signed.")
+    return patient, frozen_sample, notices
 
 
 def report_summary(report: Report) -> dict:
@@ -174,9 +236,22 @@ def _iso(value) -> str | None:
         value.isoformat() if value is not None else None)
 
 
+def _iso_text(value: str | None) -> str | None:
+    """A stored ISO date or time as reports print it ("2026-01-05 09:30", "1961-04-02")."""
+    if not value:
+        return None
+    import datetime as dt
+
+    try:
+        return _iso(dt.datetime.fromisoformat(value) if "T" in value else dt.date.fromisoformat(value))
+    except ValueError:
+        return value
+
+
 def report_content(report: Report) -> dict:
-    """Everything a report page, its PDF and the API show, as plain data."""
-    sample, patient = report.sample, report.sample.patient
+    """Everything a report page, its PDF and the API show, as plain data (patient and sample as signed)."""
+    sample = report.sample
+    patient, shown_sample, notices = signed_records(report)
     summary = report_summary(report)
     newer = Report.get_or_none(Report.supersedes == report)
     signer = User.get_or_none(User.username == report.signed_by) if report.signed_by else None
@@ -194,16 +269,12 @@ def report_content(report: Report) -> dict:
             "superseded_by_id": newer.id if newer else None,
             "superseded_by_version": newer.version if newer else None,
         },
-        "patient": {
-            "identifier": patient.identifier, "name": patient.name, "date_of_birth": _iso(patient.date_of_birth),
-            "sex": patient.sex, "referring_clinician": patient.referring_clinician, "symptoms": patient.symptoms,
-            "wbc": patient.wbc, "hemoglobin": patient.hemoglobin, "platelets": patient.platelets,
-        },
-        "sample": {
-            "id": sample.id, "collected_at": _iso(sample.collected_at), "specimen_type": sample.specimen_type,
-            "stain": sample.stain, "notes": sample.notes, "created_by": sample.created_by,
-            "created_at": _iso(sample.created_at),
-        },
+        "patient": {**{k: v for k, v in patient.items() if k != "version"},
+                    "date_of_birth": _iso_text(patient.get("date_of_birth"))},
+        "sample": {**{k: v for k, v in shown_sample.items() if k != "version"},
+                   "collected_at": _iso_text(shown_sample.get("collected_at")),
+                   "created_at": _iso_text(shown_sample.get("created_at"))},
+        "record_notices": notices,
         "summary": summary,
         "models": report_models(summary),
         "disclaimer": DISCLAIMER,
