@@ -7,12 +7,14 @@ The camera grabber and the analysis worker are the running appliance's
 from __future__ import annotations
 
 import io
+import threading
 import time
 
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import MultipleFileField
+from peewee import fn
 from wtforms import SubmitField
 
 from device.errors import AllscopeError
@@ -187,6 +189,42 @@ def _mjpeg_frames(frame_grabber, max_seconds: float):
                + b"\r\n\r\n" + item[1] + b"\r\n")
 
 
+class StreamGate:
+    """At most ``limit`` live views at a time: each MJPEG stream holds one of the web server's threads (waitress
+    has 8) for as long as it runs, so without a cap a few open tabs leave no thread for pages or log-ins."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.open = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> bool:
+        with self._lock:
+            if self.open >= self.limit:
+                return False
+            self.open += 1
+            return True
+
+    def leaver(self):
+        """A release for one stream, safe to call more than once (the server closes the response once)."""
+        done = []
+
+        def leave() -> None:
+            with self._lock:
+                if not done:
+                    done.append(True)
+                    self.open -= 1
+        return leave
+
+
+def _stream_gate() -> StreamGate:
+    gate = current_app.extensions.get("allscope.live_streams")
+    if gate is None:
+        gate = current_app.extensions.setdefault("allscope.live_streams",
+                                                 StreamGate(appliance().config.ui.max_live_streams))
+    return gate
+
+
 @bp.get("/camera/live.mjpg")
 @allow(*CLINICAL)
 def live_mjpeg():
@@ -194,8 +232,14 @@ def live_mjpeg():
     found = device.grabber
     if found is None:
         abort(503, description=device.camera_status())
+    gate = _stream_gate()
+    if not gate.enter():  # the page falls back to still snapshots (live.jpg), which hold no thread
+        return Response(f"Live view refused: {gate.limit} live views are open already (the most at a time); "
+                        f"close one, or use the snapshots\n", status=503, mimetype="text/plain",
+                        headers={"Retry-After": "30"})
     # A forgotten page must not stream for ever: the stream ends after the idle limit; the page reopens it on a touch.
     max_seconds = float(device.settings.idle_minutes) * 60
     response = Response(_mjpeg_frames(found, max_seconds), mimetype="multipart/x-mixed-replace; boundary=frame")
+    response.call_on_close(gate.leaver())  # client gone, stream ended or server stopping: the slot is free
     response.headers["X-Accel-Buffering"] = "no"
     return response
