@@ -8,7 +8,8 @@ nothing is stored for it), the decoded RGB is stored losslessly as PNG by
 content hash (file first, via a temp name and rename), then the row and its
 audit event are written in one transaction, and only then is the analysis
 queued. The same image twice for one sample is refused: it would be counted
-twice in the report.
+twice in the report. A sample whose report is signed takes no frame (409, with
+the reason) until an amendment is open: it would be analysed but never reviewed.
 """
 
 from __future__ import annotations
@@ -32,6 +33,19 @@ class IntakeError(AllscopeError):
 
 class DuplicateFrame(Conflict, IntakeError):
     """The same image is already a capture of this sample: it would be counted twice."""
+
+
+class SampleSigned(Conflict, IntakeError):
+    """The sample's report is signed and no amendment is open: a new frame would never be reviewed."""
+
+
+def check_open(sample: Sample) -> None:
+    """SampleSigned (with the reason) when the sample takes no new frame now (device/services/signoff.py)."""
+    from device.services.signoff import frames_locked
+
+    reason = frames_locked(sample)
+    if reason:
+        raise SampleSigned(reason)
 
 
 class UnreadableImage(UnsupportedMedia, IntakeError):
@@ -61,7 +75,8 @@ class StillSource(Protocol):
 def store_frame(sample: Sample, rgb: np.ndarray, source: str, *, actor: Actor, data: DataDir,
                 worker: Queue | None, original_name: str = "", camera_meta: dict | None = None) -> Capture:
     """Store one decoded frame for a sample and queue its analysis on ``worker`` (if one runs);
-    DuplicateFrame for an image the sample already has."""
+    DuplicateFrame for an image the sample already has, SampleSigned when its report is signed."""
+    check_open(sample)
     png = encode_png(rgb)
     digest = hashlib.sha256(png).hexdigest()
     earlier = Capture.get_or_none((Capture.sample == sample.id) & (Capture.sha256 == digest))
@@ -72,6 +87,7 @@ def store_frame(sample: Sample, rgb: np.ndarray, source: str, *, actor: Actor, d
     relative, digest = data.store_image(png)
     height, width = rgb.shape[:2]
     with db_proxy.atomic():
+        check_open(sample)  # again inside the transaction: a signature may have landed meanwhile
         capture = Capture.create(sample=sample.id, image_path=relative, sha256=digest, source=source,
                                  original_name=original_name, width=width, height=height,
                                  camera_meta=camera_meta, status="queued", created_by=actor.username)
@@ -114,7 +130,9 @@ def store_upload(sample: Sample, name: str, content: bytes, *, actor: Actor, dat
 def store_uploads(sample: Sample, uploads: Iterable[tuple[str, bytes]], *, actor: Actor, data: DataDir,
                   worker: Queue | None, budget: DecodeBudget | None = None
                   ) -> tuple[list[Capture], list[tuple[str, IntakeError]]]:
-    """Each (name, content) on its own: (stored captures, [(name, error)]) — one bad file stops no other."""
+    """Each (name, content) on its own: (stored captures, [(name, error)]) — one bad file stops no other;
+    SampleSigned before any file is read when the sample takes no new frame."""
+    check_open(sample)
     stored, failed = [], []
     for name, content in uploads:
         try:
@@ -131,6 +149,7 @@ def store_still(sample: Sample, camera: StillSource | None, *, actor: Actor, dat
     (``camera_status`` says why) or it fails."""
     from device.camera.backends import CameraError
 
+    check_open(sample)
     if camera is None:
         raise NoCamera(f"Cannot capture: {camera_status}")
     try:

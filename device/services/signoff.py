@@ -1,7 +1,8 @@
 """The review workflow's rules: relabelling cells, drafts, sign-off and amendments.
 
-One rule decides when labels may change: **while the sample's latest report
-version is a draft (or there is no report yet)**. Once it is signed, labels
+One rule decides when labels may change, and frames may be added (captured or
+uploaded): **while the sample's latest report version is a draft (or there is no
+report yet)**. Once it is signed, labels
 are frozen; a pathologist who needs to change anything starts an amendment,
 which opens a draft version N+1 (``supersedes`` = N, with a reason). Labels
 may then change again; signing N+1 marks N "amended" (kept, viewable, never
@@ -41,6 +42,16 @@ def labels_locked(sample: Sample | int) -> str | None:
     if latest is not None and latest.status != "draft":
         return (f"Report version {latest.version} is signed: cell labels are frozen. "
                 "Start an amendment to change them.")
+    return None
+
+
+def frames_locked(sample: Sample | int) -> str | None:
+    """Why no frame may be added to the sample now, or None when one may (same rule as the labels: a frame
+    added after signing would be analysed but appear in no report and no review queue)."""
+    latest = latest_report(sample)
+    if latest is not None and latest.status != "draft":
+        return (f"Report version {latest.version} of this sample is signed: a frame added now would never be "
+                "reviewed. Start an amendment to add frames.")
     return None
 
 

@@ -15,11 +15,13 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import MultipleFileField
 from peewee import fn
+from peewee import fn
 from wtforms import SubmitField
 
 from device.errors import AllscopeError
 from device.services.intake import IntakeError, store_still, store_uploads
-from device.store.records import Capture, Cell, Patient, Sample, audit, db_proxy
+from device.services import signoff
+from device.store.records import Capture, Cell, Patient, Report, Sample, audit, db_proxy
 from webui.forms.captures import capture_summary, chosen_files, upload_contents
 from webui.kit.access import CLINICAL, PATHOLOGIST, allow
 from webui.kit.runtime import actor, appliance
@@ -51,10 +53,17 @@ def _sample_or_404(sample_id: int) -> Sample:
     return sample
 
 
+def takes_frames():
+    """Samples that take new frames: no report yet, or an open draft (a first one or an amendment); a sample
+    whose report is signed is not offered (device/services/signoff.py, frames_locked)."""
+    reports = Report.select(Report.id).where(Report.sample == Sample.id)
+    return ~fn.EXISTS(reports) | fn.EXISTS(reports.where(Report.status == "draft"))
+
+
 @bp.get("/capture")
 @allow(*CLINICAL)
 def capture_page():
-    samples = list(Sample.select(Sample, Patient).join(Patient)
+    samples = list(Sample.select(Sample, Patient).join(Patient).where(takes_frames())
                    .order_by(Sample.created_at.desc(), Sample.id.desc()).limit(20))
     return render_template("capture/choose.html", samples=samples)
 
@@ -79,7 +88,7 @@ def _render_sample(sample: Sample, capture_form: CaptureForm, upload_form: Uploa
     return render_template("capture/sample.html", sample=sample, patient=sample.patient, captures=captures,
                            capture_form=capture_form, upload_form=upload_form,
                            camera_status=device.camera_status(), has_camera=device.grabber is not None,
-                           links=links), status
+                           links=links, locked=signoff.frames_locked(sample)), status
 
 
 def _link(endpoint: str, **values) -> str | None:
@@ -112,8 +121,12 @@ def upload(sample_id: int):
     if not form.validate_on_submit():
         return _render_sample(sample, CaptureForm(), form, 400)
     device = appliance()
-    stored, failed = store_uploads(sample, upload_contents(chosen_files(form.images.data)), actor=actor(),
-                                   data=device.data, worker=device.worker, budget=device.decode_budget)
+    try:
+        stored, failed = store_uploads(sample, upload_contents(chosen_files(form.images.data)), actor=actor(),
+                                       data=device.data, worker=device.worker, budget=device.decode_budget)
+    except IntakeError as error:  # the sample's report is signed
+        flash(str(error), "error")
+        return redirect(url_for("capture.sample_capture", sample_id=sample.id))
     for _name, error in failed:
         flash(str(error), "error")
     if stored:
