@@ -171,6 +171,10 @@ def cmd_users(args: argparse.Namespace) -> int:
             raise accounts.AccountError(f"no such user: {args.username}")
         user = set_enabled(target, args.users_command == "enable", actor=f"cli:{os.environ.get('USER', 'unknown')}")
         print(f"{user.username} {'disabled' if user.disabled else 'enabled'}")
+    elif args.users_command == "unlock":
+        cleared = accounts.unlock(args.username, actor=f"cli:{os.environ.get('USER', 'unknown')}")
+        plural = "" if cleared == 1 else "s"
+        print(f"unlocked {args.username.strip().lower()} (cleared {cleared} failed log-in{plural})")
     return 0
 
 
@@ -241,8 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--data-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     users_sub.add_parser("list", help="list accounts").add_argument("--data-dir", default=argparse.SUPPRESS,
                                                                     help=argparse.SUPPRESS)
-    for verb in ("disable", "enable"):
-        sub_verb = users_sub.add_parser(verb, help=f"{verb} an account")
+    for verb, text in (("disable", "disable an account"), ("enable", "enable an account"),
+                       ("unlock", "clear the log-in delays of an account (every address)")):
+        sub_verb = users_sub.add_parser(verb, help=text)
         sub_verb.add_argument("username")
         sub_verb.add_argument("--data-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     users.set_defaults(func=cmd_users)

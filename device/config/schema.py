@@ -180,6 +180,21 @@ class UISection(_Section):
                                               "server's threads, so more are refused (503) to keep pages served.")
 
 
+class LoginSection(_Section):
+    """Failed log-ins of both web UIs (device and central): growing delays per (user name, client address)."""
+
+    free_failures: int = Field(3, ge=1, le=100, description="Failed log-ins a user name may have from one address "
+                                                            "before each further attempt must wait.")
+    first_delay_seconds: int = Field(5, ge=1, le=3600, description="The first wait; it doubles with each further "
+                                                                   "failure.")
+    max_delay_minutes: int = Field(15, ge=1, le=24 * 60, description="The longest wait between two attempts.")
+    forget_after_hours: int = Field(24, ge=1, le=24 * 30, description="Failures older than this are forgotten "
+                                                                      "(and deleted).")
+    audited_failures_per_hour: int = Field(30, ge=1, le=100_000,
+                                           description="Failed log-ins itemised in the audit trail per client "
+                                                       "address and hour; the rest are counted in one event.")
+
+
 class StorageSection(_Section):
     synchronous: SqliteSynchronous = Field(
         "full", description="SQLite synchronous mode: full survives a power cut with every committed record; "
@@ -224,6 +239,22 @@ class CentralSection(_Section):
                                       "data directory). No password here: use ~/.pgpass or $PGPASSFILE.")
     host: str = Field("127.0.0.1", min_length=1, max_length=255, description="Address of the central admin UI.")
     port: int = Field(8090, ge=1, le=65535, description="TCP port of the central admin UI.")
+    trusted_proxies: tuple[str, ...] = Field((), max_length=32, strict=False,
+                                             description="Addresses or networks of the reverse proxies in front of "
+                                                         "the admin UI (e.g. [\"127.0.0.1\"]): X-Forwarded-For is "
+                                                         "honoured only from these. Empty: never.")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]):
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network (such as 10.0.0.0/8)") from None
+        return value
 
     @field_validator("database")
     @classmethod
@@ -249,6 +280,8 @@ class AllscopeConfig(BaseModel):
     sync: SyncSection = Field(default_factory=SyncSection, description="The sync agent (allscope sync run).")
     central: CentralSection = Field(default_factory=CentralSection,
                                     description="The central server (allscope central run / serve).")
+    login: LoginSection = Field(default_factory=LoginSection,
+                                description="Failed log-ins of the device and central web UIs.")
 
     _source: str = PrivateAttr("")  # the file these values came from ("" for the built-in defaults)
 

@@ -1,8 +1,20 @@
-"""User accounts: Argon2id password hashes, roles, and login throttling with lock-out.
+"""User accounts: Argon2id password hashes, roles, and login throttling by growing delays.
 
-Shared by the ``allscope users`` command and the web UI's login page. Failed
-logins are stored in the database (``LoginFailure``), so lock-out survives a
-restart and holds across worker threads.
+Shared by the ``allscope users`` command and the login pages of both web apps
+(device and central). Failed logins are stored in the database
+(``LoginFailure``), so the delays survive a restart and hold across worker threads.
+
+Throttling is per (user name, client address): after ``free_failures`` each
+further attempt from that address for that name waits, the wait doubling up to
+``max_delay``. Nobody is ever locked out by someone else's guesses from another
+address, and on the kiosk (everyone is 127.0.0.1) one user's typos do not slow
+another user. An administrator clears the waits of a user (:func:`unlock`).
+
+Nothing an anonymous visitor types is stored unbounded: a user name that breaks
+the user-name rule is refused before any write, attempts refused while a wait
+runs write nothing, failures older than ``forget_after`` are deleted, and the
+audit trail itemises at most ``audited_per_hour`` failures per address and
+hour (one event then says how many more are only counted).
 """
 
 from __future__ import annotations
@@ -37,12 +49,35 @@ class NoSuchAccount(NotFound, AccountError):
     """The account named does not exist."""
 
 
+USERNAME_RULE = "user names are 2-64 characters: lower-case letters, digits, '.', '_' or '-'"
+MAX_PASSWORD_INPUT = 1024  # a longer "password" is refused before Argon2 sees it (no account has one)
+
+
 @dataclass(frozen=True)
 class LockoutPolicy:
-    max_user_failures: int = 5        # per username within the window → account locked
-    max_address_failures: int = 20    # per client address within the window → address throttled
-    window: dt.timedelta = dt.timedelta(minutes=15)
-    lock_for: dt.timedelta = dt.timedelta(minutes=15)
+    """How failed logins slow further attempts; ``device.config.schema.LoginSection`` gives the values."""
+
+    free_failures: int = 3                                    # per (name, address) before any wait
+    first_delay: dt.timedelta = dt.timedelta(seconds=5)       # then doubling with each failure ...
+    max_delay: dt.timedelta = dt.timedelta(minutes=15)        # ... up to this
+    forget_after: dt.timedelta = dt.timedelta(hours=24)       # older failures are deleted
+    audited_per_hour: int = 30                                # itemised login_failed events per address and hour
+
+    @classmethod
+    def from_config(cls, section) -> "LockoutPolicy":
+        """From the configuration file's ``[login]`` (``device.config.schema.LoginSection``)."""
+        return cls(free_failures=section.free_failures,
+                   first_delay=dt.timedelta(seconds=section.first_delay_seconds),
+                   max_delay=dt.timedelta(minutes=section.max_delay_minutes),
+                   forget_after=dt.timedelta(hours=section.forget_after_hours),
+                   audited_per_hour=section.audited_failures_per_hour)
+
+    def delay_after(self, failures: int) -> dt.timedelta:
+        """The wait before the next attempt after ``failures`` recent failures (zero while free)."""
+        extra = failures - self.free_failures
+        if extra < 0:
+            return dt.timedelta(0)
+        return min(self.first_delay * (2 ** min(extra, 30)), self.max_delay)
 
 
 def hash_password(password: str) -> str:
@@ -130,35 +165,64 @@ def any_user_exists() -> bool:
     return User.select().exists()
 
 
-def _recent_failures(key: str, since: dt.datetime) -> int:
-    return LoginFailure.select().where((LoginFailure.key == key) & (LoginFailure.at >= since)).count()
+def _pair_key(username: str, address: str) -> str:
+    return f"pair:{username}@{address[:64]}"
+
+
+def _address_key(address: str) -> str:
+    return f"addr:{address[:64]}"
 
 
 def lockout_remaining(username: str, address: str, policy: LockoutPolicy = LockoutPolicy()) -> dt.timedelta | None:
-    """How long the username or address stays locked, or None when a login may be tried."""
+    """How long ``username`` must wait before a login from ``address`` may be tried, or None when it may now."""
     now = utcnow()
-    for key, limit in ((f"user:{username}", policy.max_user_failures),
-                       (f"addr:{address}", policy.max_address_failures)):
-        recent = (LoginFailure.select(LoginFailure.at).where(
-            (LoginFailure.key == key) & (LoginFailure.at >= now - policy.window - policy.lock_for))
-            .order_by(LoginFailure.at.desc()).limit(limit))
-        times = [r.at for r in recent]
-        if len(times) >= limit and times[0] - times[-1] <= policy.window:
-            remaining = times[0] + policy.lock_for - now
-            if remaining > dt.timedelta(0):
-                return remaining
-    return None
+    times = [r.at for r in LoginFailure.select(LoginFailure.at).where(
+        (LoginFailure.key == _pair_key(username, address)) & (LoginFailure.at >= now - policy.forget_after))
+        .order_by(LoginFailure.at.desc())]
+    if not times:
+        return None
+    remaining = times[0] + policy.delay_after(len(times)) - now
+    return remaining if remaining > dt.timedelta(0) else None
+
+
+def _wait_text(remaining: dt.timedelta) -> str:
+    seconds = max(1, int(remaining.total_seconds() + 0.999))
+    return f"{seconds} s" if seconds < 120 else f"{(seconds + 59) // 60} min"
+
+
+def _record_failure(username: str, address: str, known: bool, reason: str, policy: LockoutPolicy) -> None:
+    """One failed login: counted for its (name, address); audited unless the address spent its hourly budget."""
+    now = utcnow()
+    with db_proxy.atomic():
+        LoginFailure.delete().where(LoginFailure.at < now - policy.forget_after).execute()  # prune
+        LoginFailure.create(key=_pair_key(username, address), at=now)
+        this_hour = (LoginFailure.select().where((LoginFailure.key == _address_key(address)) &
+                                                 (LoginFailure.at >= now - dt.timedelta(hours=1))).count())
+        if this_hour > policy.audited_per_hour:
+            return  # counted in the pair's rows only; the event below already said more were coming
+        LoginFailure.create(key=_address_key(address), at=now)
+        if this_hour < policy.audited_per_hour:
+            audit("login_failed", "user", username, username=username if known else "", address=address,
+                  detail=reason if known else f"{reason} (no such user)")
+        else:
+            audit("login_failed", "user", "", address=address,
+                  detail=f"more than {policy.audited_per_hour} failed log-ins from this address within an hour: "
+                         f"further ones are not itemised until the hour has passed")
 
 
 def authenticate(username: str, password: str, address: str,
                  policy: LockoutPolicy = LockoutPolicy()) -> tuple[User | None, str]:
     """Check a login. Returns (user, "") on success or (None, reason) where reason is safe to show."""
     username = (username or "").strip().lower()
+    address = (address or "unknown")[:64]
+    if not USERNAME_RE.match(username):
+        return None, f"Wrong username: {USERNAME_RULE}."  # refused before any write
+    if len(password or "") > MAX_PASSWORD_INPUT:
+        return None, "Wrong username or password."
     remaining = lockout_remaining(username, address, policy)
-    if remaining is not None:
-        minutes = max(1, int(remaining.total_seconds() // 60) + 1)
-        audit("login_refused", "user", username, username=username, address=address, detail="locked out")
-        return None, f"Too many failed attempts: try again in {minutes} min or ask an administrator."
+    if remaining is not None:  # refused without a write: waiting attempts cannot fill the disk
+        return None, (f"Too many failed attempts for {username} from this computer: try again in "
+                      f"{_wait_text(remaining)}, or ask an administrator to unlock {username}.")
     user = User.get_or_none(User.username == username)
     ok = False
     try:
@@ -166,19 +230,37 @@ def authenticate(username: str, password: str, address: str,
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         ok = False
     if user is None or not ok or user.disabled:
-        with db_proxy.atomic():
-            LoginFailure.create(key=f"user:{username}")
-            LoginFailure.create(key=f"addr:{address}")
-            audit("login_failed", "user", username, username=username, address=address,
-                  detail="disabled account" if user is not None and ok else "bad username or password")
+        _record_failure(username, address, user is not None,
+                        "disabled account" if user is not None and ok else "bad username or password", policy)
         return None, "Wrong username or password." if not (user and ok) else "This account is disabled."
     with db_proxy.atomic():
-        LoginFailure.delete().where(LoginFailure.key == f"user:{username}").execute()
+        LoginFailure.delete().where(LoginFailure.key == _pair_key(username, address)).execute()
         User.update(last_login_at=utcnow()).where(User.id == user.id).execute()
         if _hasher.check_needs_rehash(user.password_hash):
             User.update(password_hash=hash_password(password)).where(User.id == user.id).execute()
         audit("login", "user", user.id, username=username, address=address)
     return user, ""
+
+
+def waiting_addresses(username: str, policy: LockoutPolicy = LockoutPolicy()) -> int:
+    """How many client addresses must currently wait before trying ``username`` again."""
+    prefix = f"pair:{username}@"
+    since = utcnow() - policy.forget_after
+    keys = {k for (k,) in LoginFailure.select(LoginFailure.key).where(
+        LoginFailure.key.startswith(prefix) & (LoginFailure.at >= since)).tuples()}
+    return sum(1 for key in keys if lockout_remaining(username, key[len(prefix):], policy) is not None)
+
+
+def unlock(username: str, actor: str, address: str = "") -> int:
+    """Clear every failed login of ``username`` (all addresses), audited; returns how many were cleared."""
+    user = User.get_or_none(User.username == (username or "").strip().lower())
+    if user is None:
+        raise NoSuchAccount(f"no such user: {username}")
+    with db_proxy.atomic():
+        cleared = LoginFailure.delete().where(LoginFailure.key.startswith(f"pair:{user.username}@")).execute()
+        audit("unlock", "user", user.id, username=actor, address=address,
+              detail=f"cleared {cleared} failed log-in{'' if cleared == 1 else 's'} of {user.username}")
+    return cleared
 
 
 def read_new_password() -> str:

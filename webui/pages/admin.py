@@ -61,7 +61,10 @@ def _render_users(create_form: CreateUserForm | None = None, failed: tuple[int, 
     if failed is not None and failed[0] in forms:
         forms[failed[0]][failed[1]] = failed[2]
     last_admin_id = next(iter(active_admins)) if len(active_admins) == 1 else None
+    policy = _login_policy()
+    waiting = {user.id: accounts.waiting_addresses(user.username, policy) for user in users}
     return render_template("admin/users.html", users=users, forms=forms, last_admin_id=last_admin_id,
+                           waiting=waiting,
                            create_form=create_form or CreateUserForm(formdata=None),
                            open_user=failed[0] if failed else None), status
 
@@ -138,6 +141,24 @@ def user_disable(user_id: int):
 @allow(ADMIN)
 def user_enable(user_id: int):
     return _set_enabled(user_id, True)
+
+
+def _login_policy() -> accounts.LockoutPolicy:
+    return accounts.LockoutPolicy.from_config(appliance().config.login)
+
+
+@bp.post("/users/<int:user_id>/unlock")
+@allow(ADMIN)
+def user_unlock(user_id: int):
+    """Clear the user's log-in delays from every address (audited): the way out the login page promises."""
+    user = _target(user_id)
+    if not ActionForm().validate_on_submit():
+        flash("The form expired: reload the page and try again.", "error")
+        return _render_users(status=400)
+    cleared = accounts.unlock(user.username, current_user.username, actor().address)
+    flash(f"{user.username} can log in again at once ({cleared} failed log-in{'' if cleared == 1 else 's'} "
+          f"cleared).", "info")
+    return _back_to(user)
 
 
 @bp.post("/users/<int:user_id>/password")

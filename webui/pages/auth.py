@@ -7,6 +7,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from device.services import accounts
 from webui.kit import security
 from webui.kit.access import ANY_USER, allow, allow_anonymous
+from webui.kit.runtime import appliance
 
 bp = Blueprint("auth", __name__)
 
@@ -27,7 +28,8 @@ def login():
     error = ""
     if request.method == "POST":
         user, error = accounts.authenticate(request.form.get("username", ""), request.form.get("password", ""),
-                                            client_address())
+                                            client_address(),
+                                            accounts.LockoutPolicy.from_config(appliance().config.login))
         if user is not None:
             next_url = safe_next(request.form.get("next") or request.args.get("next"))
             security.start_session(user)  # fresh session bound to the user's epoch (no fixation)

@@ -11,6 +11,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 
 from device.services import accounts
 from sync.central.web.forms import LoginForm, SetupForm
+from sync.central.web.runtime import central
 from webui.kit import security
 from webui.kit.access import ADMIN, ANY_USER, allow, allow_anonymous
 from webui.kit.security import safe_next
@@ -38,7 +39,8 @@ def login():
         form.next.data = request.args.get("next", "")
     error = ""
     if form.validate_on_submit():
-        user, error = accounts.authenticate(form.username.data, form.password.data, client_address())
+        user, error = accounts.authenticate(form.username.data, form.password.data, client_address(),
+                                            central().login_policy)
         if user is not None:
             target = safe_next(form.next.data, url_for("devices.device_list"))
             security.start_session(user)  # fresh session bound to the user's epoch (no fixation)

@@ -3,6 +3,7 @@
     allscope central serve [--central-db URL] [--data-dir DIR] [--host H] [--port 8090]
     allscope central users create NAME [--role admin] [--full-name TEXT]   (password from stdin)
     allscope central users list
+    allscope central users unlock NAME      (clears the log-in delays of NAME, from every address; audited)
 
 The central database is ``--central-db`` (a SQLite path or ``postgresql://``
 URL), else ``$ALLSCOPE_CENTRAL_DB``, else ``central.db`` in the central data
@@ -50,6 +51,9 @@ def register(group: str, commands) -> None:
     create.add_argument("--full-name", default="")
     _add_location_args(create, suppress=True)
     _add_location_args(users_sub.add_parser("list", help="list accounts"), suppress=True)
+    unlock = users_sub.add_parser("unlock", help="clear the log-in delays of an account (every address)")
+    unlock.add_argument("username")
+    _add_location_args(unlock, suppress=True)
     users.set_defaults(func=cmd_users)
 
 
@@ -70,6 +74,10 @@ def cmd_users(args: argparse.Namespace) -> int:
         user = accounts.create_user(args.username, accounts.read_new_password(), [args.role], full_name=args.full_name,
                                     actor=f"cli:{os.environ.get('USER', 'unknown')}")
         print(f"created {user.username} ({user.roles})")
+    elif args.central_users_command == "unlock":
+        cleared = accounts.unlock(args.username, actor=f"cli:{os.environ.get('USER', 'unknown')}")
+        plural = "" if cleared == 1 else "s"
+        print(f"unlocked {args.username.strip().lower()} (cleared {cleared} failed log-in{plural})")
     else:
         for user in User.select().order_by(User.username):
             state = "disabled" if user.disabled else "active"
@@ -84,9 +92,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sync.central.web.app import create_central_app
     from webui.server import run_waitress
 
-    apply_central_config(args)  # [central] of the configuration file, for the flags not given
+    config = apply_central_config(args)  # [central] of the configuration file, for the flags not given
     app = create_central_app(args.central_db, args.data_dir, pki_dir=args.pki or None, broker=args.broker or None,
-                             tls=bool(args.tls))
+                             tls=bool(args.tls), login_policy=accounts.LockoutPolicy.from_config(config.login),
+                             trusted_proxies=config.central.trusted_proxies)
     print(f"allscope central admin UI on http://{args.host}:{args.port}/  (data in {app.central.data.root})",
           flush=True)
     with app.app_context():

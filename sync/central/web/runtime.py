@@ -5,13 +5,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
 import peewee as pw
 from flask import Flask, current_app
 
+from device.services.accounts import LockoutPolicy
 from device.store.datadir import DataDir
 
 
@@ -26,6 +27,8 @@ class CentralServer:
     page_size: int = 50
     idle_minutes: int = 15
     tls: bool = False            # served behind TLS: the session cookie is Secure
+    login_policy: LockoutPolicy = field(default_factory=LockoutPolicy)  # [login] of the configuration file
+    trusted_proxies: tuple[str, ...] = ()  # central.trusted_proxies: X-Forwarded-For only from these
 
 
 class CentralApp(Flask):
