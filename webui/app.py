@@ -57,6 +57,7 @@ def create_app(config: AllscopeConfig | None = None, *, data_dir: str | os.PathL
     app.config.update(
         MAX_CONTENT_LENGTH=device.settings.max_upload_mb * MB,
         SEND_FILE_MAX_AGE_DEFAULT=3600,  # static files: one request per hour per browser, not one per page
+        JSON_MAX_BYTES=device.config.ui.max_json_kb * 1024, JSON_MAX_DEPTH=device.config.ui.max_json_depth,
     )
 
     def follow_upload_limit(settings, changed: set) -> None:  # Flask's own limit follows the setting

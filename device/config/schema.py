@@ -178,6 +178,12 @@ class UISection(_Section):
     max_live_streams: int = Field(2, ge=0, le=6,
                                   description="Live views (MJPEG streams) open at a time; each holds one of the web "
                                               "server's threads, so more are refused (503) to keep pages served.")
+    max_json_kb: int = Field(256, ge=1, le=64 * 1024,
+                             description="Largest JSON request body, in KB, of the device and the central web "
+                                         "UIs; larger is refused (400) before parsing.")
+    max_json_depth: int = Field(32, ge=2, le=500, description="Deepest nesting of arrays and objects in a JSON "
+                                                               "request body; deeper is refused (400) before "
+                                                               "parsing.")
 
 
 class LoginSection(_Section):

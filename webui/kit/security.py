@@ -28,6 +28,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
 from webui.kit import access, errors
+from webui.kit.jsonbounds import BoundedJSONProvider
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ def install(app: Flask, csrf, database, *, error_template: str, upload_limit_mb:
     database connection per server thread (opening one per request costs more than most pages; static
     files never touch it), idle logout, the role check, the headers and the one-line error pages."""
     install_id_converter(app)
+    app.json = BoundedJSONProvider(app)  # JSON bodies: size and depth bounded before parsing (jsonbounds.py)
     csrf.init_app(app)
     install_login(app, login_endpoint)
 
@@ -256,6 +258,8 @@ def storage_full(error: BaseException) -> bool:
 def safe_next(target: str | None, default: str) -> str:
     """Only same-site relative paths: no scheme, no host, no '//' or backslash tricks; else ``default``."""
     if not target:
+        return default
+    if any(ord(c) < 32 or ord(c) == 127 for c in target):  # CR/LF would split the Location header: a 500
         return default
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
