@@ -127,6 +127,7 @@ def device_bodies(ids):
         "admin.user_enable": None,  # enabling an enabled user changes nothing
         "admin.user_password": {"data": {f"p{ids['user_id']}-password": TEST_PASSWORD + "x",
                                          f"p{ids['user_id']}-confirm": TEST_PASSWORD + "x"}},
+        "admin.user_unlock": {"data": {}},  # audited even when nothing was waiting
         "admin.settings": None,     # a whole settings form; its no-token refusal is still checked below
         "api.api_capture_upload": {"data": {"files": (io(png(91)), "g.png")}},
         "api.api_capture_still": None,

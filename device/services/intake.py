@@ -10,6 +10,8 @@ audit event are written in one transaction, and only then is the analysis
 queued. The same image twice for one sample is refused: it would be counted
 twice in the report. A sample whose report is signed takes no frame (409, with
 the reason) until an amendment is open: it would be analysed but never reviewed.
+A capture whose analysis failed is re-analysed on request (:func:`reanalyse`,
+audited), not uploaded again.
 """
 
 from __future__ import annotations
@@ -83,6 +85,9 @@ def store_frame(sample: Sample, rgb: np.ndarray, source: str, *, actor: Actor, d
     if earlier is not None:
         if source == "camera":
             raise DuplicateFrame(f"This frame is identical to capture #{earlier.id} of this sample: move to a new field")
+        if earlier.status == "failed":
+            raise DuplicateFrame(f"{original_name}: the same image is already capture #{earlier.id} of this sample, "
+                                 "whose analysis failed: re-analyse that capture instead")
         raise DuplicateFrame(f"{original_name}: the same image is already capture #{earlier.id} of this sample")
     relative, digest = data.store_image(png)
     height, width = rgb.shape[:2]
@@ -157,6 +162,30 @@ def store_still(sample: Sample, camera: StillSource | None, *, actor: Actor, dat
     except CameraError as error:
         raise NoCamera(f"Cannot capture: {error}") from None
     return store_frame(sample, rgb, "camera", actor=actor, data=data, worker=worker, camera_meta=meta)
+
+
+class NotFailed(Conflict, IntakeError):
+    """Only a capture whose analysis failed is analysed again (a done one keeps its reviewed cells)."""
+
+
+def reanalyse(capture: Capture, *, actor: Actor, worker: Queue | None) -> Capture:
+    """Queue a failed capture's analysis again (e.g. it failed while the model file was corrupt), audited.
+
+    NotFailed unless it failed; SampleSigned while the sample's report is signed (the figures would change under
+    the signature: start an amendment first). Without a running worker it stays queued for the next start.
+    """
+    with db_proxy.atomic():
+        fresh = Capture.get_by_id(capture.id)
+        if fresh.status != "failed":
+            raise NotFailed(f"Capture #{fresh.id} is {fresh.status}: only a capture whose analysis failed "
+                            "can be re-analysed")
+        check_open(fresh.sample)
+        Capture.update(status="queued", error="", version=Capture.version + 1).where(Capture.id == fresh.id).execute()
+        audit("reanalyse", "capture", fresh.id, **actor.audit_fields(),
+              before={"status": "failed", "error": fresh.error}, after={"status": "queued"})
+    if worker is not None:
+        worker.enqueue(fresh.id)
+    return Capture.get_by_id(fresh.id)
 
 
 def stage_of(capture: Capture, worker) -> str:

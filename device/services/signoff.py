@@ -9,8 +9,9 @@ may then change again; signing N+1 marks N "amended" (kept, viewable, never
 deleted). Version N stays the report of record until N+1 is signed.
 
 Sign-off is refused while a capture is still queued or analysing, while a
-counted cell the AI flagged for review has no reviewer label, or when the
-conclusion is empty. Every change writes its audit event in the same
+counted cell the AI flagged for review has no reviewer label, when the
+conclusion is empty, or while a capture's analysis failed unless the
+pathologist confirms signing without it (the report lists it). Every change writes its audit event in the same
 transaction. Each function raises :class:`ReviewError` (a one-line message; a
 ``Conflict``, or :class:`ReviewInputError` for a bad request) instead of changing anything when refused.
 """
@@ -55,14 +56,28 @@ def frames_locked(sample: Sample | int) -> str | None:
     return None
 
 
-def sign_blockers(sample: Sample, conclusion: str | None = None) -> list[str]:
-    """Every reason sign-off is refused now (empty list: it may be signed)."""
+def failed_frames(summary: dict) -> list[int]:
+    """Frame numbers (as the report numbers them) of the captures whose analysis failed."""
+    return [entry["number"] for entry in summary["captures"] if entry["status"] == "failed"]
+
+
+def sign_blockers(sample: Sample, conclusion: str | None = None, acknowledge_failed: bool = False) -> list[str]:
+    """Every reason sign-off is refused now (empty list: it may be signed).
+
+    Failed captures block until they are re-analysed or the pathologist acknowledges signing without them
+    (``acknowledge_failed``): a frame that can never be analysed must not leave a sample unsignable, and one
+    that failed must never be left out silently (the report lists it either way).
+    """
     summary = reporting.sample_summary(sample)
     reasons = []
     if summary["captures_total"] == 0:
         reasons.append("There is no capture for this sample yet.")
     if summary["captures_pending"]:
         reasons.append(f"{summary['captures_pending']} capture(s) still waiting for analysis.")
+    failed = failed_frames(summary)
+    if failed and not acknowledge_failed:
+        reasons.append(f"The analysis of frame(s) {', '.join(map(str, failed))} failed: re-analyse them, or confirm "
+                       "that you sign without them.")
     if summary["unreviewed"]:
         reasons.append(f"{summary['unreviewed']} cell(s) flagged for review still need your label.")
     if conclusion is not None and not conclusion.strip():
@@ -120,10 +135,14 @@ def save_draft(sample: Sample, conclusion: str, *, username: str, address: str =
         return latest
 
 
-def sign(sample: Sample, conclusion: str, *, username: str, address: str = "") -> Report:
-    """Sign the open draft (creating it if needed); when it is an amendment, mark the old version amended."""
+def sign(sample: Sample, conclusion: str, *, username: str, address: str = "", acknowledge_failed: bool = False
+         ) -> Report:
+    """Sign the open draft (creating it if needed); when it is an amendment, mark the old version amended.
+
+    ``acknowledge_failed``: the pathologist confirmed signing without the frames whose analysis failed (recorded
+    in the audit event; the report lists those frames)."""
     with db_proxy.atomic():
-        blockers = sign_blockers(sample, conclusion)
+        blockers = sign_blockers(sample, conclusion, acknowledge_failed)
         if blockers:
             raise ReviewError("Cannot sign yet: " + " ".join(blockers))
         latest = latest_report(sample)
@@ -138,7 +157,9 @@ def sign(sample: Sample, conclusion: str, *, username: str, address: str = "") -
         after = row_dict(report)
         after.pop("ai_summary", None)  # the snapshot is in the row itself; keep the trail readable
         before.pop("ai_summary", None)
-        audit("sign", "report", report.id, username=username, before=before, after=after, address=address)
+        failed = failed_frames(report.ai_summary)
+        audit("sign", "report", report.id, username=username, before=before, after=after, address=address,
+              detail=f"signed without the failed frame(s) {', '.join(map(str, failed))}" if failed else "")
         if report.supersedes_id:
             old = Report.get_by_id(report.supersedes_id)
             old.status = "amended"

@@ -79,6 +79,7 @@ TABLE: dict[str, set[str]] = {
     "admin.user_disable": {D},
     "admin.user_enable": {D},
     "admin.user_password": {D},
+    "admin.user_unlock": {D},
     "admin.settings": {D},
     "admin.audit": {D},
 }

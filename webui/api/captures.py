@@ -2,6 +2,7 @@
 
     POST /api/samples/<id>/captures   multipart "files" (or "file"): 201 {"captures": [ids], "files": [...]}
     POST /api/samples/<id>/capture    camera still: 201 {"capture": {...}}
+    POST /api/captures/<id>/reanalyse analyse a failed capture again (audited): 202 {"capture": {...}}
     GET  /api/samples/<id>/captures   the sample's captures
     GET  /api/captures/<id>           one capture with its cells
     GET  /api/captures/<id>/poll      status, stage and counts only
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from flask import abort, jsonify, request
 
-from device.services.intake import store_still, store_uploads
+from device.services.intake import reanalyse, store_still, store_uploads
 from device.store.records import Capture, Cell, Sample
 from webui.api.base import bp
 from webui.forms.captures import capture_summary, cell_dict, chosen_files, poll_summary, upload_contents
@@ -60,6 +61,15 @@ def api_capture_still(sample_id: int):
     capture = store_still(sample, device.grabber, actor=actor(), data=device.data, worker=device.worker,
                           camera_status=device.camera_status())
     return jsonify(capture=capture_summary(capture, device.worker)), 201
+
+
+@bp.post("/captures/<int:capture_id>/reanalyse")
+@allow(*CLINICAL)
+def api_capture_reanalyse(capture_id: int):
+    capture = _capture(capture_id)
+    device = appliance()  # not failed / report signed (409) are answered by the one error handler
+    capture = reanalyse(capture, actor=actor(), worker=device.worker)
+    return jsonify(capture=capture_summary(capture, device.worker)), 202
 
 
 @bp.get("/samples/<int:sample_id>/captures")

@@ -2,7 +2,9 @@
 
 Same rules as the pages (``device/services/signoff.py``): 400 for a bad request,
 404 for an unknown record, 409 when the workflow refuses (report signed,
-cells still unreviewed, captures still analysing, empty conclusion).
+cells still unreviewed, captures still analysing, empty conclusion, a failed
+capture not acknowledged: sign with ``{"conclusion": ..., "acknowledge_failed": true}``
+to sign without the frames whose analysis failed).
 """
 
 from __future__ import annotations
@@ -71,12 +73,15 @@ def api_sign(sample_id: int):
     conclusion = body.get("conclusion", "") if isinstance(body, dict) else None
     if not isinstance(conclusion, str):
         return _error('send {"conclusion": "..."}', 400)
+    acknowledge = body.get("acknowledge_failed", False)
+    if not isinstance(acknowledge, bool):
+        return _error("acknowledge_failed: send true or false", 400)
     form = bound(ReportForm, {"conclusion": conclusion})
     if not form.validate():
         return _error(first_error(form), 400)
     try:
         report = signoff.sign(sample, conclusion, username=current_user.username,
-                              address=request.remote_addr or "")
+                              address=request.remote_addr or "", acknowledge_failed=acknowledge)
     except signoff.ReviewError as error:
         return _error(str(error), http_status(error))
     return jsonify(report=signoff.report_dict(report))

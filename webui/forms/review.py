@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from werkzeug.datastructures import MultiDict
-from wtforms import TextAreaField
+from wtforms import BooleanField, TextAreaField
 from wtforms.validators import InputRequired
 
 from webui.forms import limits
@@ -17,6 +17,7 @@ from webui.forms.limits import MaxChars
 
 class ReportForm(FlaskForm):
     conclusion = TextAreaField("Conclusion", validators=[MaxChars(limits.CONCLUSION_MAX)])
+    acknowledge_failed = BooleanField("Sign without the frames whose analysis failed (the report lists them)")
 
 
 class AmendForm(FlaskForm):

@@ -19,7 +19,7 @@ from peewee import fn
 from wtforms import SubmitField
 
 from device.errors import AllscopeError
-from device.services.intake import IntakeError, store_still, store_uploads
+from device.services.intake import IntakeError, reanalyse, store_still, store_uploads
 from device.services import signoff
 from device.store.records import Capture, Cell, Patient, Report, Sample, audit, db_proxy
 from webui.forms.captures import capture_summary, chosen_files, upload_contents
@@ -132,6 +132,21 @@ def upload(sample_id: int):
     if stored:
         flash(f"Stored {len(stored)} image{'s' if len(stored) != 1 else ''}: analysis queued.", "info")
     return redirect(url_for("capture.sample_capture", sample_id=sample.id))
+
+
+@bp.post("/captures/<int:capture_id>/reanalyse")
+@allow(*CLINICAL)
+def reanalyse_capture(capture_id: int):
+    capture = Capture.get_or_none(Capture.id == capture_id) or abort(404)
+    if not CaptureForm().validate_on_submit():
+        abort(400)
+    try:
+        reanalyse(capture, actor=actor(), worker=appliance().worker)
+    except IntakeError as error:
+        flash(str(error), "error")
+    else:
+        flash(f"Capture #{capture.id}: analysis queued again.", "info")
+    return redirect(url_for("capture.sample_capture", sample_id=capture.sample_id))
 
 
 # --- stored images -----------------------------------------------------------------------------------------

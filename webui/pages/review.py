@@ -146,7 +146,8 @@ def sign(sample_id: int):
     if not conclusion.strip():
         form.conclusion.errors = ["Write a conclusion before signing."]
     try:
-        report = signoff.sign(sample, conclusion, username=current_user.username, address=address())
+        report = signoff.sign(sample, conclusion, username=current_user.username, address=address(),
+                              acknowledge_failed=bool(form.acknowledge_failed.data))
     except signoff.ReviewError as error:
         return _render_review(sample, form=form, message=str(error), status=http_status(error))
     flash(f"Report version {report.version} signed.", "info")
