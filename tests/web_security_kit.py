@@ -116,6 +116,7 @@ def device_bodies(ids):
                                          "stain": None}},
         "capture.capture_still": None,  # no camera in this app: 503 either way, covered in test_device_faults
         "capture.upload": {"data": {"images": (io(png(90)), "f.png")}},
+        "capture.reanalyse_capture": None,  # the fixture's capture is done (and signed): 409, nothing to change
         "review.label_cell": {"data": {"label": "blast"}},
         "review.save_draft": {"data": {"conclusion": "draft text"}},
         "review.sign": {"data": {"conclusion": "signed text"}},
@@ -131,6 +132,7 @@ def device_bodies(ids):
         "admin.settings": None,     # a whole settings form; its no-token refusal is still checked below
         "api.api_capture_upload": {"data": {"files": (io(png(91)), "g.png")}},
         "api.api_capture_still": None,
+        "api.api_capture_reanalyse": None,  # as capture.reanalyse_capture
         "api.api_patient_create": {"json": {"identifier": "P-API", "name": "Api Patient"}},
         "api.api_patient_update": {"json": {"name": "Patched"}},
         "api.api_sample_create": {"json": {}},
@@ -160,7 +162,8 @@ def fresh_body(app, endpoint, ids):
     return None if body is None else fill_choices(body, app, endpoint)
 
 
-REVIEW_ENDPOINTS = {"review.label_cell", "review.save_draft", "review.sign", "api.api_label_cell", "api.api_sign"}
+REVIEW_ENDPOINTS = {"review.label_cell", "review.save_draft", "review.sign", "api.api_label_cell", "api.api_sign",
+                    "capture.upload", "api.api_capture_upload"}  # uploads too: a signed sample takes no frame
 
 
 def open_sample(app, patient_id) -> dict:
