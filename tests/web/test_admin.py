@@ -333,7 +333,9 @@ def test_status_warns_about_a_missing_model_file(app):
 
 # --- audit trail -------------------------------------------------------------------------------------------------
 
-def test_audit_trail_is_newest_first_filtered_and_paginated(app, admin):
+def test_audit_trail_is_newest_first_filtered_and_paginated(app, client, auth):
+    assert auth.login("chief").status_code == 302  # admin and pathologist: sees clinical details too
+    admin = client
     with app.app_context(), db_proxy.atomic():
         for i in range(60):
             audit("view", "patient", i, username="tech", detail=f"event {i}")
@@ -348,6 +350,30 @@ def test_audit_trail_is_newest_first_filtered_and_paginated(app, admin):
     assert admin.get("/admin/audit?page=999").status_code == 200  # clamped to the last page
     token = csrf_from(admin.get("/admin/audit").get_data(as_text=True))
     assert admin.post("/admin/audit", data={"csrf_token": token}).status_code == 405  # read-only
+
+
+def test_an_admin_without_a_clinical_role_reads_no_clinical_content_in_the_audit_trail(app, client, auth):
+    from device.services.actor import Actor
+    from device.services.patients import create_patient, update_patient
+
+    with app.app_context():
+        patient = create_patient({"identifier": "MRN-7731", "name": "Amina Secretname", "symptoms": "night sweats",
+                                  "notes": "HIV positive"}, Actor("tech", "10.0.0.7"))
+        update_patient(patient, {"notes": "HIV positive, on ART"}, Actor("tech", "10.0.0.7"))
+        audit("capture", "capture", 3, username="tech", detail="uploaded amina_secretname_smear.jpg")
+    assert auth.login("admin").status_code == 302
+    clinical_text = ("Secretname", "secretname", "MRN-7731", "night sweats", "HIV")
+    for url in ("/admin/audit", "/admin/audit?entity=patient", "/admin/audit?entity=capture", "/admin/status"):
+        page = client.get(url).get_data(as_text=True)
+        assert not [text for text in clinical_text if text in page], url
+    page = client.get("/admin/audit?entity=patient").get_data(as_text=True)
+    assert "clinical details shown to clinical roles only" in page  # who, what and when remain
+    assert ">tech<" in page and ">create<" in page and ">update<" in page and "10.0.0.7" in page
+    assert "clinical details shown" not in client.get("/admin/audit?entity=user").get_data(as_text=True)
+    auth.logout()
+    assert auth.login("chief").status_code == 302  # admin and pathologist: the whole trail
+    page = client.get("/admin/audit?entity=patient").get_data(as_text=True)
+    assert "Amina Secretname" in page and "on ART" in page and "clinical details shown" not in page
 
 
 # --- web load benchmark (a smoke run: the numbers are printed, never asserted) ---------------------------------

@@ -9,7 +9,9 @@ transaction that makes the change.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -18,7 +20,7 @@ from wtforms.fields.choices import SelectChoice
 from device.services import account_rules, accounts
 from device.services.accounts import AccountError
 from device.services.settings import DeviceSettings, SettingsError, field_errors
-from device.store.records import AuditEvent, User
+from device.store.records import CLINICAL_ROLES, AuditEvent, User
 from webui.forms.admin import ActionForm, AuditFilterForm, CreateUserForm, PasswordForm, RolesForm, SettingsForm
 from webui.kit.access import ADMIN, allow
 from webui.kit.errors import http_status
@@ -215,6 +217,36 @@ def settings():
 
 # --- audit trail -------------------------------------------------------------------------------------------
 
+# Entities whose before/after/detail an admin without a clinical role may read; every other entity (patient,
+# sample, capture, cell, report, and any added later) shows who, what and when only: the audit trail must not
+# become the clinical page the role walls keep admin-only accounts away from.
+NON_CLINICAL_ENTITIES = frozenset({"", "user", "settings", "device"})
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One audit event as the page shows it; ``withheld`` when its clinical content is not shown."""
+
+    at: object
+    username: str
+    action: str
+    entity: str
+    entity_id: str
+    address: str
+    before: object = None
+    after: object = None
+    detail: str = ""
+    withheld: bool = False
+
+
+def audit_row(event: AuditEvent, clinical: bool) -> AuditRow:
+    """The event for a viewer with (``clinical``) or without a clinical role."""
+    row = AuditRow(event.at, event.username, event.action, event.entity, event.entity_id, event.address)
+    if clinical or event.entity in NON_CLINICAL_ENTITIES:
+        return dataclasses.replace(row, before=event.before, after=event.after, detail=event.detail)
+    return dataclasses.replace(row, withheld=bool(event.before or event.after or event.detail))
+
+
 def _distinct(field) -> list[str]:
     return [v for (v,) in AuditEvent.select(field).distinct().order_by(field).tuples() if v]
 
@@ -236,7 +268,8 @@ def audit():
     total = query.count()
     pages = max(1, math.ceil(total / AUDIT_PAGE_SIZE))
     page = min(max(request.args.get("page", 1, type=int) or 1, 1), pages)
-    events = list(query.order_by(AuditEvent.id.desc()).paginate(page, AUDIT_PAGE_SIZE))
+    clinical = current_user.has_any_role(*CLINICAL_ROLES)
+    events = [audit_row(e, clinical) for e in query.order_by(AuditEvent.id.desc()).paginate(page, AUDIT_PAGE_SIZE)]
     filters = {k: v for k, v in (("user", form.user.data), ("action", form.action.data),
                                  ("entity", form.entity.data)) if v}
     return render_template("admin/audit.html", form=form, events=events, page=page, pages=pages, total=total,
