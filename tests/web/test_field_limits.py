@@ -46,11 +46,14 @@ def test_api_refuses_every_patient_text_field_over_its_limit_with_one_line(app, 
 
 
 def test_api_twenty_megabyte_notes_are_refused_and_nothing_is_written(app, client, auth):
+    """The issue's 20 MB note: the body limit (ui.max_json_kb) refuses it first; a note under that limit but over
+    the field's is refused by the field rule. Either way one line, 400, and nothing written."""
     auth.login("tech")
-    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024  # the field rule answers, not the body limit
-    response = client.post("/api/patients", json=dict(VALID, notes="n" * 20_000_000), headers=headers(client))
-    assert response.status_code == 400
-    assert response.get_json()["error"].startswith(f"notes: At most {limits.PATIENT_NOTES_MAX} characters")
+    for size, start in ((20_000_000, ""), (200_000, f"notes: At most {limits.PATIENT_NOTES_MAX} characters")):
+        response = client.post("/api/patients", json=dict(VALID, notes="n" * size), headers=headers(client))
+        assert response.status_code == 400, size
+        error = response.get_json()["error"]
+        assert error.startswith(start) and "\n" not in error and len(error) < 200, error
     with app.app_context():
         assert Patient.select().count() == 0 and AuditEvent.select().where(AuditEvent.entity == "patient").count() == 0
 
