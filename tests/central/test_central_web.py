@@ -116,6 +116,7 @@ def test_logout_and_idle_logout(central, admin):
 
 def test_setup_page_creates_the_first_admin_once(tmp_path):
     from device.store.records import User
+    from sync.central import setup_token
     from sync.central.web.app import create_central_app
 
     app = create_central_app(tmp_path / "c.db", tmp_path / "data")
@@ -123,14 +124,16 @@ def test_setup_page_creates_the_first_admin_once(tmp_path):
     client = app.test_client()
     assert client.get("/login").location.endswith("/setup")
     token = form_token(client, "/setup")
+    one_time = setup_token.issue(app.central.data.root)  # what allscope central setup-token prints
     short = client.post("/setup", data={"csrf_token": token, "username": "root", "password": "short",
-                                        "confirm": "short"})
+                                        "confirm": "short", "setup_token": one_time})
     assert short.status_code == 400 and "Use at least 10 characters." in short.get_data(as_text=True)
     ok = client.post("/setup", data={"csrf_token": token, "username": "root", "password": TEST_PASSWORD,
-                                     "confirm": TEST_PASSWORD})
+                                     "confirm": TEST_PASSWORD, "setup_token": one_time})
     assert ok.status_code == 302 and ok.location.endswith("/login")
     assert User.get(User.username == "root").role_set == {"admin"}
     assert client.get("/setup").status_code == 404
+    assert setup_token.current(app.central.data.root) is None  # one-time: gone with its use
     app.central.database.close()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from device.services import accounts
+from sync.central import setup_token
 from sync.central.web.forms import LoginForm, SetupForm
 from sync.central.web.runtime import central
 from webui.kit import security
@@ -58,12 +59,19 @@ def logout():
 @bp.route("/setup", methods=["GET", "POST"])
 @allow_anonymous
 def setup():
-    """Create the first central admin. Works only while the database has no user at all."""
+    """Create the first central admin. Works only while the database has no user at all, and only with the
+    one-time set-up token that only someone on the server can read (``sync/central/setup_token.py``)."""
     if accounts.any_user_exists():
         abort(404)
     form = SetupForm()
     error = ""
-    if form.validate_on_submit():
+    root = central().data.root
+    submitted = form.validate_on_submit()
+    if submitted and not setup_token.matches(root, form.setup_token.data):
+        error = ("Wrong set-up token: run allscope central setup-token on the server to see it."
+                 if setup_token.current(root) else
+                 "No set-up token exists yet: run allscope central setup-token on the server, then enter it here.")
+    elif submitted:
         try:
             accounts.create_first_user(form.username.data, form.password.data, [ADMIN],
                                        full_name=form.full_name.data or "")
@@ -72,6 +80,7 @@ def setup():
         except accounts.AccountError as err:
             error = str(err)
         else:
+            setup_token.consume(root)  # one-time: set-up is closed now anyway
             flash("Administrator created: log in.", "info")
             return redirect(url_for("auth.login"))
     return render_template("central/setup.html", form=form, error=error), (400 if error or form.errors else 200)

@@ -3,6 +3,7 @@
     allscope central serve [--central-db URL] [--data-dir DIR] [--host H] [--port 8090]
     allscope central users create NAME [--role admin] [--full-name TEXT]   (password from stdin)
     allscope central users list
+    allscope central setup-token            (the one-time token of the first set-up page, /setup)
     allscope central users unlock NAME      (clears the log-in delays of NAME, from every address; audited)
 
 The central database is ``--central-db`` (a SQLite path or ``postgresql://``
@@ -42,6 +43,11 @@ def register(group: str, commands) -> None:
     serve.add_argument("--tls", action="store_true", help="served behind TLS: mark the session cookie Secure")
     serve.set_defaults(func=cmd_serve)
 
+    token = commands.add_parser("setup-token", help="print the one-time token the first set-up page (/setup) asks "
+                                                    "for, while no account exists")
+    _add_location_args(token)
+    token.set_defaults(func=cmd_setup_token)
+
     users = commands.add_parser("users", help="central admin accounts (passwords are read from stdin)")
     _add_location_args(users)
     users_sub = users.add_subparsers(dest="central_users_command", required=True)
@@ -63,6 +69,19 @@ def _open(args: argparse.Namespace):
 
     data = resolve_data_dir(args.data_dir)
     return data, open_central_database(resolve_central_db(args.central_db, data))
+
+
+def cmd_setup_token(args: argparse.Namespace) -> int:
+    from device.services import accounts
+    from sync.central import setup_token
+
+    data, _database = _open(args)
+    if accounts.any_user_exists():
+        setup_token.consume(data.root)
+        print("set-up is closed: an account exists (add administrators with allscope central users create)")
+        return 1
+    print(setup_token.issue(data.root))
+    return 0
 
 
 def cmd_users(args: argparse.Namespace) -> int:
@@ -89,6 +108,7 @@ def cmd_users(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from device.config.schema import apply_central_config
     from device.services import accounts
+    from sync.central import setup_token
     from sync.central.web.app import create_central_app
     from webui.server import run_waitress
 
@@ -100,7 +120,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
           flush=True)
     with app.app_context():
         if not accounts.any_user_exists():
-            print(f"No account exists yet: open http://{args.host}:{args.port}/setup, or run\n"
+            token = setup_token.issue(app.central.data.root)
+            print(f"No account exists yet: open http://{args.host}:{args.port}/setup with the set-up token {token}\n"
+                  f"  (also printed by allscope central setup-token), or run\n"
                   f"  allscope central users create ADMIN_NAME --role admin  (the password is read from stdin)",
                   flush=True)
     return run_waitress(app, args.host, args.port, ident="allscope-central")

@@ -20,6 +20,11 @@ class LoginForm(FlaskForm):
 
 
 class SetupForm(FlaskForm):
+    setup_token = StringField("Set-up token", validators=[InputRequired(message="Enter the set-up token."),
+                                                          Length(max=200)],
+                              description="Printed by allscope central setup-token (and by allscope central serve "
+                                          "at start) on the server.",
+                              render_kw={"autocapitalize": "none", "autocomplete": "off", "spellcheck": "false"})
     username = StringField("Username", validators=[InputRequired(message="Enter a username."), Length(max=64)],
                            description="2-64 characters: lower-case letters, digits, '.', '_' or '-'.",
                            render_kw={"autocapitalize": "none", "autocomplete": "off"})
