@@ -45,3 +45,36 @@ def fsync_dir(directory: str | os.PathLike) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def private_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` (and its parents) if missing; a directory this call creates is 0700, whatever the umask.
+
+    Under systemd the unit's StateDirectory= already makes the data directory private; run by hand (a demo, a
+    workstation, the central server outside systemd), mkdir would give 0755 and every local user could read
+    the patient records. An existing directory is left as it is: its owner chose its mode.
+    """
+    path = Path(path)
+    missing = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for created in missing[:1]:  # the leaf: parents (e.g. a new /srv) keep the usual mode
+        os.chmod(created, 0o700)
+    return path
+
+
+def private_database_file(path: str | os.PathLike) -> Path:
+    """Make an SQLite file and its -wal and -shm files 0600 when group or others can read them (call once the
+    database is open: SQLite creates them with the umask's mode). Inside a directory made by private_dir
+    nobody else could reach them meanwhile."""
+    path = Path(path)
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if name.is_file() and name.stat().st_mode & 0o077 and name.stat().st_uid == os.geteuid():
+                os.chmod(name, 0o600)
+        except OSError:
+            pass  # not ours to change: SQLite still opens it
+    return path

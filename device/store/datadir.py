@@ -20,7 +20,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from device.store.atomic import fsync_dir, write_atomic  # noqa: F401  (fsync_dir: for callers of this module)
+from device.store.atomic import fsync_dir, private_dir, write_atomic  # noqa: F401  (fsync_dir: for callers)
 
 DEFAULT_DATA_DIR = Path("var")
 
@@ -32,7 +32,7 @@ class DataDir:
     @classmethod
     def resolve(cls, path: str | Path | None = None) -> "DataDir":
         chosen = Path(path or os.environ.get("ALLSCOPE_DATA_DIR") or DEFAULT_DATA_DIR).expanduser().resolve()
-        chosen.mkdir(parents=True, exist_ok=True)
+        private_dir(chosen)  # 0700 when created here (outside systemd the umask would make it 0755)
         return cls(chosen)
 
     @property

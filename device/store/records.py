@@ -16,6 +16,8 @@ from pathlib import Path
 
 import peewee as pw
 
+from device.store.atomic import private_database_file, private_dir
+
 db_proxy = pw.DatabaseProxy()
 
 ROLES = ("technician", "pathologist", "admin")
@@ -220,7 +222,7 @@ def open_database(path: str | Path, synchronous: str | None = None) -> pw.Sqlite
     from device.store.migrations import migrate
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     database = atrest.database_for(path, pragmas={
         "journal_mode": "wal",
         "foreign_keys": 1,
@@ -230,6 +232,7 @@ def open_database(path: str | Path, synchronous: str | None = None) -> pw.Sqlite
     db_proxy.initialize(database)
     database.connect(reuse_if_open=True)
     migrate(database, path)
+    private_database_file(path)  # 0600 (and its -wal, -shm): patient records are for the service user only
     return database
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import peewee as pw
 
 from device.errors import AllscopeError
+from device.store.atomic import private_database_file, private_dir
 from device.store.records import db_proxy
 
 
@@ -24,7 +25,7 @@ def _connect(url_or_path: str | Path) -> pw.Database:
         except (RuntimeError, ValueError) as error:
             raise AllscopeError(f"central database URL {text.split('@')[-1]!r}: {error}") from None
     path = Path(text)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     return pw.SqliteDatabase(str(path), pragmas={"journal_mode": "wal", "foreign_keys": 1,
                                                  "synchronous": "normal", "busy_timeout": 10_000})
 
@@ -40,4 +41,6 @@ def open_central_database(url_or_path: str | Path) -> pw.Database:
     except pw.OperationalError as error:
         raise AllscopeError(f"cannot open the central database: {' '.join(str(error).split())}") from None
     migrate(database)
+    if isinstance(database, pw.SqliteDatabase):
+        private_database_file(database.database)  # 0600 (and its -wal, -shm), whatever the umask
     return database
