@@ -101,7 +101,7 @@ def test_signed_report_page_shows_signer_model_and_counts(app, client, auth):
     page = client.get(f"/samples/{sample_id}/report").get_data(as_text=True)
     identity = model_identity()
     assert "DRAFT" not in page and 'class="badge signed"' in page
-    assert "Signed by path" in page and "50.0 %" in page and "2 of 4 white cells counted" in page
+    assert "Signed by <bdi>path</bdi>" in page and "50.0 %" in page and "2 of 4 white cells counted" in page
     assert identity["short_id"] in page and "sensitivity 0.7212" in page and "ROC AUC 0.9248" in page
     assert page.count('class="rtile') == 6
     assert "style=" not in page
