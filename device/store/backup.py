@@ -265,7 +265,12 @@ def restore_backup(backup: Path, data_dir: Path, force: bool = False) -> Path | 
         if not force:
             raise BackupError(f"{root} is not empty: restore into an empty directory, or add --force "
                               f"(the current contents are moved aside, not deleted)")
-        aside = root / f".before-restore-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+        stamp = dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
+        aside = root / f".before-restore-{stamp}"
+        serial = 1
+        while aside.exists():  # two restores within one second
+            serial += 1
+            aside = root / f".before-restore-{stamp}-{serial}"
         aside.mkdir()
         for path in existing:
             os.replace(path, aside / path.name)
@@ -291,4 +296,67 @@ def restore_backup(backup: Path, data_dir: Path, force: bool = False) -> Path | 
         connection.close()
     if rows != [("ok",)]:
         raise BackupError(f"the restored database fails integrity_check ({rows[0][0]})")
+    rebase_sync_versions(root)
     return aside
+
+
+# After a restore every sync version jumps this far above the highest one known, so that no change made after
+# the restore reuses a (record, version) pair that the central may already hold from the lost changes; plus
+# REBASE_PER_DAY for each day since 2024, so that the same backup restored twice (the copy moved aside by the
+# first restore lost too) on different days numbers on from different bases. Versions stay far below 2^31
+# (the central's version column may be a 32-bit integer on PostgreSQL).
+REBASE_GAP = 100_000
+REBASE_PER_DAY = 10_000
+_REBASE_EPOCH = dt.date(2024, 1, 1)
+
+
+def _highest_version(database: Path, root: Path | None = None) -> int:
+    connection = atrest.connect(database, root)
+    try:
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        highest = 0
+        for table in ("sync_version", "outbox"):
+            if table in tables:
+                highest = max(highest, connection.execute(f"SELECT coalesce(max(version), 0) FROM {table}")
+                              .fetchone()[0])
+        return highest
+    finally:
+        connection.close()
+
+
+def rebase_sync_versions(root: Path) -> int | None:
+    """Re-base the sync versions of a restored data directory; returns the new base (None: no sync tables).
+
+    A backup is older than the central's copy: the changes made after it were sent, then lost with the disk.
+    Numbering on from the backup's versions would give the next change of a record a version the central
+    already holds with other content (replay_conflict), and it would stay in the outbox for ever. So every
+    record's version is set to one base above everything known here: the restored database and whatever an
+    earlier restore moved aside (``.before-restore-*``), plus REBASE_GAP (and REBASE_PER_DAY a day) for the
+    changes nobody here saw.
+    Entries already in the restored outbox keep their versions (the central has them with the same content,
+    or not at all).
+    """
+    root = Path(root)
+    database = root / DATABASE
+    highest = _highest_version(database)
+    for older in sorted(root.glob(".before-restore-*/" + DATABASE)):
+        try:
+            highest = max(highest, _highest_version(older, older.parent))
+        except Exception:  # noqa: BLE001 - an unreadable old copy (other key, damaged) only gives no figure
+            continue
+    connection = atrest.connect(database)
+    try:
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "sync_version" not in tables:
+            return None
+        days = max(0, (dt.datetime.now(dt.timezone.utc).date() - _REBASE_EPOCH).days)
+        base = highest + REBASE_GAP + REBASE_PER_DAY * days
+        with connection:
+            connection.execute("UPDATE sync_version SET version = ?", (base,))
+            if "sync_state" in tables:
+                connection.execute("INSERT OR REPLACE INTO sync_state (key, value, updated_at) VALUES "
+                                   "('restored_version_base', ?, ?)",
+                                   (str(base), dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")))
+        return base
+    finally:
+        connection.close()

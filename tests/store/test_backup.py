@@ -149,3 +149,39 @@ def test_a_damaged_backup_is_refused_in_one_line(data, tmp_path, capsys, damage)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "damaged" in err
     assert not (target / "allscope.db").exists()  # nothing restored
+
+
+def _outbox_versions(entity: str, record_id: int) -> list[int]:
+    return [v for (v,) in db_proxy.execute_sql("SELECT version FROM outbox WHERE entity = ? AND record_id = ? "
+                                               "ORDER BY id", (entity, record_id)).fetchall()]
+
+
+def test_a_restore_rebases_sync_versions_so_later_changes_never_reuse_a_version_the_central_holds(data, tmp_path):
+    """Issue 13 item 13: backup at v1, three changes sent (v2-v4), disk lost, restore: the next change was v2
+    again, which the central holds with other content (replay_conflict), so it stayed in the outbox for ever."""
+    from figures import report
+
+    patient = Patient.get(Patient.identifier == "P-1")
+    backup = create_backup(data, tmp_path / "bk", keep=3)
+    for name in ("Two", "Three", "Four"):
+        Patient.update(name=name).where(Patient.id == patient.id).execute()
+    central_holds = set(_outbox_versions("patient", patient.id))
+    assert central_holds == {1, 2, 3, 4}
+    db_proxy.close()
+    restore_backup(backup, data.root, force=True)
+    open_database(data.database)
+    Patient.update(name="After the restore").where(Patient.id == patient.id).execute()
+    Sample.create(patient=patient)  # a new record too
+    latest = _outbox_versions("patient", patient.id)[-1]
+    assert latest not in central_holds and latest > max(central_holds)
+    other = Patient.get(Patient.identifier == "P-2")
+    Patient.update(name="Also changed").where(Patient.id == other.id).execute()
+    assert _outbox_versions("patient", other.id)[-1] > max(central_holds)
+    # The same backup restored again: above everything the first restore issued (it was moved aside).
+    first_base = latest
+    db_proxy.close()
+    restore_backup(backup, data.root, force=True)
+    open_database(data.database)
+    Patient.update(name="Second restore").where(Patient.id == patient.id).execute()
+    assert _outbox_versions("patient", patient.id)[-1] > first_base
+    report("sync versions re-based after a restore (records checked)", 3)
