@@ -26,7 +26,8 @@ $(VENV)/.test-installed: pyproject.toml | $(PY)
 
 # Debian packages the tests need: libusb (loaded by tflite-support's writer),
 # chromium (browser tests drive it with Playwright; no browser download),
-# DejaVu fonts (PDF reports with non-Latin-1 names), mosquitto (the sync tests
+# the PDF report's fonts (DejaVu, Noto and WenQuanYi: names in any script, see
+# device/services/pdf_fonts.py; install.sh installs the same), mosquitto (the sync tests
 # run a real TLS broker), postgresql (the central database is tested on it) and
 # openssl (certificate checks).
 system-deps:
@@ -34,6 +35,8 @@ system-deps:
 	ldconfig -p | grep -q 'libusb-1.0.so.0' || missing="$$missing libusb-1.0-0"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing="$$missing fonts-dejavu-core"; \
+	[ -f /usr/share/fonts/truetype/noto/NotoSansThai-Regular.ttf ] || missing="$$missing fonts-noto-core"; \
+	[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing="$$missing fonts-wqy-microhei"; \
 	[ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \

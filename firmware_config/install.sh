@@ -13,6 +13,7 @@
 #   --kiosk-user NAME      the desktop user whose session shows the kiosk (default: the user with UID 1000
 #                          in DIR/etc/passwd, if any); --no-kiosk installs no kiosk unit
 #   --with-broker          also install the mosquitto configuration template and ACL (central broker host)
+#   --no-packages          do not install the Debian packages allscope needs (the PDF report's fonts)
 #   --no-venv              do not create/upgrade the venv (it is never built with --root: it must be built on
 #                          the target, its scripts hold absolute paths and its wheels match the target's CPU)
 #   --system-site-packages give the venv the system's packages (Jetson: JetPack's OpenCV with GStreamer)
@@ -31,6 +32,7 @@ KIOSK_USER=""
 KIOSK=auto
 BROKER=no
 VENV=yes
+PACKAGES=yes
 SYSTEM_SITE=no
 ENABLE=yes
 DRY=no
@@ -53,6 +55,7 @@ while [ $# -gt 0 ]; do
         --no-kiosk) KIOSK=no; shift ;;
         --with-broker) BROKER=yes; shift ;;
         --no-venv) VENV=no; shift ;;
+        --no-packages) PACKAGES=no; shift ;;
         --system-site-packages) SYSTEM_SITE=yes; shift ;;
         --no-enable) ENABLE=no; shift ;;
         --dry-run) DRY=yes; shift ;;
@@ -186,6 +189,32 @@ if [ -e "$R/etc/allscope/db.key" ]; then
     say kept "/etc/allscope/db.key (exists; never regenerated)"
 else
     put_file <(od -An -tx1 -N32 /dev/urandom | tr -d ' \n'; echo) /etc/allscope/db.key 0600 keep
+fi
+
+echo "Debian packages"
+# The PDF report's fonts, so a patient's name prints in any script a clinic meets (DejaVu: Latin, Greek,
+# Cyrillic, Hebrew, Arabic; Noto: Arabic, Indic scripts, Thai, ...; WenQuanYi Micro Hei: Chinese, Japanese,
+# Korean); device/services/pdf_fonts.py lists the files it looks for. The Makefile's system-deps installs them too.
+debs=(fonts-dejavu-core fonts-noto-core fonts-wqy-microhei)
+missing=()
+for deb in "${debs[@]}"; do
+    dpkg-query --admindir="$R/var/lib/dpkg" -W -f='${Status}' "$deb" 2>/dev/null | grep -q 'install ok installed' \
+        || missing+=("$deb")
+done
+if [ "${#missing[@]}" = 0 ]; then
+    say unchanged "${debs[*]}"
+elif [ "$PACKAGES" = no ]; then
+    say skipped "${missing[*]} (--no-packages)"
+elif [ "$ROOT" != / ]; then
+    say skipped "${missing[*]}: install them on the target (apt-get install ${missing[*]})"
+elif ! command -v apt-get >/dev/null; then
+    say skipped "${missing[*]}: no apt-get here; install the same fonts with this system's package manager"
+else
+    changed installed "${missing[*]}"
+    if [ "$DRY" = no ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
 fi
 
 echo "program files"

@@ -1,10 +1,14 @@
 """A report as a PDF (fpdf2): patient header and disclaimer on every page, page numbers, cell crops in a grid.
 
 Takes the plain dict of ``device.services.reporting.report_content`` so it shows the
-same as the page. Text is set in DejaVu Sans when the system has it (any
-language); otherwise in the core Helvetica font, whose Latin-1 encoding
-cannot hold every character, so text is folded to Latin-1 first ("–" -> "-",
-unknown -> "?"): a name never stops a report from printing.
+same as the page. Text is set in DejaVu Sans with fallback faces for the scripts
+it lacks (Noto, WenQuanYi: see ``pdf_fonts`` for the faces, the packages and the
+search list), shaped with HarfBuzz where the script needs it. A character no
+installed face has is printed as a visible marker with a notice pointing to the
+HTML report: a name is never printed partially without saying so. Without any of
+these fonts, the core Helvetica font is used, whose Latin-1 encoding cannot hold
+every character: text is folded to Latin-1 first ("–" -> "-", unknown -> "?",
+with the same notice): a name never stops a report from printing.
 """
 
 from __future__ import annotations
@@ -16,43 +20,92 @@ from pathlib import Path
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
-FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/share/fonts/dejavu"),
-             Path("/usr/share/fonts/TTF"))
+from device.services import pdf_fonts
+from device.services.pdf_fonts import FontFile
+
+FONT_DIRS = pdf_fonts.DEFAULT_FONT_DIRS
 _FOLD = str.maketrans({"–": "-", "—": "-", "‘": "'", "’": "'", "“": '"', "”": '"', "…": "...",
                        "•": "-", "·": "-", "≥": ">=", "≤": "<=", "×": "x", "\u00a0": " "})
 GRID_COLUMNS = 6
 TILE_MM = 26.0
+UNSHOWN_NAME = "Some characters of this name cannot be shown in the PDF: see the HTML report"
+UNSHOWN_TEXT = "Some characters of this text cannot be shown in the PDF: see the HTML report"
+FSI, PDI = "\u2068", "\u2069"  # bidi isolation of a value (the PDF's <bdi>) when the text is shaped
 
 
-def find_unicode_font(dirs=FONT_DIRS) -> tuple[Path, Path] | None:
+def find_unicode_font(dirs=None) -> tuple[Path, Path] | None:
     """(regular, bold) DejaVu Sans files, or None."""
-    for folder in dirs:
-        regular, bold = folder / "DejaVuSans.ttf", folder / "DejaVuSans-Bold.ttf"
-        if regular.is_file() and bold.is_file():
-            return regular, bold
-    return None
+    dejavu = next((f for f in pdf_fonts.find_fonts(dirs) if f.family == "DejaVu"), None)
+    return (dejavu.regular, dejavu.bold) if dejavu and dejavu.bold else None
 
 
 def fold_latin1(text: str) -> str:
     return str(text).translate(_FOLD).encode("latin-1", "replace").decode("latin-1")
 
 
+def _latin1_unshown(char: str) -> bool:
+    return any(ord(c) > 255 for c in char.translate(_FOLD)) and pdf_fonts.needs_glyph(char)
+
+
+def _strings(value):
+    """Every string in the content, at any depth."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
+
+
 class ReportPDF(FPDF):
-    def __init__(self, content: dict, unicode_font: tuple[Path, Path] | None):
+    def __init__(self, content: dict, fonts: list[FontFile] | None):
         super().__init__(format="A4", unit="mm")
         self.content = content
         self.family = "Helvetica"
-        self.unicode = unicode_font is not None
-        if unicode_font:
-            self.add_font("DejaVu", "", str(unicode_font[0]))
-            self.add_font("DejaVu", "B", str(unicode_font[1]))
-            self.family = "DejaVu"
+        self.unicode = bool(fonts)
+        self.shaped = False
+        if fonts:
+            text = "".join(_strings(content))
+            chosen, self.covered, _ = pdf_fonts.choose(fonts, text)
+            for face in chosen:
+                self.add_font(face.family, "", str(face.regular))
+                if face.bold is not None:
+                    self.add_font(face.family, "B", str(face.bold))
+            self.family = chosen[0].family
+            # the main family too: a character its bold lacks is taken from its regular face
+            self.set_fallback_fonts([face.family for face in chosen], exact_match=False)
+            if pdf_fonts.needs_shaping(text) and pdf_fonts.shaping_available():
+                self.set_text_shaping(True)
+                self.shaped = True
+        self.marker = pdf_fonts.REPLACEMENT if self.unicode and ord(pdf_fonts.REPLACEMENT) in self.covered else "?"
         self.set_margins(15, 15, 15)
         self.set_auto_page_break(True, margin=24)
 
+    def unshown(self, text) -> bool:
+        """Whether some character of ``text`` has no glyph in any loaded font (it prints as the marker)."""
+        text = "" if text is None else str(text)
+        if not self.unicode:
+            return any(_latin1_unshown(c) for c in text)
+        return any(pdf_fonts.needs_glyph(c) and ord(c) not in self.covered for c in text)
+
     def t(self, text) -> str:
         text = "" if text is None else str(text)
-        return text if self.unicode else fold_latin1(text)
+        if not self.unicode:
+            return fold_latin1(text)
+        return "".join(self.marker if pdf_fonts.needs_glyph(c) and ord(c) not in self.covered else c for c in text)
+
+    def iso(self, value) -> str:
+        """A value typed by someone, isolated from the text around it (an RTL override stays inside)."""
+        value = "" if value is None else str(value)
+        return f"{FSI}{value}{PDI}" if self.shaped else value
+
+    def notice(self, text: str) -> None:
+        self.set_text_color(179, 38, 30)
+        self.font(8.5, bold=True)
+        self.multi_cell(0, 4.5, text, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.set_text_color(0, 0, 0)
 
     def font(self, size: float, bold: bool = False) -> None:
         self.set_font(self.family, "B" if bold else "", size)
@@ -65,8 +118,10 @@ class ReportPDF(FPDF):
                   new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         self.font(9)
         born = f", born {patient['date_of_birth']}" if patient.get("date_of_birth") else ""
-        self.cell(0, 5, self.t(f"Patient {patient['identifier']} · {patient['name']}{born}"),
+        self.cell(0, 5, self.t(f"Patient {self.iso(patient['identifier'])} · {self.iso(patient['name'])}{born}"),
                   new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        if self.unshown(patient["name"]) or self.unshown(patient["identifier"]):  # on every page, like the name
+            self.notice(UNSHOWN_NAME if self.unshown(patient["name"]) else UNSHOWN_TEXT)
         self.line(15, self.get_y() + 1, self.w - 15, self.get_y() + 1)
         self.ln(4)
 
@@ -83,18 +138,30 @@ class ReportPDF(FPDF):
         self.font(12, bold=True)
         self.cell(0, 7, self.t(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
-    def pairs(self, rows: list[tuple[str, object]]) -> None:
+    def pairs(self, rows: list[tuple[str, object]], names: tuple[str, ...] = ()) -> None:
+        """Label and value rows; a value with characters no font has is followed by a notice
+        (the name notice for the labels in ``names``)."""
         for label, value in rows:
             if value in (None, ""):
                 continue
             self.font(9.5, bold=True)
             self.cell(48, 5.5, self.t(label))
             self.font(9.5)
-            self.multi_cell(0, 5.5, self.t(value), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+            self.multi_cell(0, 5.5, self.t(self.iso(value)), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+            if self.unshown(value):
+                self.notice(UNSHOWN_NAME if label in names else UNSHOWN_TEXT)
 
-    def paragraph(self, text: str, size: float = 9.5, bold: bool = False) -> None:
+    def paragraph(self, text: str, size: float = 9.5, bold: bool = False, typed: tuple = (),
+                  names: tuple = ()) -> None:
+        """``text`` with ``{}`` placeholders for ``typed`` values (isolated, checked for unshown characters;
+        the name notice if one of ``names`` cannot be shown in full); plain text without."""
         self.font(size, bold)
-        self.multi_cell(0, 5, self.t(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.multi_cell(0, 5, self.t(text.format(*map(self.iso, typed)) if typed else text),
+                        new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        if any(self.unshown(name) for name in names):
+            self.notice(UNSHOWN_NAME)
+        elif any(self.unshown(value) for value in typed):
+            self.notice(UNSHOWN_TEXT)
 
     def banner(self, text: str, rgb: tuple[int, int, int]) -> None:
         self.set_fill_color(*rgb)
@@ -109,13 +176,18 @@ def _pct(value) -> str:
     return "n/a (no blast or normal cell counted)" if value is None else f"{value:.1f} %"
 
 
-def render_report_pdf(content: dict, crop_file, unicode_font: tuple[Path, Path] | None | bool = True,
+def render_report_pdf(content: dict, crop_file, unicode_font: tuple[Path, Path] | list[FontFile] | None | bool = True,
                       compress: bool = True) -> bytes:
-    """The PDF bytes. ``crop_file(cell_dict)`` gives a crop's absolute path (or None);
-    ``unicode_font``: True = find DejaVu, None/False = core font, or a (regular, bold) pair."""
+    """The PDF bytes. ``crop_file(cell_dict)`` gives a crop's absolute path (or None); ``unicode_font``:
+    True = the faces of ``pdf_fonts`` found on this system, None/False = core font, a list of
+    ``FontFile`` (main face first), or a (regular, bold) pair for a single face."""
     if unicode_font is True:
-        unicode_font = find_unicode_font()
-    pdf = ReportPDF(content, unicode_font or None)
+        fonts = pdf_fonts.find_fonts()
+    elif isinstance(unicode_font, tuple):
+        fonts = [FontFile("Unicode", Path(unicode_font[0]), Path(unicode_font[1]))]
+    else:
+        fonts = list(unicode_font or [])
+    pdf = ReportPDF(content, fonts or None)
     pdf.compress = compress
     report, patient, sample = content["report"], content["patient"], content["sample"]
     summary = content["summary"]
@@ -133,12 +205,12 @@ def render_report_pdf(content: dict, crop_file, unicode_font: tuple[Path, Path] 
                ("Date of birth", patient["date_of_birth"]), ("Sex", patient["sex"]),
                ("Referring clinician", patient["referring_clinician"]), ("Symptoms", patient["symptoms"]),
                ("WBC (10^9/L)", patient["wbc"]), ("Haemoglobin (g/dL)", patient["hemoglobin"]),
-               ("Platelets (10^9/L)", patient["platelets"])])
+               ("Platelets (10^9/L)", patient["platelets"])], names=("Name", "Referring clinician"))
     pdf.heading("Sample")
     pdf.pairs([("Sample", sample["id"]), ("Collected", sample["collected_at"]),
                ("Specimen", sample["specimen_type"]), ("Stain", sample["stain"]), ("Notes", sample["notes"])])
     for notice in content.get("record_notices", []):  # the details above are as signed; the record changed since
-        pdf.paragraph(f"Notice: {notice}", bold=True)
+        pdf.paragraph("Notice: {}", bold=True, typed=(notice,))
 
     pdf.heading("Findings")
     labels = summary["by_label"]
@@ -154,12 +226,16 @@ def render_report_pdf(content: dict, crop_file, unicode_font: tuple[Path, Path] 
         pdf.paragraph(f"Quality: {problem}", size=9)
 
     pdf.heading("Conclusion")
-    pdf.paragraph(report["conclusion"] or "(no conclusion yet)", size=10.5)
+    if report["conclusion"]:
+        pdf.paragraph("{}", size=10.5, typed=(report["conclusion"],))
+    else:
+        pdf.paragraph("(no conclusion yet)", size=10.5)
     if report["supersedes_version"]:
-        pdf.paragraph(f"Amends version {report['supersedes_version']}. Reason: {report['amendment_reason']}")
+        pdf.paragraph(f"Amends version {report['supersedes_version']}. Reason: {{}}",
+                      typed=(report["amendment_reason"],))
     if report["signed_by"]:
-        pdf.paragraph(f"Signed by {report['signer_name']} ({report['signed_by']}) at {report['signed_at']} UTC",
-                      bold=True)
+        pdf.paragraph(f"Signed by {{}} ({{}}) at {report['signed_at']} UTC", bold=True,
+                      typed=(report["signer_name"], report["signed_by"]), names=(report["signer_name"],))
 
     pdf.heading("Decision support")
     pdf.paragraph(content["disclaimer"], bold=True)

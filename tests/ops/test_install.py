@@ -98,6 +98,8 @@ def test_install_provisions_user_directories_config_key_units_udev_and_enables_t
         "graphical.target.wants/allscope-kiosk.service": "/etc/systemd/system/allscope-kiosk.service",
     }
     assert "skipped   venv" in out  # never built below --root: see firmware_config/README.md
+    # the PDF report's fonts are installed with apt-get on the running target, never into --root
+    assert "skipped   fonts-dejavu-core fonts-noto-core fonts-wqy-microhei: install them on the target" in out
     assert not (root / "etc/allscope/mosquitto").exists()
 
 
