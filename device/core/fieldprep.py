@@ -18,6 +18,9 @@ The red-cell radius (the scale) comes from:
   ``CROP_RADIUS_RANGE`` of the crop side; otherwise the crop is taken to be
   ``CROP_DEFAULT_RADII`` red-cell radii wide (what the training collections'
   crops are: ALL-IDB2 6.9 r, Tecom 7.9 r, CellaVision 8.7 r, PBC 10 r).
+  The per-crop estimate is noisy (ALL-IDB2, 257 px crops of one microscope:
+  9.6-77 px around the collection's median 37.5), hence the narrow range
+  (side/12 .. side/5, about the crops above) and the default in between.
 
 Why 7 radii and unmasked: model_conversion/CROSS_SOURCE.md (probe table;
 field width measured there at 5, 7 and 9 radii).
@@ -42,7 +45,7 @@ FIELD_ID = "field-v1"
 FIELD_RADII = 7.0
 # Single-cell crops: accepted red-cell estimate as a share of the crop side,
 # and the assumed field when the estimate is outside it (see module doc).
-CROP_RADIUS_RANGE = (1 / 20, 1 / 4)
+CROP_RADIUS_RANGE = (1 / 12, 1 / 5)
 CROP_DEFAULT_RADII = 8.0
 # Crops are small: accept red cells up to 30 % of the crop's side.
 _CROP_PARAMS = DetectionParams(rbc_min_fraction=0.01, rbc_max_fraction=0.3)
@@ -86,14 +89,14 @@ def crop_rbc_radius(rgb: np.ndarray) -> float | None:
         return None
 
 
-def crop_scale(rgb: np.ndarray) -> Scale:
+def crop_scale(rgb: np.ndarray, radii: float = FIELD_RADII) -> Scale:
     """The scale used for a single-cell crop: its own red-cell estimate when plausible, else the default."""
     side = float(max(rgb.shape[:2]))
     r = crop_rbc_radius(rgb)
     lo, hi = CROP_RADIUS_RANGE
     if r is not None and lo * side <= r <= hi * side:
-        return Scale(r, "crop-estimate")
-    return Scale(side / CROP_DEFAULT_RADII, "crop-default")
+        return Scale(r, "crop-estimate", radii)
+    return Scale(side / CROP_DEFAULT_RADII, "crop-default", radii)
 
 
 def square_window(rgb: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray:
@@ -125,9 +128,9 @@ def prepare_field(rgb: np.ndarray, cx: float, cy: float, rbc_radius: float, size
     return cv2.resize(window, (size, size), interpolation=interp)
 
 
-def prepare_crop_field(rgb: np.ndarray, size: int) -> tuple[np.ndarray, Scale]:
+def prepare_crop_field(rgb: np.ndarray, size: int, radii: float = FIELD_RADII) -> tuple[np.ndarray, Scale]:
     """Field preparation of a single-cell crop centred on the cell (``allscope classify``)."""
-    scale = crop_scale(rgb)
+    scale = crop_scale(rgb, radii)
     h, w = rgb.shape[:2]
     image = prepare_field(rgb, (w - 1) / 2.0, (h - 1) / 2.0, scale.rbc_radius_px, size, scale.field_radii)
     return image, scale
