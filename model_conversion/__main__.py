@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     cc.add_argument("--candidate", action="append", default=[],
                     help="candidate of model_conversion/cnn_crosssource.py (repeatable)")
     cc.add_argument("--fold", action="append", default=None, help="only these folds (left-out source names)")
+    cc.add_argument("--reverse", action="store_true", help="folds last to first (a second process on one candidate)")
     cc.add_argument("--summary", action="store_true", help="write results.md/json over every candidate in --out")
 
     cf = sub.add_parser("cnnfit", help="refit a cnncross candidate on every source (then: convert --run)")
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             cnn.refit(args.candidate, Path(args.data), args.out)
             return 0
         for name in args.candidate:
-            cnn.run_candidate(name, Path(args.data), args.out, args.fold)
+            cnn.run_candidate(name, Path(args.data), args.out, args.fold, reverse=args.reverse)
         if args.summary:
             cnn.summary(args.out)
         return 0

@@ -193,8 +193,11 @@ def folds(samples) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return out
 
 
-def run_candidate(name: str, data: Path, out: Path, only: list[str] | None = None, log=print) -> dict:
-    """Every fold of one candidate (skipping folds already on disk); returns {fold: row dict}."""
+def run_candidate(name: str, data: Path, out: Path, only: list[str] | None = None, log=print,
+                  reverse: bool = False) -> dict:
+    """Every fold of one candidate (skipping folds on disk or being run by another process); {fold: row}.
+
+    ``reverse`` takes the folds last to first, so two processes can share a candidate's folds."""
     import keras  # noqa: F401  (import TF before threads are set)
     import tensorflow as tf
 
@@ -214,12 +217,15 @@ def run_candidate(name: str, data: Path, out: Path, only: list[str] | None = Non
     x_all = prepared_images(samples, candidate.preparation, candidate.size, default_cache_dir(), log)
     y_all = np.array([s.label for s in samples])
     units = [SOURCE_OF.get(s.source, s.source) for s in samples]
-    for fold, train, test in folds(samples):
+    plan = folds(samples)
+    for fold, train, test in (plan[::-1] if reverse else plan):
         if only and fold not in only:
             continue
         target = folder / f"{fold.split(' ')[0]}.json"
-        if target.is_file():
+        lock = target.with_suffix(".running")
+        if target.is_file() or (lock.is_file() and time.time() - lock.stat().st_mtime < 3 * 3600):
             continue
+        lock.write_text(str(os.getpid()))
         started = time.perf_counter()
         train = cap_indices(samples, train)
         w = loss_weights([units[i] for i in train], y_all[train])
@@ -240,6 +246,7 @@ def run_candidate(name: str, data: Path, out: Path, only: list[str] | None = Non
                   "train_cells": int(len(train)), "seconds": round(time.perf_counter() - started),
                   "p_int8": p.round(4).tolist(), "p_float": p_float.round(4).tolist(), "label": y.tolist()}
         target.write_text(json.dumps(result))
+        lock.unlink(missing_ok=True)
         log(_format_row(row) + f"  (int8/float agreement {result['agreement_int8_float']:.3f}, "
             f"{result['seconds']} s)")
         keras.backend.clear_session()
