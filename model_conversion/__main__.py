@@ -98,7 +98,18 @@ def main(argv: list[str] | None = None) -> int:
     cf.add_argument("--candidate", required=True)
     cf.add_argument("--out", required=True, type=Path)
 
+    cd = sub.add_parser("crosscard", help="model card of a cnnfit refit: cross-source table, speed, agreement")
+    cd.add_argument("--data", default=_default_data())
+    cd.add_argument("--run", required=True, type=Path)
+    cd.add_argument("--models", required=True, type=Path)
+    cd.add_argument("--table", type=Path, default=Path("runs/cnn"), help="cnncross folder (with results.json)")
+    cd.add_argument("--frame-limit", type=int, default=None)
+
     args = parser.parse_args(argv)
+    if args.command == "crosscard":
+        from model_conversion.cross_card import write_card
+        write_card(args.run, args.models, args.table, Path(args.data), frame_limit=args.frame_limit)
+        return 0
     if args.command in ("cnncross", "cnnfit"):
         import cv2
 

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-CAP = {"c-nmc-2019": 1000, "pbc-normal": 1000}
-EPOCHS = 10
+CAP = {"c-nmc-2019": 600, "pbc-normal": 600}
+EPOCHS = 8
 CNMC_WEIGHT = 0.5
 SEED = 2025
 
