@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     cc.add_argument("--candidate", action="append", default=[],
                     help="candidate of model_conversion/cnn_crosssource.py (repeatable)")
     cc.add_argument("--fold", action="append", default=None, help="only these folds (left-out source names)")
+    cc.add_argument("--shipped-reference", type=Path, default=None,
+                    help="also score this (cellprep) model as is per source, e.g. models/allscope_blast_int8.tflite")
     cc.add_argument("--reverse", action="store_true", help="folds last to first (a second process on one candidate)")
     cc.add_argument("--summary", action="store_true", help="write results.md/json over every candidate in --out")
 
@@ -118,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "cnnfit":
             cnn.refit(args.candidate, Path(args.data), args.out)
             return 0
+        if args.shipped_reference:
+            cnn.shipped_reference(args.shipped_reference, Path(args.data), args.out)
         for name in args.candidate:
             cnn.run_candidate(name, Path(args.data), args.out, args.fold, reverse=args.reverse)
         if args.summary:

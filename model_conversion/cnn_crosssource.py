@@ -262,6 +262,23 @@ def load_results(folder: Path) -> dict:
     return rows
 
 
+def shipped_reference(model: Path, data: Path, out: Path, log=print) -> dict:
+    """The shipped (cellprep) model as is, per source: a reference, held out only where it never trained."""
+    from model_conversion.crosssource import _scores
+    from model_conversion.prepare import default_cache_dir
+    from model_conversion.sources import SOURCE_OF, load_all_sources
+
+    samples = load_all_sources(data)
+    images = prepared_images(samples, "cellprep", 96, default_cache_dir(), log)
+    p = int8_predict(Path(model).read_bytes(), images)
+    y = np.array([s.label for s in samples])
+    units = np.array([SOURCE_OF.get(s.source, s.source) for s in samples])
+    rows = {u: _scores(y[units == u], p[units == u]) for u in sorted(set(units))}
+    result = {"model": str(model), "never_trained_on": ["bccd", "tecom", "cellavision-blog"], "rows": rows}
+    (out / "shipped_reference.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
 def summary(out: Path, log=print) -> dict:
     """results.md / results.json over every candidate folder in ``out``; the rule's choice among complete ones."""
     from model_conversion.crosssource import Row, markdown_table
@@ -292,6 +309,20 @@ def summary(out: Path, log=print) -> dict:
     parts.append("")
     for name, r in results.items():
         parts.append(markdown_table([Row(**row) for row in r["rows"]], name))
+    ref_file = out / "shipped_reference.json"
+    if ref_file.is_file():
+        ref = json.loads(ref_file.read_text())
+        parts += ["### Reference: the shipped model (cellprep, Anand, 30 epochs) as is", "",
+                  f"Held out only for {', '.join(ref['never_trained_on'])}; the other rows are its training sources.",
+                  "", "| source | blasts | normals | blast AUC | normal called blast | blasts called blast |",
+                  "|---|---|---|---|---|---|"]
+        for unit, r in ref["rows"].items():
+            auc = "–" if r["blast_auc"] is None else f"{r['blast_auc']:.3f}"
+            ncb = "–" if r["normal_called_blast"] is None else f"{100 * r['normal_called_blast']:.1f} %"
+            bcb = "–" if r["blast_called_blast"] is None else f"{100 * r['blast_called_blast']:.1f} %"
+            held = "" if unit in ref["never_trained_on"] else " (trained on)"
+            parts.append(f"| {unit}{held} | {r['blasts']} | {r['normals']} | {auc} | {ncb} | {bcb} |")
+        parts.append("")
     complete = {k: v for k, v in results.items() if v["complete"]}
     chosen = choose(complete) if complete else None
     parts.append(f"Chosen by the rule among complete candidates: **{chosen}**")

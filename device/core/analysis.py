@@ -18,7 +18,14 @@ from device.core.cellprep import PREPROCESSING_ID as CELLPREP_ID
 from device.core.cellprep import prepare_cell
 from device.core.decision import DecisionSettings, verdict_label
 from device.core.detect import DetectionParams, find_cells
-from device.core.fieldprep import Scale, frame_rbc_radius, prepare_crop_field, prepare_field, preparation_for
+from device.core.fieldprep import (
+    Scale,
+    crop_field_window,
+    field_window,
+    frame_rbc_radius,
+    preparation_for,
+    resize_field,
+)
 from device.core.quality import QualityThresholds, assess_quality
 from device.errors import ModelLoadError
 
@@ -122,25 +129,28 @@ class Analyzer:
         self.field_radii = float(provenance.get("field_radii", Scale(1.0, "").field_radii))
 
     def prepare(self, crops: list[np.ndarray], excludes: list[np.ndarray | None] | None = None) -> np.ndarray:
-        """Canonical model inputs; ``excludes`` masks out neighbouring cells' nuclei per crop."""
+        """Canonical model inputs under the model's preparation.
+
+        cellprep: ``crops`` are the crops cell finding cut, ``excludes`` mask out neighbouring cells'
+        nuclei per crop. field: ``crops`` are field windows (``fieldprep.field_window``), resized here.
+        """
         size = self.classifier.input_size
         batch = np.zeros((len(crops), size, size, 3), np.uint8)
+        if self.preparation == "field":
+            for i, window in enumerate(crops):
+                batch[i] = resize_field(window, size)
+            return batch
         excludes = excludes or [None] * len(crops)
         for i, (crop, exclude) in enumerate(zip(crops, excludes)):
             batch[i] = prepare_cell(crop, size, exclude).image
         return batch
 
     def prepare_crops(self, crops: list[np.ndarray]) -> tuple[np.ndarray, list[dict]]:
-        """Model inputs for single-cell crops under the model's preparation, and the scale of each."""
+        """Model inputs for single-cell crops, and the scale used for each."""
         if self.preparation == "cellprep":
             return self.prepare(crops), [self._scale_dict(None) for _ in crops]
-        size = self.classifier.input_size
-        batch = np.zeros((len(crops), size, size, 3), np.uint8)
-        scales = []
-        for i, crop in enumerate(crops):
-            batch[i], scale = prepare_crop_field(crop, size, self.field_radii)
-            scales.append(self._scale_dict(scale))
-        return batch, scales
+        windows, scales = zip(*(crop_field_window(crop, self.field_radii) for crop in crops)) if crops else ((), ())
+        return self.prepare(list(windows)), [self._scale_dict(s) for s in scales]
 
     def classify_crops(self, crops: list[np.ndarray]) -> np.ndarray:
         """p_blast for each single-cell crop."""
@@ -159,11 +169,8 @@ class Analyzer:
             return self.prepare([c.crop for c in candidates], [c.neighbours for c in candidates]), \
                 self._scale_dict(None)
         scale = Scale(frame_rbc_radius(rgb, self.detection), "frame-estimate", self.field_radii)
-        size = self.classifier.input_size
-        batch = np.zeros((len(candidates), size, size, 3), np.uint8)
-        for i, c in enumerate(candidates):
-            batch[i] = prepare_field(rgb, c.x, c.y, scale.rbc_radius_px, size, scale.field_radii)
-        return batch, self._scale_dict(scale)
+        windows = [field_window(rgb, c.x, c.y, scale.rbc_radius_px, scale.field_radii) for c in candidates]
+        return self.prepare(windows), self._scale_dict(scale)
 
     def analyze_frame(self, rgb: np.ndarray, path: str | Path = "") -> FrameResult:
         started = time.perf_counter()

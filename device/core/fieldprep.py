@@ -116,24 +116,38 @@ def square_window(rgb: np.ndarray, cx: float, cy: float, side: float) -> np.ndar
     return rgb[y0:y0 + n, x0:x0 + n]
 
 
-def prepare_field(rgb: np.ndarray, cx: float, cy: float, rbc_radius: float, size: int,
-                  radii: float = FIELD_RADII) -> np.ndarray:
-    """``size`` x ``size`` uint8 RGB: the ``radii`` x ``rbc_radius`` square around (cx, cy), unmasked."""
+def field_window(rgb: np.ndarray, cx: float, cy: float, rbc_radius: float, radii: float = FIELD_RADII) -> np.ndarray:
+    """The ``radii`` x ``rbc_radius`` square around (cx, cy), at the image's own resolution."""
     if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError("prepare_field expects an RGB image of shape (H, W, 3)")
+        raise ValueError("the field preparation expects an RGB image of shape (H, W, 3)")
     if not rbc_radius > 0:
-        raise ValueError(f"prepare_field needs a positive red-cell radius, got {rbc_radius}")
-    window = square_window(rgb, cx, cy, radii * rbc_radius)
+        raise ValueError(f"the field preparation needs a positive red-cell radius, got {rbc_radius}")
+    return square_window(rgb, cx, cy, radii * rbc_radius)
+
+
+def resize_field(window: np.ndarray, size: int) -> np.ndarray:
+    """A field window resized to the ``size`` x ``size`` network input."""
     interp = cv2.INTER_AREA if window.shape[0] > size else cv2.INTER_LINEAR
     return cv2.resize(window, (size, size), interpolation=interp)
 
 
-def prepare_crop_field(rgb: np.ndarray, size: int, radii: float = FIELD_RADII) -> tuple[np.ndarray, Scale]:
-    """Field preparation of a single-cell crop centred on the cell (``allscope classify``)."""
+def prepare_field(rgb: np.ndarray, cx: float, cy: float, rbc_radius: float, size: int,
+                  radii: float = FIELD_RADII) -> np.ndarray:
+    """``size`` x ``size`` uint8 RGB: the ``radii`` x ``rbc_radius`` square around (cx, cy), unmasked."""
+    return resize_field(field_window(rgb, cx, cy, rbc_radius, radii), size)
+
+
+def crop_field_window(rgb: np.ndarray, radii: float = FIELD_RADII) -> tuple[np.ndarray, Scale]:
+    """Field window of a single-cell crop centred on the cell (``allscope classify``), and its scale."""
     scale = crop_scale(rgb, radii)
     h, w = rgb.shape[:2]
-    image = prepare_field(rgb, (w - 1) / 2.0, (h - 1) / 2.0, scale.rbc_radius_px, size, scale.field_radii)
-    return image, scale
+    return field_window(rgb, (w - 1) / 2.0, (h - 1) / 2.0, scale.rbc_radius_px, radii), scale
+
+
+def prepare_crop_field(rgb: np.ndarray, size: int, radii: float = FIELD_RADII) -> tuple[np.ndarray, Scale]:
+    """Field preparation of a single-cell crop centred on the cell."""
+    window, scale = crop_field_window(rgb, radii)
+    return resize_field(window, size), scale
 
 
 # Preprocessing ids a model may name -> kind of preparation the device runs.
