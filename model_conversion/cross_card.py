@@ -30,11 +30,13 @@ def _tflite_predict(path: Path, images: np.ndarray) -> np.ndarray:
     interpreter = Interpreter(model_path=str(path), num_threads=1)
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    scale, zero = out["quantization"]
     p = np.empty(len(images), np.float32)
     for i, image in enumerate(images):
         interpreter.set_tensor(inp["index"], image[None].astype(inp["dtype"]))
         interpreter.invoke()
-        p[i] = interpreter.get_tensor(out["index"])[0][1]
+        raw = float(interpreter.get_tensor(out["index"])[0][1])
+        p[i] = (raw - zero) * scale if scale else raw  # uint8 output of the int8 model: dequantise
     return p
 
 
