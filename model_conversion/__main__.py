@@ -1,4 +1,4 @@
-"""python -m model_conversion train|convert|evaluate|crosssource|domaincheck|scales|maskiou — the model pipeline.
+"""python -m model_conversion train|convert|evaluate|crosssource|cnncross|cnnfit|domaincheck|scales|maskiou — the model pipeline.
 
     python -m model_conversion train --data ../shared/data --out runs/w025_s96
     python -m model_conversion convert --run runs/w025_s96 --out models/
@@ -84,7 +84,49 @@ def main(argv: list[str] | None = None) -> int:
     m = sub.add_parser("maskiou", help="IoU of the preparation's cell mask against the expert masks")
     m.add_argument("--data", default=_default_data())
 
+    cc = sub.add_parser("cnncross", help="leave-one-source-out table of the int8 device network, per candidate")
+    cc.add_argument("--data", default=_default_data())
+    cc.add_argument("--out", type=Path, default=Path("runs/cnn"), help="folder of candidate folders (resumes)")
+    cc.add_argument("--candidate", action="append", default=[],
+                    help="candidate of model_conversion/cnn_crosssource.py (repeatable)")
+    cc.add_argument("--fold", action="append", default=None, help="only these folds (left-out source names)")
+    cc.add_argument("--shipped-reference", type=Path, default=None,
+                    help="also score this (cellprep) model as is per source, e.g. models/allscope_blast_int8.tflite")
+    cc.add_argument("--reverse", action="store_true", help="folds last to first (a second process on one candidate)")
+    cc.add_argument("--summary", action="store_true", help="write results.md/json over every candidate in --out")
+
+    cf = sub.add_parser("cnnfit", help="refit a cnncross candidate on every source (then: convert --run)")
+    cf.add_argument("--data", default=_default_data())
+    cf.add_argument("--candidate", required=True)
+    cf.add_argument("--out", required=True, type=Path)
+
+    cd = sub.add_parser("crosscard", help="model card of a cnnfit refit: cross-source table, speed, agreement")
+    cd.add_argument("--data", default=_default_data())
+    cd.add_argument("--run", required=True, type=Path)
+    cd.add_argument("--models", required=True, type=Path)
+    cd.add_argument("--table", type=Path, default=Path("runs/cnn"), help="cnncross folder (with results.json)")
+    cd.add_argument("--frame-limit", type=int, default=None)
+
     args = parser.parse_args(argv)
+    if args.command == "crosscard":
+        from model_conversion.cross_card import write_card
+        write_card(args.run, args.models, args.table, Path(args.data), frame_limit=args.frame_limit)
+        return 0
+    if args.command in ("cnncross", "cnnfit"):
+        import cv2
+
+        cv2.setNumThreads(1)
+        from model_conversion import cnn_crosssource as cnn
+        if args.command == "cnnfit":
+            cnn.refit(args.candidate, Path(args.data), args.out)
+            return 0
+        if args.shipped_reference:
+            cnn.shipped_reference(args.shipped_reference, Path(args.data), args.out)
+        for name in args.candidate:
+            cnn.run_candidate(name, Path(args.data), args.out, args.fold, reverse=args.reverse)
+        if args.summary:
+            cnn.summary(args.out)
+        return 0
     if args.command in ("crosssource", "scales", "maskiou", "domaincheck"):
         return _analysis_command(args)
     if args.command == "train":

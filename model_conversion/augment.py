@@ -30,7 +30,7 @@ class AugmentStrength:
     greyscale_share: float = 0.15  # share of cells shown without colour
 
 
-RECIPES = ("colour-jitter", "od-stain")
+RECIPES = ("colour-jitter", "od-stain", "lab", "lab-light")
 DEFAULT_RECIPE = "colour-jitter"  # the shipped model's; also what runs from before recipes had names used
 
 
@@ -43,6 +43,8 @@ def augment_batch(images, recipe: str = DEFAULT_RECIPE, strength: AugmentStrengt
     """
     if recipe not in RECIPES:
         raise ValueError(f"unknown augmentation recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    if recipe.startswith("lab"):
+        return lab_batch(images, heavy=recipe == "lab")
     import tensorflow as tf
 
     shape = tf.shape(images)
@@ -110,3 +112,50 @@ def _colour_jitter(image):
     image = tf.image.random_saturation(image, 0.75, 1.25)
     image = tf.image.random_hue(image, 0.04)
     return image
+
+
+def lab_batch(images, heavy: bool = True, strength: AugmentStrength = AugmentStrength()):
+    """Laboratory augmentation of unmasked fixed-field cells (``device.core.fieldprep``), 0..255 floats.
+
+    Orientation (flips, 90° turns) and a scale jitter of ±10 % only (the
+    field keeps true size: a larger jitter would erase the size cue; ±10 %
+    is about the spread of the red-cell estimate), then, with ``heavy``:
+    stain jitter in optical density, brightness/contrast/saturation/hue,
+    a 15 % greyscale share, blur or resolution loss on half the cells
+    (defocus, lower magnification, smaller sensors), JPEG recompression at
+    quality 30-95 on a third, and sensor noise. ``heavy=False`` ("lab-light")
+    keeps orientation, scale jitter and the old colour jitter only, so the
+    cross-source table can say whether the laboratory part earns its keep.
+    No mask: the background is part of the field.
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+    batch, size = shape[0], shape[1]
+    x = images / 255.0
+    x = tf.image.random_flip_left_right(x)
+    x = tf.image.random_flip_up_down(x)
+    x = tf.image.rot90(x, tf.random.uniform([], 0, 4, dtype=tf.int32))
+    scale = tf.random.uniform([], 0.9, 1.1)
+    new = tf.cast(tf.cast(size, tf.float32) * scale, tf.int32)
+    x = tf.image.resize(x, [new, new])
+    # Zooming out leaves a margin: fill it by reflection rather than black.
+    pad = tf.maximum(size - new, 0)
+    x = tf.pad(x, [[0, 0], [pad // 2, pad - pad // 2], [pad // 2, pad - pad // 2], [0, 0]], mode="SYMMETRIC")
+    x = tf.image.resize_with_crop_or_pad(x, size, size)
+    if not heavy:
+        x = tf.map_fn(_colour_jitter, x)
+        x = x * tf.random.uniform([batch, 1, 1, 3], 0.88, 1.12)
+        return tf.clip_by_value(x, 0.0, 1.0) * 255.0
+    x = stain_jitter(x, strength)
+    x = tf.map_fn(_colour_jitter, x)
+    x = _some_greyscale(x, strength.greyscale_share)
+    low = tf.cast(tf.cast(size, tf.float32) * tf.random.uniform([], 0.35, 1.0), tf.int32)
+    blurred = tf.image.resize(tf.image.resize(x, [low, low], antialias=True), [size, size])
+    pick = tf.cast(tf.random.uniform([batch, 1, 1, 1]) < 0.5, tf.float32)
+    x = tf.clip_by_value(pick * blurred + (1.0 - pick) * x, 0.0, 1.0)
+    jpeg = tf.map_fn(lambda im: tf.image.random_jpeg_quality(im, 30, 95), x)
+    pick = tf.cast(tf.random.uniform([batch, 1, 1, 1]) < 0.33, tf.float32)
+    x = pick * jpeg + (1.0 - pick) * x
+    x = x + tf.random.normal(tf.shape(x), stddev=tf.random.uniform([], 0.0, 0.02))
+    return tf.clip_by_value(x, 0.0, 1.0) * 255.0

@@ -21,11 +21,9 @@ scales`` like this:
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
-from device.core.cellprep import nucleus_score, stain_threshold
-from device.core.detect import DetectionParams, estimate_rbc_radius
+from device.core.fieldprep import crop_rbc_radius, frame_rbc_radius, stained_mask  # noqa: F401  (moved to the device)
 
 # Measured with ``python -m model_conversion scales`` (see the module doc and
 # model_conversion/CROSS_SOURCE.md); pixels of the collection's own files.
@@ -40,29 +38,6 @@ SOURCE_RBC_RADIUS_PX = {
     "c-nmc-2019": 62.5,
 }
 
-# Crops are small: accept red cells up to 30 % of the crop's side.
-_CROP_PARAMS = DetectionParams(rbc_min_fraction=0.01, rbc_max_fraction=0.3)
-
-
-def stained_mask(rgb: np.ndarray) -> np.ndarray:
-    """Nucleus-stained pixels (0/1), as cell finding thresholds them."""
-    score = cv2.GaussianBlur(nucleus_score(rgb), (0, 0), 1.0)
-    return (score > stain_threshold(score)).astype(np.uint8)
-
-
-def frame_rbc_radius(rgb: np.ndarray, params: DetectionParams = DetectionParams()) -> float:
-    """Red-cell radius in pixels of a whole frame (measured on a copy of at most work_size px)."""
-    scale = min(1.0, params.work_size / max(rgb.shape[:2]))
-    small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else rgb
-    return estimate_rbc_radius(small, stained_mask(small), params) / scale
-
-
-def crop_rbc_radius(rgb: np.ndarray) -> float | None:
-    """Red-cell radius in a single-cell crop, or None when no estimate is possible."""
-    try:
-        return float(estimate_rbc_radius(rgb, stained_mask(rgb), _CROP_PARAMS))
-    except (cv2.error, ValueError, OverflowError):
-        return None
 
 
 def equivalent_diameter(mask: np.ndarray) -> float:

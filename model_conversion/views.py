@@ -21,30 +21,19 @@ import cv2
 import numpy as np
 
 from device.core.cellprep import normalise_stain, prepare_cell, segment_cell
+from device.core.fieldprep import FIELD_RADII, prepare_field
 from model_conversion.data import Sample
 
-# Field side in red-cell radii: a blast is 4-6 r across (2-3 red-cell
-# diameters), a small lymphocyte ~2.5-3 r; 7 r holds the largest blast and
-# fits inside every crop-only collection (ALL-IDB2 is 6.9 r, tecom 7.9 r,
-# C-NMC 7.2 r, CellaVision blog 8.7 r, PBC 10 r).
-FIELD_RADII = 7.0
+# Field side in red-cell radii (device.core.fieldprep.FIELD_RADII, 7): a
+# blast is 4-6 r across (2-3 red-cell diameters), a small lymphocyte
+# ~2.5-3 r; 7 r holds the largest blast and fits inside every crop-only
+# collection (ALL-IDB2 is 6.9 r, tecom 7.9 r, C-NMC 7.2 r, CellaVision blog
+# 8.7 r, PBC 10 r). "field@K" names the same preparation at K radii, to
+# measure the width.
 # Crop the device cuts around a found cell: detect.DetectionParams.crop_scale
 # x the cell box; cells without a box get FALLBACK_CELL_RADII red-cell radii.
 DEVICE_CROP_SCALE = 1.8
 FALLBACK_CELL_RADII = 5.0
-
-
-def _square(rgb: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray:
-    """A side x side window centred on (cx, cy); parts outside the image repeat its edge."""
-    half = side / 2.0
-    x0, y0 = int(round(cx - half)), int(round(cy - half))
-    n = max(2, int(round(side)))
-    h, w = rgb.shape[:2]
-    pad = max(0, -x0, -y0, x0 + n - w, y0 + n - h)
-    if pad:
-        rgb = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        x0, y0 = x0 + pad, y0 + pad
-    return rgb[y0:y0 + n, x0:x0 + n]
 
 
 def _centre(rgb: np.ndarray, sample: Sample) -> tuple[float, float]:
@@ -68,14 +57,12 @@ def device_crop(rgb: np.ndarray, sample: Sample) -> np.ndarray:
     return np.ascontiguousarray(rgb[y0:y1, x0:x1])
 
 
-def physical_field(rgb: np.ndarray, sample: Sample, size: int) -> np.ndarray:
-    """The FIELD_RADII x red-cell-radius square around the cell, resized to size x size."""
+def physical_field(rgb: np.ndarray, sample: Sample, size: int, radii: float = FIELD_RADII) -> np.ndarray:
+    """The device's field preparation (device.core.fieldprep.prepare_field) of the sample's cell."""
     if sample.rbc_radius is None:
         raise ValueError(f"{sample.path}: no red-cell radius (scale) for a fixed-field preparation")
     cx, cy = _centre(rgb, sample)
-    window = _square(rgb, cx, cy, FIELD_RADII * sample.rbc_radius)
-    interp = cv2.INTER_AREA if window.shape[0] > size else cv2.INTER_LINEAR
-    return cv2.resize(window, (size, size), interpolation=interp)
+    return prepare_field(rgb, cx, cy, sample.rbc_radius, size, radii)
 
 
 def _grey_stretched(rgb: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -97,6 +84,8 @@ def prepare(name: str, rgb: np.ndarray, sample: Sample, size: int) -> np.ndarray
     """``size`` x ``size`` uint8 RGB picture of the sample's cell under preparation ``name``."""
     if name == "cellprep":
         return prepare_cell(device_crop(rgb, sample), size).image
+    if name.startswith("field@"):
+        return physical_field(rgb, sample, size, float(name.split("@", 1)[1]))
     field = physical_field(rgb, sample, size)
     if name == "field":
         return field

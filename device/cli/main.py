@@ -76,9 +76,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
         _print_model_line(analyzer.classifier)
     results, failures = [], []
     for path, rgb in _load_each(args.paths, failures):
-        p = float(analyzer.classify_crops([rgb])[0])
+        batch, scales = analyzer.prepare_crops([rgb])
+        p = float(analyzer.classifier.predict(batch)[0])
         label = "blast" if p >= analyzer.decision.threshold else "normal"
-        results.append({"path": str(path), "label": label, "p_blast": round(p, 4)})
+        results.append({"path": str(path), "label": label, "p_blast": round(p, 4), "scale": scales[0]})
         if not args.json:
             review = "  (uncertain: review)" if analyzer.decision.review_low <= p < analyzer.decision.review_high else ""
             print(f"{path}: {label} p_blast={p:.3f}{review}", flush=True)

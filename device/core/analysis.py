@@ -14,10 +14,20 @@ from pathlib import Path
 
 import numpy as np
 
+from device.core.cellprep import PREPROCESSING_ID as CELLPREP_ID
 from device.core.cellprep import prepare_cell
 from device.core.decision import DecisionSettings, verdict_label
 from device.core.detect import DetectionParams, find_cells
+from device.core.fieldprep import (
+    Scale,
+    crop_field_window,
+    field_window,
+    frame_rbc_radius,
+    preparation_for,
+    resize_field,
+)
 from device.core.quality import QualityThresholds, assess_quality
+from device.errors import ModelLoadError
 
 DISCLAIMER = ("Decision support only: every result must be reviewed by a qualified professional; "
               "allscope does not make a diagnosis.")
@@ -55,6 +65,8 @@ class FrameResult:
     cells: list[CellVerdict] = field(default_factory=list)
     flag: str = FLAG_NO_CELLS_FOUND
     timings_ms: dict = field(default_factory=dict)
+    # How cells were prepared and at which physical scale (see device.core.fieldprep).
+    scale: dict | None = None
 
     @property
     def counted(self) -> list[CellVerdict]:
@@ -81,7 +93,7 @@ class FrameResult:
                 "cells": [c.to_dict() for c in self.cells], "cell_count": self.cell_count,
                 "blast_count": self.blast_count, "blast_fraction": self.blast_fraction,
                 "review_count": self.review_count, "flag": self.flag,
-                "timings_ms": self.timings_ms, "disclaimer": DISCLAIMER}
+                "timings_ms": self.timings_ms, "scale": self.scale, "disclaimer": DISCLAIMER}
 
 
 def frame_flag(result: FrameResult, usable: bool) -> str:
@@ -107,21 +119,58 @@ class Analyzer:
         self.decision = decision or DecisionSettings.from_model(classifier.info.provenance)
         self.detection = detection or DetectionParams()
         self.quality = quality or QualityThresholds()
+        provenance = classifier.info.provenance
+        try:
+            # "cellprep" (masked, fill the input) or "field" (fixed physical field): the model says which.
+            self.preparation = preparation_for(provenance)
+        except ValueError as exc:
+            raise ModelLoadError(f"{classifier.info.path}: {exc}") from None
+        self.preprocessing_id = provenance.get("preprocessing", CELLPREP_ID)
+        self.field_radii = float(provenance.get("field_radii", Scale(1.0, "").field_radii))
 
     def prepare(self, crops: list[np.ndarray], excludes: list[np.ndarray | None] | None = None) -> np.ndarray:
-        """Canonical model inputs; ``excludes`` masks out neighbouring cells' nuclei per crop."""
+        """Canonical model inputs under the model's preparation.
+
+        cellprep: ``crops`` are the crops cell finding cut, ``excludes`` mask out neighbouring cells'
+        nuclei per crop. field: ``crops`` are field windows (``fieldprep.field_window``), resized here.
+        """
         size = self.classifier.input_size
         batch = np.zeros((len(crops), size, size, 3), np.uint8)
+        if self.preparation == "field":
+            for i, window in enumerate(crops):
+                batch[i] = resize_field(window, size)
+            return batch
         excludes = excludes or [None] * len(crops)
         for i, (crop, exclude) in enumerate(zip(crops, excludes)):
             batch[i] = prepare_cell(crop, size, exclude).image
         return batch
 
+    def prepare_crops(self, crops: list[np.ndarray]) -> tuple[np.ndarray, list[dict]]:
+        """Model inputs for single-cell crops, and the scale used for each."""
+        if self.preparation == "cellprep":
+            return self.prepare(crops), [self._scale_dict(None) for _ in crops]
+        windows, scales = zip(*(crop_field_window(crop, self.field_radii) for crop in crops)) if crops else ((), ())
+        return self.prepare(list(windows)), [self._scale_dict(s) for s in scales]
+
     def classify_crops(self, crops: list[np.ndarray]) -> np.ndarray:
         """p_blast for each single-cell crop."""
         if not crops:
             return np.zeros((0,), np.float32)
-        return self.classifier.predict(self.prepare(crops))
+        return self.classifier.predict(self.prepare_crops(crops)[0])
+
+    def _scale_dict(self, scale: Scale | None) -> dict:
+        if scale is None:
+            return {"preprocessing": self.preprocessing_id, "method": "cell-fills-input", "rbc_radius_px": None}
+        return {"preprocessing": self.preprocessing_id, **scale.to_dict()}
+
+    def prepare_frame(self, rgb: np.ndarray, candidates) -> tuple[np.ndarray, dict]:
+        """Model inputs for the cells found in a frame, and the scale used (one per frame)."""
+        if self.preparation == "cellprep":
+            return self.prepare([c.crop for c in candidates], [c.neighbours for c in candidates]), \
+                self._scale_dict(None)
+        scale = Scale(frame_rbc_radius(rgb, self.detection), "frame-estimate", self.field_radii)
+        windows = [field_window(rgb, c.x, c.y, scale.rbc_radius_px, scale.field_radii) for c in candidates]
+        return self.prepare(windows), self._scale_dict(scale)
 
     def analyze_frame(self, rgb: np.ndarray, path: str | Path = "") -> FrameResult:
         started = time.perf_counter()
@@ -135,7 +184,7 @@ class Analyzer:
             return result
         candidates = find_cells(rgb, self.detection)
         t_detect = time.perf_counter()
-        batch = self.prepare([c.crop for c in candidates], [c.neighbours for c in candidates])
+        batch, result.scale = self.prepare_frame(rgb, candidates)
         t_prepare = time.perf_counter()
         probabilities = self.classifier.predict(batch) if len(batch) else np.zeros((0,), np.float32)
         t_classify = time.perf_counter()

@@ -110,7 +110,8 @@ def test_classify_folder_recursively_json_contract(tmp_path):
     rows = json.loads(result.stdout)
     assert sorted(Path(r["path"]).name for r in rows) == ["crop1.png", "crop2.tif"]
     for row in rows:
-        assert set(row) == {"path", "label", "p_blast"}
+        assert set(row) == {"path", "label", "p_blast", "scale"}  # scale: additive (issue 12), what the model saw
+        assert row["scale"]["preprocessing"] in ("cellprep-v2", "field-v1")
         assert row["label"] in ("blast", "normal") and 0 <= row["p_blast"] <= 1
 
 
