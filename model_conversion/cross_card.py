@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model_conversion.cnn_crosssource import CANDIDATES, int8_predict, prepared_images
+from model_conversion.cnn_crosssource import CANDIDATES, prepared_images
 
 RULE_DOC = "model_conversion/CROSS_SOURCE.md (section: the device network across sources)"
 
