@@ -279,6 +279,22 @@ def shipped_reference(model: Path, data: Path, out: Path, log=print) -> dict:
     return result
 
 
+FOLD_FILES = ("all-idb", "pbc", "bccd", "tecom", "cellavision-blog", "c-nmc")
+
+
+def _float_cell(path: Path) -> str:
+    """AUC (two classes) or normal-called-blast of the float32 network in one fold file."""
+    from sklearn.metrics import roc_auc_score
+
+    if not path.is_file():
+        return "–"
+    result = json.loads(path.read_text())
+    y, p = np.array(result["label"]), np.array(result["p_float"])
+    if len(set(y.tolist())) == 2:
+        return f"AUC {roc_auc_score(y, p):.3f}"
+    return f"{100 * float(np.mean(p >= 0.5)):.1f} %"
+
+
 def summary(out: Path, log=print) -> dict:
     """results.md / results.json over every candidate folder in ``out``; the rule's choice among complete ones."""
     from model_conversion.crosssource import Row, markdown_table
@@ -309,6 +325,11 @@ def summary(out: Path, log=print) -> dict:
     parts.append("")
     for name, r in results.items():
         parts.append(markdown_table([Row(**row) for row in r["rows"]], name))
+    parts += ["### Same folds, float32 Keras network (diagnostic, not in the rule)", "",
+              "| candidate | " + " | ".join(FOLD_FILES) + " |", "|---" * (len(FOLD_FILES) + 1) + "|"]
+    for folder in sorted(p for p in out.iterdir() if (p / "candidate.json").is_file()):
+        parts.append(f"| {folder.name} | " + " | ".join(_float_cell(folder / f"{f}.json") for f in FOLD_FILES) + " |")
+    parts.append("")
     ref_file = out / "shipped_reference.json"
     if ref_file.is_file():
         ref = json.loads(ref_file.read_text())

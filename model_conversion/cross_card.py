@@ -57,6 +57,22 @@ def ms_per_cell(path: Path, images: np.ndarray, repeats: int = 3) -> float:
     return float(np.median(times))
 
 
+def learnt_from(config: dict) -> str:
+    """The data (and pretrained weights) a cross-source refit learnt from, with their terms."""
+    from model_conversion.model_card import SOURCES
+
+    lines = [line for line in SOURCES.splitlines() if not line.startswith(("- BCCD", "- Network"))]
+    lines.append("- BCCD: Shenggan, BCCD Dataset (MIT): white cells of its frames as normal cells.")
+    lines.append("- Jiangxi Tecom and CellaVision blog white cells: X. Zheng et al., Micron 107, 2018, as normal cells.")
+    if config.get("arch") == "mobilenet":
+        lines.append("- Network: MobileNet v1 (Howard et al. 2017); ImageNet features from Google's "
+                     "mobilenet_v1_0.25_128_quant (Apache-2.0, coral test_data 104342d) as the initialisation.")
+    else:
+        lines.append("- Network: Anand et al., Scientific Reports 2025 (five convolutional blocks, thirteen 3×3 "
+                     "convolutions, five max-pools), trained from scratch.")
+    return "\n".join(lines)
+
+
 def write_card(run: Path, models: Path, table: Path, data: Path, name: str = "allscope_blast",
                frame_limit: int | None = None, log=print) -> dict:
     from device.core.analysis import Analyzer
@@ -64,7 +80,6 @@ def write_card(run: Path, models: Path, table: Path, data: Path, name: str = "al
     from device.inference.model_info import read_model_info
     from model_conversion.evaluate import frame_level_all_idb1, frame_level_bccd
     from model_conversion.metrics import agreement, binary_metrics
-    from model_conversion.model_card import SOURCES
     from model_conversion.prepare import default_cache_dir
     from model_conversion.sources import load_all_sources
 
@@ -108,9 +123,7 @@ def write_card(run: Path, models: Path, table: Path, data: Path, name: str = "al
         "frame_level": frames,
         "model_files": {k: {"file": p.name, "bytes": p.stat().st_size} for k, p in
                         (("float32", float32), ("int8", int8))},
-        "learnt_from": SOURCES + "\n- BCCD (MIT), Jiangxi Tecom and CellaVision blog white cells (Zheng et al., "
-                       "Micron 107, 2018) as normal cells.\n- ImageNet features: Google's mobilenet_v1_0.25_128_quant "
-                       "(Apache-2.0, coral test_data 104342d) as the initialisation.",
+        "learnt_from": learnt_from(config),
     }
     (models / "model_card.json").write_text(json.dumps(card, indent=1, default=str))
     (models / "model_card.md").write_text(render(card, table))

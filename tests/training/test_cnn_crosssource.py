@@ -131,3 +131,20 @@ def test_lab_augmentation_keeps_the_field_and_the_range():
     # Noise and JPEG come after the greyscale step: "grey" = channels within a few levels on average.
     is_grey = np.abs(grey[..., 0] - grey[..., 2]).reshape(64, -1).mean(axis=1) < 8.0
     assert 0 < is_grey.sum() < 32  # the greyscale share (15 %) is there, not everywhere
+
+
+def test_card_predictions_are_probabilities_of_the_shipped_int8_model(shared_data):
+    """The card's int8 figures dequantise the uint8 output (raw 0..255 would pass as 'probabilities')."""
+    from device.core.cellprep import prepare_cell
+    from device.core.imageio import load_image
+    from device.resources import DEFAULT_MODEL
+    from model_conversion.cnn_crosssource import int8_predict
+    from model_conversion.cross_card import _tflite_predict, ms_per_cell
+
+    with open(shared_data / "all-idb2" / "labels.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))[::26]
+    cells = np.stack([prepare_cell(load_image(shared_data / "all-idb2" / r["file"]), 96).image for r in rows])
+    p = _tflite_predict(DEFAULT_MODEL, cells)
+    assert 0.0 <= p.min() and p.max() <= 1.0 and p.max() > p.min()
+    np.testing.assert_allclose(p, int8_predict(DEFAULT_MODEL.read_bytes(), cells), atol=1e-6)
+    assert 0.0 < ms_per_cell(DEFAULT_MODEL, cells, repeats=1) < 50.0
