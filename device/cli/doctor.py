@@ -25,7 +25,16 @@ from pathlib import Path
 from typing import Callable
 
 from device.cli.doctor_base import (  # noqa: F401  (the names tests and callers use, one import away)
-    FAIL, PASS, SKIP, WARN, Context, Result, load_settings, one_line, with_timeout)
+    FAIL,
+    PASS,
+    SKIP,
+    WARN,
+    Context,
+    Result,
+    load_settings,
+    one_line,
+    with_timeout,
+)
 from device.cli.doctor_sync import check_broker, check_certificates, mqtt_probe  # noqa: F401
 from device.errors import AllscopeError
 
