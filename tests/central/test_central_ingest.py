@@ -15,9 +15,9 @@ import sys
 import peewee as pw
 import pytest
 from conftest import REPO_ROOT
-from sync_fixtures import issue_device
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from sync_fixtures import issue_device
 
 from sync.central.db import open_central_database
 from sync.central.ingest import Ingestor

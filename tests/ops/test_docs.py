@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from conftest import REPO_ROOT
 
 DOCUMENTS = ["README.md", "firmware_config/README.md", "firmware_config/mosquitto/README.md", "systemd/README.md",

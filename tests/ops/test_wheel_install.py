@@ -29,7 +29,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT, TEST_PASSWORD, free_port, stop_process, wait_until_serving
 
 PACKAGES = ("device", "webui", "sync", "model_conversion")

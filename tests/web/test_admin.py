@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from admin_helpers import admin, events, post, user  # noqa: F401  (admin: a fixture)
 from conftest import REPO_ROOT, TEST_PASSWORD, Auth, csrf_from
 
 from device.services import account_rules
 from device.services.accounts import AccountError
-from device.store.records import AuditEvent, Setting, User
+from device.store.records import Setting, User
 
 NEW_PASSWORD = "another-secret-77"
 
@@ -22,30 +23,6 @@ def admin_paths(app, user_id: int) -> list[tuple[str, str]]:
                 url = app.url_for(rule.endpoint, **({"user_id": user_id} if "user_id" in rule.arguments else {}))
             out += [(method, url) for method in sorted(rule.methods - {"HEAD", "OPTIONS"})]
     return out
-
-
-def user(app, name: str) -> User:
-    with app.app_context():
-        return User.get(User.username == name)
-
-
-def events(app, **where) -> list[AuditEvent]:
-    with app.app_context():
-        query = AuditEvent.select().order_by(AuditEvent.id)
-        for key, value in where.items():
-            query = query.where(getattr(AuditEvent, key) == value)
-        return list(query)
-
-
-def post(client, url: str, data: dict | None = None, page: str = "/admin/users"):
-    token = csrf_from(client.get(page).get_data(as_text=True))
-    return client.post(url, data={"csrf_token": token, **(data or {})})
-
-
-@pytest.fixture
-def admin(client, auth):
-    assert auth.login("admin").status_code == 302
-    return client
 
 
 # --- who may see what ----------------------------------------------------------------------------------------

@@ -5,35 +5,10 @@ from __future__ import annotations
 import hashlib
 import time
 
-import pytest
+from admin_helpers import admin, events, post, user  # noqa: F401  (admin: a fixture)
 from conftest import REPO_ROOT, Auth, csrf_from
 
-from device.store.records import AuditEvent, Capture, Patient, Sample, User, audit, db_proxy, utcnow
-
-
-def user(app, name: str) -> User:
-    with app.app_context():
-        return User.get(User.username == name)
-
-
-def events(app, **where) -> list[AuditEvent]:
-    with app.app_context():
-        query = AuditEvent.select().order_by(AuditEvent.id)
-        for key, value in where.items():
-            query = query.where(getattr(AuditEvent, key) == value)
-        return list(query)
-
-
-def post(client, url: str, data: dict | None = None, page: str = "/admin/users"):
-    token = csrf_from(client.get(page).get_data(as_text=True))
-    return client.post(url, data={"csrf_token": token, **(data or {})})
-
-
-@pytest.fixture
-def admin(client, auth):
-    assert auth.login("admin").status_code == 302
-    return client
-
+from device.store.records import Capture, Patient, Sample, audit, db_proxy, utcnow
 
 # --- status ------------------------------------------------------------------------------------------------------
 

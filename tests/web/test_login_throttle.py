@@ -18,11 +18,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT, TEST_PASSWORD, Auth, csrf_from
+from conftest import REPO_ROOT, TEST_PASSWORD, csrf_from
 from figures import report
 
 from device.config.schema import parse_config
-from device.store.records import AuditEvent, LoginFailure, User, utcnow
+from device.store.records import AuditEvent, LoginFailure, User
 
 HUGE_NAME = "x" * 400_000
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from central_web_kit import admin, central, patient_row, device_row  # noqa: F401  (fixtures)
+from central_web_kit import admin, central, device_row, patient_row  # noqa: F401  (fixtures)
 from conftest import Auth, csrf_from
 from figures import report
 
