@@ -20,8 +20,6 @@ from central_web_kit import (  # noqa: F401  (shared fixtures and helpers)
     device_row,
     form_token,
     patient_row,
-    record_row,
-    report_row,
 )
 from conftest import CENTRAL_USERS, TEST_PASSWORD, Auth, csrf_from
 

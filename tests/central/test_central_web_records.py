@@ -7,15 +7,10 @@ import re
 
 import pytest
 from central_web_kit import (  # noqa: F401  (shared fixtures and helpers)
-    ADMIN_ONLY,
-    ANON,
-    TABLE,
     admin,
     central,
     device_row,
-    form_token,
     patient_row,
-    record_row,
     report_row,
 )
 from conftest import TEST_PASSWORD

@@ -1,4 +1,5 @@
-"""Both web apps against hostile requests: garbage ids, params and bodies leak nothing; an unexpected exception is one line; session cookies, fixation and open redirects."""
+"""Both web apps against hostile requests: garbage ids, params and bodies leak nothing; an unexpected exception
+is one line; session cookies, fixation and open redirects."""
 
 from __future__ import annotations
 
@@ -8,33 +9,21 @@ import shutil
 import pytest
 from conftest import REPO_ROOT, Auth, csrf_from
 from figures import report
-from web_security_kit import (  # noqa: F401  (fixtures and helpers shared by the web security tests)
+from web_security_kit import (  # noqa: F401  (shared fixtures and helpers)
     CENTRAL_COOKIE,
     DEVICE_COOKIE,
-    DEVICE_ROLES,
-    REVIEW_ENDPOINTS,
-    SESSION_ENDING,
-    STATE_CHANGING,
     central,
     central_cookies,
     central_records,
     check_headers,
     client_as,
     declared,
-    device_bodies,
     device_caller,
     device_cookies,
     device_records,
-    dump,
-    fill_choices,
-    fresh_body,
     io,
-    login_cookie,
-    open_sample,
     png,
     routes,
-    visible_message,
-    walk_gets,
 )
 
 BAD_INTS = (0, 999999, 2**31, 2**63 - 1, 2**63, 10**30)

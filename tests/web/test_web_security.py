@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from conftest import CENTRAL_USERS, csrf_from
 from figures import report
-from web_security_kit import (  # noqa: F401  (fixtures and helpers shared by the web security tests)
+from web_security_kit import (  # noqa: F401  (shared fixtures and helpers)
     CENTRAL_COOKIE,
     DEVICE_COOKIE,
     DEVICE_ROLES,
@@ -24,20 +24,15 @@ from web_security_kit import (  # noqa: F401  (fixtures and helpers shared by th
     central,
     central_cookies,
     central_records,
-    check_headers,
     client_as,
     declared,
-    device_bodies,
     device_caller,
     device_cookies,
     device_records,
     dump,
-    fill_choices,
     fresh_body,
-    io,
     login_cookie,
     open_sample,
-    png,
     routes,
     visible_message,
     walk_gets,
