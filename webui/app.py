@@ -27,7 +27,7 @@ from device.config.schema import AllscopeConfig
 from device.core.analysis import DISCLAIMER
 from device.services.appliance import Appliance
 from webui import api
-from webui.kit import STATIC_DIR, access, security
+from webui.kit import STATIC_DIR, access, install_templates, security
 from webui.kit.runtime import DeviceApp
 from webui.pages import admin, auth, capture, patients, reports, review
 
@@ -65,6 +65,7 @@ def create_app(config: AllscopeConfig | None = None, *, data_dir: str | os.PathL
             app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_mb * MB
 
     device.listeners.append(follow_upload_limit)
+    install_templates(app)
     security.install(app, csrf, device.database, error_template="error.html",
                      upload_limit_mb=lambda: device.settings.max_upload_mb,
                      idle_minutes=lambda: device.settings.idle_minutes,

@@ -27,7 +27,7 @@ from device.services.accounts import LockoutPolicy
 from device.store.datadir import DataDir
 from sync.central.web import auth, devices, errors, records
 from sync.central.web.runtime import CentralApp, CentralServer
-from webui.kit import STATIC_DIR, access, security
+from webui.kit import STATIC_DIR, access, install_templates, security
 from webui.kit.proxies import TrustedProxies
 
 DEFAULT_DATA_DIR = Path("var-central")
@@ -82,6 +82,7 @@ def create_central_app(central_db: str | Path | None = None, data_dir: str | Pat
     app.config.update(MAX_CONTENT_LENGTH=1024 * 1024, SEND_FILE_MAX_AGE_DEFAULT=3600)
     database = server.database
 
+    install_templates(app)
     security.install(app, csrf, database, error_template="central/error.html", upload_limit_mb=lambda: 1,
                      idle_minutes=lambda: server.idle_minutes,
                      static_endpoints=("static", "central_static"),
