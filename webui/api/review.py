@@ -17,7 +17,6 @@ from device.store.records import Cell, Report, Sample, audit, db_proxy
 from webui.api.base import bp
 from webui.forms.review import ReportForm, bound, first_error
 from webui.kit.access import CLINICAL, PATHOLOGIST, allow
-from webui.kit.errors import http_status
 
 
 def _error(message: str, status: int):
@@ -40,10 +39,8 @@ def api_label_cell(cell_id: int):
     label = body.get("label") if isinstance(body, dict) else None
     if not isinstance(label, str):
         return _error('send {"label": "blast" | "normal" | "other" | "unusable"}', 400)
-    try:
-        cell = signoff.relabel(cell, label, username=current_user.username, address=request.remote_addr or "")
-    except signoff.ReviewError as error:
-        return _error(str(error), http_status(error))
+    # A ReviewError (locked labels, unknown label, ...) is answered by webui/kit/errors.py: its kind's status.
+    cell = signoff.relabel(cell, label, username=current_user.username, address=request.remote_addr or "")
     sample = cell.capture.sample
     return jsonify(cell=reporting.cell_dict(cell), counts=_counts(reporting.sample_summary(sample)),
                    sign_blockers=signoff.sign_blockers(sample))
@@ -79,11 +76,8 @@ def api_sign(sample_id: int):
     form = bound(ReportForm, {"conclusion": conclusion})
     if not form.validate():
         return _error(first_error(form), 400)
-    try:
-        report = signoff.sign(sample, conclusion, username=current_user.username,
-                              address=request.remote_addr or "", acknowledge_failed=acknowledge)
-    except signoff.ReviewError as error:
-        return _error(str(error), http_status(error))
+    report = signoff.sign(sample, conclusion, username=current_user.username,  # ReviewError: webui/kit/errors.py
+                          address=request.remote_addr or "", acknowledge_failed=acknowledge)
     return jsonify(report=signoff.report_dict(report))
 
 
