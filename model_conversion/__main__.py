@@ -69,8 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--learner", default="logreg", help="learner of model_conversion/crosssource.py (default logreg)")
     x.add_argument("--exclude-variant", action="append", default=[],
                    help="also run with this source never trained on (repeatable), e.g. c-nmc")
-    x.add_argument("--network", default=None, help="pretrained LiteRT network file (default: the 1.0/224 embedding)")
+    x.add_argument("--network", default=None, help="pretrained LiteRT network file, or a frozen extractor of model_conversion/extractor.py "
+                        "(mnet025-128, mnet05-160, ...; default: the 1.0/224 embedding)")
     x.add_argument("--threads", type=int, default=1, help="LiteRT/OpenCV threads (default 1)")
+    x.add_argument("--augment-copies", type=int, default=0,
+                   help="augmented ('lab') copies of every training cell added to the training side (default 0)")
+    x.add_argument("--weighting", choices=("classes", "sources"), default="classes",
+                   help="training weights (model_conversion/crosssource.py training_weights; default classes)")
 
     sc = sub.add_parser("scales", help="measure the per-source red-cell radius of the crop-only collections")
     sc.add_argument("--data", default=_default_data())
@@ -107,7 +112,20 @@ def main(argv: list[str] | None = None) -> int:
     cd.add_argument("--table", type=Path, default=Path("runs/cnn"), help="cnncross folder (with results.json)")
     cd.add_argument("--frame-limit", type=int, default=None)
 
+    ff = sub.add_parser("frozenfit", help="refit a frozen-backbone candidate's head on every source, as one uint8 model")
+    ff.add_argument("--data", default=_default_data())
+    ff.add_argument("--network", required=True, help="extractor of model_conversion/extractor.py, e.g. mnet025-128")
+    ff.add_argument("--augment-copies", type=int, default=0)
+    ff.add_argument("--weighting", choices=("classes", "sources"), default="classes")
+    ff.add_argument("--exclude", action="append", default=[], help="source left out of the fit (repeatable)")
+    ff.add_argument("--out", required=True, type=Path)
+
     args = parser.parse_args(argv)
+    if args.command == "frozenfit":
+        from model_conversion.frozen_fit import refit as frozen_refit
+        frozen_refit(Path(args.data), args.network, args.out, args.augment_copies, tuple(args.exclude),
+                     weighting=args.weighting)
+        return 0
     if args.command == "crosscard":
         from model_conversion.cross_card import write_card
         write_card(args.run, args.models, args.table, Path(args.data), frame_limit=args.frame_limit)
@@ -166,7 +184,7 @@ def _analysis_command(args) -> int:
         from model_conversion.crosssource_run import run
         from model_conversion.embed import DEFAULT_NETWORK
         run(data, args.preparation or ["cellprep"], args.learner, args.exclude_variant, args.out,
-            args.network or DEFAULT_NETWORK, args.threads)
+            args.network or DEFAULT_NETWORK, args.threads, augment_copies=args.augment_copies, weighting=args.weighting)
     return 0
 
 

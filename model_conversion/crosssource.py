@@ -41,6 +41,30 @@ def logreg_learner(x: np.ndarray, y: np.ndarray, w: np.ndarray, c: float = 0.1) 
     return lambda features: model.predict_proba(features)[:, 1]
 
 
+STD_FLOOR = 0.25  # x the median channel std: see floored_scaler
+
+
+def floored_scaler(x: np.ndarray, floor: float = STD_FLOOR) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale) with scale = max(std, floor x median std).
+
+    Pooled ReLU6 features have nearly dead channels (std down to 0.001): plain standardising gives
+    them weights of ~40 in raw units, which a per-tensor uint8 kernel cannot hold beside weights of
+    ~0.3 (the shipped head would disagree with its float self on 9 % of cells). The floor
+    regularises those channels like the others.
+    """
+    std = x.std(0)
+    return x.mean(0), np.maximum(std, floor * float(np.median(std)))
+
+
+def floored_logreg_learner(x: np.ndarray, y: np.ndarray, w: np.ndarray, c: float = 0.1) -> Predict:
+    """As ``logreg_learner``, standardised with ``floored_scaler`` (the frozen-backbone head)."""
+    from sklearn.linear_model import LogisticRegression
+
+    mean, scale = floored_scaler(x)
+    model = LogisticRegression(C=c, max_iter=3000).fit((x - mean) / scale, y, sample_weight=w)
+    return lambda features: model.predict_proba((features - mean) / scale)[:, 1]
+
+
 def centroid_learner(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> Predict:
     """Weighted class means on standardised features; p from the difference of distances (very cheap)."""
     mean, std = x.mean(0), x.std(0) + 1e-6
@@ -54,11 +78,20 @@ def centroid_learner(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> Predict:
     return predict
 
 
-LEARNERS: dict[str, Learner] = {"logreg": logreg_learner, "centroid": centroid_learner}
+LEARNERS: dict[str, Learner] = {"logreg": logreg_learner, "logreg-floor": floored_logreg_learner,
+                                 "centroid": centroid_learner}
 
 
-def training_weights(sources: list[str], y: np.ndarray) -> np.ndarray:
-    """Each source the same total weight, its classes equal within it, then both classes equal overall."""
+WEIGHTINGS = ("classes", "sources")
+
+
+def training_weights(sources: list[str], y: np.ndarray, weighting: str = "classes") -> np.ndarray:
+    """Each source the same total weight, its classes equal within it, then ("classes") both classes equal overall.
+
+    ``"sources"`` leaves out the last step: with blasts in only two sources, making the classes
+    equal overall weighs those sources' blasts ~5x their own normal cells, so a source's look
+    becomes a blast cue; without it each source's look is neutral and the prior leans to normal.
+    """
     w = np.zeros(len(y), np.float64)
     src = np.array(sources)
     for name in np.unique(src):
@@ -67,10 +100,13 @@ def training_weights(sources: list[str], y: np.ndarray) -> np.ndarray:
         for k in classes:
             sel = in_source & (y == k)
             w[sel] = 1.0 / (len(classes) * sel.sum())
-    for k in (0, 1):
-        if (y == k).any():
-            w[y == k] *= 0.5 / w[y == k].sum()
-    return w * len(y)
+    if weighting == "classes":
+        for k in (0, 1):
+            if (y == k).any():
+                w[y == k] *= 0.5 / w[y == k].sum()
+    elif weighting != "sources":
+        raise ValueError(f"unknown weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
+    return w * len(y) / w.sum()
 
 
 @dataclass
@@ -96,12 +132,18 @@ def _scores(y: np.ndarray, p: np.ndarray) -> dict:
 
 
 def _evaluate(name: str, samples: list[Sample], x: np.ndarray, y: np.ndarray, train: np.ndarray,
-              test: np.ndarray, learner: Learner) -> Row:
+              test: np.ndarray, learner: Learner, augmented: tuple[np.ndarray, ...] = (),
+              weighting: str = "classes") -> Row:
     units = [SOURCE_OF.get(s.source, s.source) for s in samples]
     trained_on = sorted({units[i] for i in np.flatnonzero(train)})
     if len(np.unique(y[train])) < 2:
         raise ValueError(f"row {name!r}: training side without both classes (trained on {', '.join(trained_on)})")
-    predict = learner(x[train], y[train], training_weights([units[i] for i in np.flatnonzero(train)], y[train]))
+    w = training_weights([units[i] for i in np.flatnonzero(train)], y[train], weighting)
+    # Augmented copies of the training cells (never of the tested ones) share their cell's weight, so the
+    # total weight, and with it the regularisation's relative strength, is the same with or without them.
+    copies = 1 + len(augmented)
+    x_train = np.concatenate([x[train]] + [a[train] for a in augmented])
+    predict = learner(x_train, np.tile(y[train], copies), np.tile(w / copies, copies))
     p = predict(x[test])
     row = Row(left_out=name, trained_on=trained_on, **_scores(y[test], p))
     collections = [samples[i].source for i in np.flatnonzero(test)]
@@ -114,13 +156,16 @@ def _evaluate(name: str, samples: list[Sample], x: np.ndarray, y: np.ndarray, tr
 
 def leave_one_source_out(samples: list[Sample], x: np.ndarray, learner: Learner,
                          exclude_from_training: tuple[str, ...] = (), seed: int = 2025,
-                         cnmc_holdout_fraction: float = 0.3, log=print) -> list[Row]:
+                         cnmc_holdout_fraction: float = 0.3, log=print,
+                         augmented: tuple[np.ndarray, ...] = (), weighting: str = "classes") -> list[Row]:
     """One Row per left-out source (plus C-NMC's subject-disjoint row when C-NMC may be trained on).
 
     ``exclude_from_training`` names sources never trained on (they are still
     tested as left-out sources). A left-out source whose remaining training
     side lacks blasts cannot be evaluated without C-NMC and is trained with
-    C-NMC anyway; its row says so in ``trained_on``.
+    C-NMC anyway; its row says so in ``trained_on``. ``augmented``: feature
+    matrices of augmented copies of every sample (same order), added to the
+    training side only.
     """
     y = np.array([s.label for s in samples])
     units = np.array([SOURCE_OF.get(s.source, s.source) for s in samples])
@@ -132,7 +177,7 @@ def leave_one_source_out(samples: list[Sample], x: np.ndarray, learner: Learner,
         if len(np.unique(y[train])) < 2:
             train = ~test
             log(f"{source}: no blasts to learn from without {', '.join(exclude_from_training)}; trained with them")
-        rows.append(_evaluate(source, samples, x, y, train, test, learner))
+        rows.append(_evaluate(source, samples, x, y, train, test, learner, augmented, weighting))
         log(_format_row(rows[-1]))
     cnmc = [i for i, u in enumerate(units) if u == "c-nmc"]
     if cnmc and "c-nmc" not in exclude_from_training:
@@ -140,7 +185,7 @@ def leave_one_source_out(samples: list[Sample], x: np.ndarray, learner: Learner,
         held_paths = {s.path for s in held}
         test = np.array([u == "c-nmc" and s.path in held_paths for u, s in zip(units, samples)])
         train = ~test & ~excluded
-        row = _evaluate(CNMC_HOLDOUT, samples, x, y, train, test, learner)
+        row = _evaluate(CNMC_HOLDOUT, samples, x, y, train, test, learner, augmented, weighting)
         row.by_collection["held-out subjects"] = sorted({s.subject for s in held})
         rows.append(row)
         log(_format_row(row))

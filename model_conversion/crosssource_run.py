@@ -50,7 +50,8 @@ def choose(results: dict[str, dict]) -> str:
 
 
 def run(data: Path, preparations: list[str], learner: str, exclude_variants: list[str], out: Path,
-        network: str, threads: int, cache_dir: Path | None = None, log=print) -> dict:
+        network: str, threads: int, cache_dir: Path | None = None, log=print, augment_copies: int = 0,
+        weighting: str = "classes") -> dict:
     from model_conversion.embed import embed_samples
     from model_conversion.prepare import default_cache_dir
     from model_conversion.sources import load_all_sources
@@ -59,18 +60,29 @@ def run(data: Path, preparations: list[str], learner: str, exclude_variants: lis
         raise SystemExit(f"unknown learner {learner!r}; choose one of {', '.join(LEARNERS)}")
     out.mkdir(parents=True, exist_ok=True)
     samples = load_all_sources(data)
+    from model_conversion.extractor import extractor_name, extractor_path
+    if extractor_name(network):
+        network = str(extractor_path(extractor_name(network), cache_dir or default_cache_dir()))
     log(f"{len(samples)} cells from {len({s.source for s in samples})} collections")
     results_file = out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     for preparation in preparations:
         started = time.perf_counter()
         x = embed_samples(samples, preparation, cache_dir or default_cache_dir(), network, threads, log)
-        log(f"{preparation}: features {x.shape} in {time.perf_counter() - started:.0f} s")
+        augmented = tuple(embed_samples(samples, f"{preparation}+lab#{k}", cache_dir or default_cache_dir(), network,
+                                        threads, log) for k in range(augment_copies))
+        log(f"{preparation}: features {x.shape} (+{augment_copies} augmented copies) in "
+            f"{time.perf_counter() - started:.0f} s")
+        shown = preparation + (f"+lab×{augment_copies}" if augment_copies else "") + (
+            f" (weights: {weighting})" if weighting != "classes" else "")
         for variant in [()] + [(v,) for v in exclude_variants]:
-            name = f"{preparation} | {learner} | " + ("all sources" if not variant else f"without {variant[0]}")
+            name = f"{shown} | {learner} | " + ("all sources" if not variant else f"without {variant[0]}")
             log(f"== {name}")
-            rows = rows_to_json(leave_one_source_out(samples, x, LEARNERS[learner], variant, log=log))
-            results[name] = {"preparation": preparation, "learner": learner, "network": network,
+            rows = rows_to_json(leave_one_source_out(samples, x, LEARNERS[learner], variant, log=log,
+                                                     augmented=augmented, weighting=weighting))
+            results[name] = {"preparation": preparation, "augment_copies": augment_copies, "weighting": weighting,
+                             "learner": learner,
+                             "network": network,
                              "excluded_from_training": list(variant), "rows": rows, "rule": rule_score(rows)}
             _write(out, results)
     if results:

@@ -78,13 +78,36 @@ def _save_cache(path: Path, cache: dict[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
+AUGMENT_BATCH = 64
+
+
+def augment_copies(images: np.ndarray, key: str) -> np.ndarray:
+    """The ``lab`` augmentation (``augment.lab_batch``) of a uint8 batch, seeded by ``key`` (reproducible)."""
+    import hashlib
+
+    import tensorflow as tf
+
+    from model_conversion.augment import lab_batch
+
+    tf.random.set_seed(int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little"))
+    out = lab_batch(tf.constant(images.astype(np.float32)), heavy=True)
+    return np.clip(np.rint(out.numpy()), 0, 255).astype(np.uint8)
+
+
 def embed_samples(samples: list[Sample], preparation: str, cache_dir: Path,
                   network: str = DEFAULT_NETWORK, threads: int = 1, log=print) -> np.ndarray:
-    """(N, D) float32 embeddings of the samples under ``preparation``, in the samples' order."""
+    """(N, D) float32 embeddings of the samples under ``preparation``, in the samples' order.
+
+    ``"<preparation>+lab#K"``: copy K of every cell under the ``lab``
+    augmentation, made in batches of ``AUGMENT_BATCH`` (the scale jitter,
+    the quarter turn and the resolution loss are drawn per batch, the rest
+    per cell), seeded by the batch's first cell and K.
+    """
     from device.core.imageio import load_image
     from model_conversion.views import prepare
 
-    embedder = Embedder(find_pretrained() / network, threads)
+    model = Path(network) if Path(network).is_file() else find_pretrained() / network
+    embedder = Embedder(model, threads)
     path = Path(cache_dir) / "embeddings" / f"{embedder.name}__{preparation}__{VIEWS_VERSION}.npz"
     cache = _load_cache(path)
     todo: dict[Path, list[Sample]] = defaultdict(list)  # one image load per file (frames hold many cells)
@@ -95,17 +118,35 @@ def embed_samples(samples: list[Sample], preparation: str, cache_dir: Path,
     if missing:
         log(f"embedding {missing} of {len(samples)} cells ({preparation}, {embedder.name})")
     started, done, unsaved = time.perf_counter(), 0, 0
+    base, copies = (preparation.split("+lab#", 1) + [None])[:2]
+    pending: list[tuple[str, np.ndarray]] = []  # augmented copies are made in batches (TensorFlow ops)
+
+    def flush() -> None:
+        if not pending:
+            return
+        images = augment_copies(np.stack([image for _, image in pending]), f"{preparation}|{pending[0][0]}")
+        for (key, _), image in zip(pending, images):
+            cache[key] = embedder(image)
+        pending.clear()
+
     for file, cells in todo.items():
         rgb = load_image(file)
         for sample in cells:
-            cache[sample_key(sample)] = embedder(prepare(preparation, rgb, sample, embedder.size))
+            if copies is None:
+                cache[sample_key(sample)] = embedder(prepare(preparation, rgb, sample, embedder.size))
+            else:
+                pending.append((sample_key(sample), prepare(base, rgb, sample, embedder.size)))
+                if len(pending) >= AUGMENT_BATCH:
+                    flush()
             done += 1
             unsaved += 1
         if unsaved >= 500:
+            flush()
             _save_cache(path, cache)
             unsaved = 0
             rate = done / (time.perf_counter() - started)
             log(f"  {done}/{missing} cells, {rate:.1f} cells/s")
+    flush()
     if unsaved:
         _save_cache(path, cache)
     return np.stack([cache[sample_key(s)] for s in samples]).astype(np.float32)

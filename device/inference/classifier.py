@@ -8,7 +8,10 @@ importing this module is cheap and needs neither.
 Input and output types are read from the model, not assumed: uint8, int8 and
 float32 inputs are fed raw 0..255 pixels through the input's own scale and
 zero point (the graph rescales internally), and quantised outputs are
-dequantised with the output's scale and zero point.
+dequantised with the output's scale and zero point. A model whose provenance
+says ``"input_encoding": "raw-uint8"`` (Google's quantisation-aware
+MobileNets: scale 1/128, zero point 128, i.e. [-1, 1]) takes the uint8
+pixels themselves as its input values, as it was trained.
 """
 
 from __future__ import annotations
@@ -172,6 +175,10 @@ class CellClassifier:
                 raise ModelLoadError(f"{path}: unsupported {what} type {np.dtype(details['dtype']).name} "
                                      "(expected uint8, int8 or float32)")
         self._in_scale, self._in_zero = _quantization(self._input, "input", path)
+        self._raw_uint8 = self._info.provenance.get("input_encoding") == "raw-uint8"
+        if self._raw_uint8 and self._input["dtype"] != np.uint8:
+            raise ModelLoadError(f"{path}: provenance says input_encoding raw-uint8 but the input is "
+                                 f"{np.dtype(self._input['dtype']).name}")
         self._out_scale, self._out_zero = _quantization(self._output, "output", path)
 
         if POSITIVE_LABEL not in self._info.labels:
@@ -211,7 +218,7 @@ class CellClassifier:
         dtype = np.dtype(self._input["dtype"])
         if dtype == np.float32:
             return images.astype(np.float32)
-        if dtype == np.uint8 and self._in_scale == 1.0 and self._in_zero == 0:
+        if dtype == np.uint8 and (self._in_scale == 1.0 and self._in_zero == 0 or self._raw_uint8):
             return images  # the usual case: raw pixels are the quantised values
         limits = np.iinfo(dtype)
         q = np.round(images.astype(np.float32) / self._in_scale) + self._in_zero
