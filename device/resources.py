@@ -31,6 +31,12 @@ def _shipped(installed: str, checkout: str) -> Path:
 MODELS_DIR = _shipped("models", "models")
 DEFAULT_MODEL = MODELS_DIR / f"{MODEL_NAME}_{SHIPPED_VARIANT}.tflite"
 MODEL_CARD = MODELS_DIR / "model_card.json"
+# The paper's network (Anand et al. 2025; the default until v2.0.0), still selectable with --model or
+# inference.model; it keeps its own card.
+PAPER_MODELS_DIR = MODELS_DIR / "paper"
+PAPER_MODEL = PAPER_MODELS_DIR / f"{MODEL_NAME}_{SHIPPED_VARIANT}.tflite"
+PAPER_MODEL_CARD = PAPER_MODELS_DIR / "model_card.json"
+MODEL_CARDS = (MODEL_CARD, PAPER_MODEL_CARD)
 MOSQUITTO_DIR = _shipped("mosquitto", "firmware_config/mosquitto")
 
 

@@ -120,7 +120,23 @@ def main(argv: list[str] | None = None) -> int:
     ff.add_argument("--exclude", action="append", default=[], help="source left out of the fit (repeatable)")
     ff.add_argument("--out", required=True, type=Path)
 
+    fc = sub.add_parser("frozencard", help="model card of a frozenfit model: cross-source table, frames, figures")
+    fc.add_argument("--data", default=_default_data())
+    fc.add_argument("--fit", required=True, type=Path, help="frozenfit output folder")
+    fc.add_argument("--table", required=True, type=Path, help="folder of crosssource runs (one per backbone)")
+    fc.add_argument("--models", required=True, type=Path, help="folder holding the shipped model")
+    fc.add_argument("--shipped", required=True, help="'BACKBONE :: CONFIGURATION' of the shipped row")
+    fc.add_argument("--chosen-by-rule", required=True)
+    fc.add_argument("--deviation", default="")
+    fc.add_argument("--frames", action="store_true", help="(re)measure the whole frames with the model in --models")
+
     args = parser.parse_args(argv)
+    if args.command == "frozencard":
+        from model_conversion.frozen_card import measure_frames, write_card
+        if args.frames:
+            measure_frames(args.models / "allscope_blast_int8.tflite", Path(args.data), args.fit)
+        write_card(args.fit, args.table, args.models, args.shipped, args.chosen_by_rule, args.deviation)
+        return 0
     if args.command == "frozenfit":
         from model_conversion.frozen_fit import refit as frozen_refit
         frozen_refit(Path(args.data), args.network, args.out, args.augment_copies, tuple(args.exclude),

@@ -6,8 +6,9 @@ embedded provenance and headline validation figures) and the decision settings i
 force (``Capture.decision``). A report names every model that produced its
 captures' results, each with the validation figures of THAT model:
 
-* the shipped model card's figures for a variant, only when the file is byte for
-  byte the card's file of that variant (same sha256);
+* a shipped model card's figures for a variant, only when the file is byte for
+  byte that card's file of that variant (same sha256): the default model's card,
+  and the card of the paper's network kept selectable in ``models/paper/``;
 * else the headline figures embedded in the model file;
 * else none ("no validation figures recorded for this model").
 
@@ -22,7 +23,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from device.resources import MODEL_CARD, SHIPPED_VARIANT
+from device.resources import MODEL_CARD, MODEL_CARDS, SHIPPED_VARIANT
 from device.store.records import Capture
 
 NOT_RECORDED = "model not recorded"
@@ -87,12 +88,13 @@ def model_identity(card_path: Path = MODEL_CARD, variant: str = SHIPPED_VARIANT)
 
 # --- the model a capture recorded ----------------------------------------------------------------------
 
-def validation_of(recorded: dict, card_path: Path = MODEL_CARD) -> dict | None:
+def validation_of(recorded: dict, card_paths: tuple[Path, ...] = MODEL_CARDS) -> dict | None:
     """The validation figures of exactly this model file (see the module docstring), None when it has none."""
-    card, hashes = _card(str(card_path))
-    variant = hashes.get(recorded.get("sha256") or "")
-    if variant is not None and (card.get("cell_level") or {}).get(variant):
-        return _card_validation(card, variant)
+    for card_path in card_paths:
+        card, hashes = _card(str(card_path))
+        variant = hashes.get(recorded.get("sha256") or "")
+        if variant is not None and (card.get("cell_level") or {}).get(variant):
+            return _card_validation(card, variant)
     embedded = recorded.get("validation")
     if isinstance(embedded, dict) and any(isinstance(embedded.get(k), (int, float)) for k in VALIDATION_KEYS):
         return {"description": str(embedded.get("split") or "held-out cells"),

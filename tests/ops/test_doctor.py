@@ -28,6 +28,8 @@ from device.cli.doctor import (
     load_settings,
     run_checks,
 )
+from device.inference.model_info import read_model_info
+from device.resources import DEFAULT_MODEL
 from device.store.records import Patient, open_database
 
 DEMO = REPO_ROOT / "device" / "demo"
@@ -75,7 +77,8 @@ def test_good_setup_passes_and_exits_0(tmp_path, data_dir):
         assert lines[name].startswith("PASS"), lines[name]
     assert str(config) in lines["config"]
     assert "one frame" in lines["camera"]
-    assert "sha256 " in lines["model"] and "input 96x96 px" in lines["model"]
+    size = read_model_info(DEFAULT_MODEL).provenance["input_size"]  # the shipped model's own input
+    assert "sha256 " in lines["model"] and f"input {size}x{size} px" in lines["model"]
     assert "ms per inference (20 runs)" in lines["delegate"] and "cpu-xnnpack" in lines["delegate"]
     assert "integrity_check ok" in lines["database"]
     assert lines["disk"].split()[0] in (PASS, WARN)  # depends on the machine's free space, never a FAIL
@@ -87,7 +90,7 @@ def test_good_setup_passes_and_exits_0(tmp_path, data_dir):
     as_json = json.loads(doctor("--config", str(config), "--json").stdout)
     assert as_json["ok"] is True
     checks = {c["name"]: c for c in as_json["checks"]}
-    assert checks["delegate"]["data"]["latency_ms"] > 0 and checks["model"]["data"]["input_size"] == 96
+    assert checks["delegate"]["data"]["latency_ms"] > 0 and checks["model"]["data"]["input_size"] == size
 
 
 def test_missing_camera_source_fails_with_what_to_fix(tmp_path, data_dir):
@@ -154,7 +157,7 @@ def test_invalid_configuration_fails_and_skips_the_rest(tmp_path, data_dir):
 
 def test_clock_before_2025_fails_and_unsynchronised_ntp_warns(tmp_path, data_dir):
     ctx = Context(*load_settings(write_config(tmp_path, data_dir=data_dir)))
-    utc = dt.timezone.utc
+    utc = dt.UTC
     assert check_clock(ctx, now=dt.datetime(1970, 1, 1, tzinfo=utc), ntp=lambda: True).status == FAIL
     assert check_clock(ctx, now=dt.datetime(2026, 3, 1, tzinfo=utc), ntp=lambda: False).status == WARN
     synced = check_clock(ctx, now=dt.datetime(2026, 3, 1, tzinfo=utc), ntp=lambda: True)

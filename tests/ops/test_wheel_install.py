@@ -33,8 +33,9 @@ from conftest import REPO_ROOT, TEST_PASSWORD, free_port, stop_process, wait_unt
 
 PACKAGES = ("device", "webui", "sync", "model_conversion")
 # Top-level folders the wheel carries as data files (pyproject.toml: share/allscope/<name>/ under the prefix).
-SHIPPED = {"models": ("allscope_blast_int8.tflite", "allscope_blast_float32.tflite", "model_card.json",
-                      "model_card.md"),
+SHIPPED = {"models": ("allscope_blast_int8.tflite", "model_card.json", "model_card.md"),
+           "models/paper": ("allscope_blast_int8.tflite", "allscope_blast_float32.tflite", "model_card.json",
+                            "model_card.md"),
            "firmware_config/mosquitto": ("allscope.conf.template", "acl")}
 MIN_SETUPTOOLS = 77
 
@@ -147,7 +148,8 @@ def test_wheel_carries_every_runtime_file(wheel, source):
     data = next(n.split("/", 1)[0] for n in names if n.split("/", 1)[0].endswith(".data"))
     for folder, required in SHIPPED.items():
         assert {p.name for p in (source / folder).iterdir()} >= set(required)
-        expected |= {f"{data}/data/share/allscope/{Path(folder).name}/{name}" for name in required}
+        target = folder if folder.startswith("models") else Path(folder).name  # models/paper keeps its sub-folder
+        expected |= {f"{data}/data/share/allscope/{target}/{name}" for name in required}
     assert sorted(expected - names) == []
     modules = {p.relative_to(source).as_posix() for package in PACKAGES for p in (source / package).rglob("*.py")}
     assert sorted(modules - names) == []

@@ -137,7 +137,7 @@ def test_card_predictions_are_probabilities_of_the_shipped_int8_model(shared_dat
     """The card's int8 figures dequantise the uint8 output (raw 0..255 would pass as 'probabilities')."""
     from device.core.cellprep import prepare_cell
     from device.core.imageio import load_image
-    from device.resources import DEFAULT_MODEL
+    from device.resources import PAPER_MODEL as DEFAULT_MODEL  # the paper's network: a cellprep model at 96 px
     from model_conversion.cnn_crosssource import int8_predict
     from model_conversion.cross_card import _tflite_predict, ms_per_cell
 

@@ -8,6 +8,7 @@ import time
 from admin_helpers import admin, events, post, user  # noqa: F401  (admin: a fixture)
 from conftest import REPO_ROOT, Auth, csrf_from
 
+from device.inference.model_info import read_model_info
 from device.store.records import Capture, Patient, Sample, audit, db_proxy, utcnow
 
 # --- status ------------------------------------------------------------------------------------------------------
@@ -29,7 +30,8 @@ def test_status_page_without_worker_or_camera(app, admin):
     response = admin.get("/admin/status")
     assert response.status_code == 200
     page = response.get_data(as_text=True)
-    for text in ("allscope_blast_int8.tflite", "96 × 96 px", "not started (workers are off)", "Free disk space",
+    size = read_model_info(REPO_ROOT / "models" / "allscope_blast_int8.tflite").provenance["input_size"]
+    for text in ("allscope_blast_int8.tflite", f"{size} × {size} px", "not started (workers are off)", "Free disk space",
                  "Database check</dt><dd>ok", "not configured (a later release adds encrypted sync)",
                  "Captures done</dt><dd>1", "Captures queued</dt><dd>1", "no blasts seen", "123 ms",
                  "login"):
