@@ -19,6 +19,7 @@ from device.store.records import CELL_LABELS, Cell, Report, Sample, audit, db_pr
 from webui.forms.review import AmendForm, ReportForm
 from webui.kit.access import PATHOLOGIST, allow
 from webui.kit.errors import http_status
+from webui.pages.review_gallery import GROUPINGS, group_cells, grouping, next_flagged
 
 bp = Blueprint("review", __name__)
 
@@ -45,6 +46,17 @@ def _image_urls():
         "cell_crop_url": lambda cell_id: url_if("capture.cell_crop", cell_id=cell_id),
         "cell_labels": CELL_LABELS,
     }
+
+
+ACCEPT_AI_RULE = "/samples/<int:sample_id>/accept-ai-labels"
+
+
+def accept_ai_url(sample_id: int) -> str | None:
+    """The form route that accepts the AI's label for every cell not yet labelled, when the app has one."""
+    for rule in current_app.url_map.iter_rules():
+        if rule.rule == ACCEPT_AI_RULE and "POST" in (rule.methods or ()):
+            return url_for(rule.endpoint, sample_id=sample_id)
+    return None
 
 
 def get_sample(sample_id: int) -> Sample:
@@ -79,8 +91,13 @@ def _render_review(sample: Sample, form: ReportForm | None = None, amend_form: A
     cells_by_capture: dict[int, list[dict]] = {}
     for cell in summary["cells"]:
         cells_by_capture.setdefault(cell["capture_id"], []).append(cell)
+    group_by = grouping(request.args.get("group"))
+    groups = group_cells(summary["cells"], group_by, list(CELL_LABELS))
+    first_flagged, next_after = next_flagged(groups)
     context = {
         "sample": sample, "patient": sample.patient, "summary": summary, "cells": summary["cells"],
+        "groups": groups, "group_by": group_by, "groupings": GROUPINGS, "first_flagged": first_flagged,
+        "next_after": next_after, "accept_ai_url": accept_ai_url(sample.id),
         "cells_by_capture": cells_by_capture, "latest": latest, "draft": draft,
         "versions": list(Report.select().where(Report.sample == sample).order_by(Report.version.desc())),
         "locked": signoff.labels_locked(sample), "blockers": signoff.sign_blockers(sample),
@@ -115,7 +132,9 @@ def label_cell(cell_id: int):
             signoff.relabel(cell, form.label.data, username=current_user.username, address=address())
         except signoff.ReviewError as error:
             flash(str(error), "error")
-    return redirect(url_for("review.sample_review", sample_id=sample_id, _anchor=f"cell-{cell_id}"))
+    group = request.form.get("group")  # the grouping the page was shown with, kept across the reload
+    extra = {"group": group} if group in GROUPINGS and group != grouping(None) else {}
+    return redirect(url_for("review.sample_review", sample_id=sample_id, _anchor=f"cell-{cell_id}", **extra))
 
 
 @bp.post("/samples/<int:sample_id>/report/draft")
