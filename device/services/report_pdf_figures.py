@@ -50,9 +50,10 @@ def frames_section(pdf, captures: list[dict], cells: list[dict], frame_file) -> 
         height = max(width * cap["height"] / cap["width"] for cap in row)
         row_h = height + CAPTION_MM + 3
         if start == 0:
-            pdf.heading(f"Frames ({len(shown)})", keep=row_h + 5)
+            pdf.heading(f"Frames ({len(shown)})", keep=row_h + 10)
             pdf.font(8)
-            pdf.cell(0, 5, pdf.t(LEGEND), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+            pdf.multi_cell(0, 4, pdf.t(LEGEND), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+            pdf.ln(1)
         elif not _room(pdf, row_h):
             pdf.add_page()
         top = pdf.get_y()
@@ -68,7 +69,8 @@ def frames_section(pdf, captures: list[dict], cells: list[dict], frame_file) -> 
             pdf.font(7.5)
             flag = f", {cap['flag'].replace('_', ' ')}" if cap.get("flag") else ""
             status = "" if cap.get("status") == "done" else f", {cap.get('status')}"
-            pdf.cell(width, CAPTION_MM - 0.5, pdf.t(f"Frame {cap['number']}: {cap.get('counted_cells', 0)} cells "
+            counted = cap.get("counted_cells", 0)
+            pdf.cell(width, CAPTION_MM - 0.5, pdf.t(f"Frame {cap['number']}: {counted} cell{'' if counted == 1 else 's'} "
                                                     f"counted{flag}{status}"))
         pdf.set_xy(pdf.l_margin, top + row_h)
 
