@@ -196,6 +196,7 @@ def test_without_javascript_a_cell_opens_is_labelled_and_shown_in_its_frame(samp
     expect(tile.locator(".detail")).to_be_visible()
     tile.locator('button[value="blast"]').click()
     page.wait_for_url(re.compile(rf"group=ai#cell-{cell_id}$"))
+    assert f"cell={cell_id}" in page.url
     tile = page.locator(f"#cell-{cell_id}")
     expect(tile.locator(".detail")).to_be_visible()  # back on the same cell, still enlarged
     expect(tile.locator("[data-reviewer]")).to_have_text("blast")
@@ -203,6 +204,14 @@ def test_without_javascript_a_cell_opens_is_labelled_and_shown_in_its_frame(samp
     page.wait_for_url(re.compile(rf"#box-{cell_id}$"))
     stroke = page.evaluate(f"getComputedStyle(document.getElementById('box-{cell_id}')).strokeWidth")
     assert stroke == "6px"  # the outline of the cell is highlighted (:target)
+    # grouped by flag, a labelled cell moves to the collapsed "labelled by you" group: that group opens for it
+    page.goto(f"{base}/samples/{sample_id}/review")
+    tile = page.locator("#group-to-review article.tile").first
+    cell_id = tile.get_attribute("data-cell-id")
+    tile.locator(".thumb").click()
+    tile.locator('button[value="normal"]').click()
+    page.wait_for_url(re.compile(rf"#cell-{cell_id}$"))
+    expect(page.locator(f"#group-reviewed #cell-{cell_id} .detail")).to_be_visible()
     context.close()
 
 

@@ -39,6 +39,9 @@ def test_large_samples_open_only_the_cells_to_review():
     assert {g.key: g.open for g in group_cells(many, "flag", list(CELL_LABELS))} == {
         "to-review": True, "not-flagged": False}
     assert all(g.open for g in group_cells(CELLS, "flag", list(CELL_LABELS)))
+    # the group of the cell just labelled is open, wherever it went
+    shown = {g.key: g.open for g in group_cells(many, "flag", list(CELL_LABELS), shown=OPEN_ALL_UP_TO)}
+    assert shown == {"to-review": True, "not-flagged": True}
 
 
 def test_next_flagged_follows_the_page_order_and_wraps():
@@ -67,10 +70,10 @@ def test_label_form_without_javascript_keeps_the_grouping(app, client, auth):
     auth.login("path")
     token = auth.csrf(f"/samples/{sample_id}/review?group=ai")
     response = client.post(f"/cells/{cells[3]}/label", data={"csrf_token": token, "label": "blast", "group": "ai"})
-    assert response.headers["Location"].endswith(f"/samples/{sample_id}/review?group=ai#cell-{cells[3]}")
+    assert response.headers["Location"].endswith(f"/samples/{sample_id}/review?cell={cells[3]}&group=ai#cell-{cells[3]}")
     response = client.post(f"/cells/{cells[2]}/label", data={"csrf_token": token, "label": "blast",
                                                               "group": "../../x"})
-    assert response.headers["Location"].endswith(f"/samples/{sample_id}/review#cell-{cells[2]}")
+    assert response.headers["Location"].endswith(f"/samples/{sample_id}/review?cell={cells[2]}#cell-{cells[2]}")
     with app.app_context():
         assert Cell.get_by_id(cells[3]).reviewer_label == "blast"
 

@@ -8,6 +8,8 @@ API in ``webui/api/review.py`` (the page's buttons use it without reloading).
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -48,13 +50,14 @@ def _image_urls():
     }
 
 
-ACCEPT_AI_RULE = "/samples/<int:sample_id>/accept-ai-labels"
+ACCEPT_AI_RULE = re.compile(r"^/samples/<(?:int:)?sample_id>/accept-ai-labels$")
 
 
 def accept_ai_url(sample_id: int) -> str | None:
-    """The form route that accepts the AI's label for every cell not yet labelled, when the app has one."""
+    """The form route (``POST /samples/<id>/accept-ai-labels``) that accepts the AI's label for every cell not yet
+    labelled, when the app has one (the page is built to work before and after it exists)."""
     for rule in current_app.url_map.iter_rules():
-        if rule.rule == ACCEPT_AI_RULE and "POST" in (rule.methods or ()):
+        if ACCEPT_AI_RULE.match(rule.rule) and "POST" in (rule.methods or ()):
             return url_for(rule.endpoint, sample_id=sample_id)
     return None
 
@@ -92,7 +95,7 @@ def _render_review(sample: Sample, form: ReportForm | None = None, amend_form: A
     for cell in summary["cells"]:
         cells_by_capture.setdefault(cell["capture_id"], []).append(cell)
     group_by = grouping(request.args.get("group"))
-    groups = group_cells(summary["cells"], group_by, list(CELL_LABELS))
+    groups = group_cells(summary["cells"], group_by, list(CELL_LABELS), shown=request.args.get("cell", type=int))
     first_flagged, next_after = next_flagged(groups)
     context = {
         "sample": sample, "patient": sample.patient, "summary": summary, "cells": summary["cells"],
@@ -134,7 +137,9 @@ def label_cell(cell_id: int):
             flash(str(error), "error")
     group = request.form.get("group")  # the grouping the page was shown with, kept across the reload
     extra = {"group": group} if group in GROUPINGS and group != grouping(None) else {}
-    return redirect(url_for("review.sample_review", sample_id=sample_id, _anchor=f"cell-{cell_id}", **extra))
+    # cell=: its group is shown open (it may have moved to a collapsed one), and its enlarged view by the anchor
+    return redirect(url_for("review.sample_review", sample_id=sample_id, cell=cell_id, _anchor=f"cell-{cell_id}",
+                            **extra))
 
 
 @bp.post("/samples/<int:sample_id>/report/draft")

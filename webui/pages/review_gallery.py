@@ -61,14 +61,17 @@ def _by_label(cells: list[dict], labels: list[str], key: str, title: str) -> lis
     return [*groups.values(), edge]
 
 
-def group_cells(cells: list[dict], by: str, labels: list[str]) -> list[Group]:
-    """The non-empty groups of ``cells`` (in the order given) for the grouping ``by``."""
+def group_cells(cells: list[dict], by: str, labels: list[str], shown: int | None = None) -> list[Group]:
+    """The non-empty groups of ``cells`` (in the order given) for the grouping ``by``; the group holding the cell
+    ``shown`` (the one just labelled without JavaScript) is open."""
     if by == "ai":
         groups = _by_label(cells, labels, "ai_label", "AI:")
     elif by == "class":
         groups = _by_label(cells, labels, "final_label", "Class:")
     else:
         groups = _by_flag(cells)
+    for group in groups:
+        group.open = group.open or any(cell["id"] == shown for cell in group.cells)
     return [group for group in groups if group.cells]
 
 
