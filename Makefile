@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: run test bench system-deps clean-venv
+.PHONY: run test bench screenshots system-deps clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,8 @@ $(VENV)/.test-installed: pyproject.toml | $(PY)
 # Debian packages the tests need: libusb (loaded by tflite-support's writer),
 # chromium (browser tests drive it with Playwright; no browser download),
 # the PDF report's fonts (DejaVu, Noto and WenQuanYi: names in any script, see
-# device/services/pdf_fonts.py; install.sh installs the same), mosquitto (the sync tests
+# device/services/pdf_fonts.py; install.sh installs the same), poppler-utils (pdftoppm renders
+# the PDF report's pages for `make screenshots`), mosquitto (the sync tests
 # run a real TLS broker), postgresql (the central database is tested on it) and
 # openssl (certificate checks).
 system-deps:
@@ -37,6 +38,7 @@ system-deps:
 	[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing="$$missing fonts-dejavu-core"; \
 	[ -f /usr/share/fonts/truetype/noto/NotoSansThai-Regular.ttf ] || missing="$$missing fonts-noto-core"; \
 	[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing="$$missing fonts-wqy-microhei"; \
+	command -v pdftoppm >/dev/null || missing="$$missing poppler-utils"; \
 	[ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
@@ -59,6 +61,11 @@ test: $(VENV)/.test-installed
 BENCH_ARGS ?=
 bench: $(VENV)/.device-installed
 	$(VENV)/bin/allscope bench all --out bench-results $(BENCH_ARGS)
+
+# The README's screenshots (webui/screenshots/): the review page at 800x480 and page 1 of the PDF report, of a
+# demo sample analysed from the shipped demo frames by a real `allscope serve` on a temporary data directory.
+screenshots: $(VENV)/.test-installed
+	$(PY) -m webui.screenshots --out webui/screenshots
 
 clean-venv:
 	rm -rf $(VENV)

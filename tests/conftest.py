@@ -8,7 +8,7 @@ import pytest
 
 from model_conversion.data import find_shared_data
 
-pytest_plugins = ["sync_fixtures"]
+pytest_plugins = ["sync_fixtures", "browser_kit"]  # browser_kit: the `browser` fixture (real chromium)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,7 @@
-"""A report as a PDF (fpdf2): patient header and disclaimer on every page, page numbers, cell crops in a grid.
+"""A report as a PDF (fpdf2): patient header and disclaimer on every page, page numbers, a small picture of each
+frame with its cells' outlines and the cell crops in a grid (``report_pdf_figures``; the pictures are scaled to
+their printed size and JPEG-encoded by ``pdf_pictures``, so that 200 cells stay under 3 MB). A heading never
+stands alone at the foot of a page: it goes to the next page with what follows it.
 
 Takes the plain dict of ``device.services.reporting.report_content`` so it shows the
 same as the page. Text is set in DejaVu Sans with fallback faces for the scripts
@@ -13,8 +16,6 @@ with the same notice): a name never stops a report from printing.
 
 from __future__ import annotations
 
-import io
-import os
 from pathlib import Path
 
 from fpdf import FPDF
@@ -22,12 +23,13 @@ from fpdf.enums import XPos, YPos
 
 from device.services import pdf_fonts
 from device.services.pdf_fonts import FontFile
+from device.services.report_pdf_figures import cell_grid, frames_section
 
 FONT_DIRS = pdf_fonts.DEFAULT_FONT_DIRS
 _FOLD = str.maketrans({"–": "-", "—": "-", "‘": "'", "’": "'", "“": '"', "”": '"', "…": "...",
                        "•": "-", "·": "-", "≥": ">=", "≤": "<=", "×": "x", "\u00a0": " "})
-GRID_COLUMNS = 6
-TILE_MM = 26.0
+HEADING_MM = 9.0  # the space a heading takes (gap + line)
+KEEP_MM = 12.0  # a heading is kept with at least this much of what follows it (two rows of text)
 UNSHOWN_NAME = "Some characters of this name cannot be shown in the PDF: see the HTML report"
 UNSHOWN_TEXT = "Some characters of this text cannot be shown in the PDF: see the HTML report"
 FSI, PDI = "\u2068", "\u2069"  # bidi isolation of a value (the PDF's <bdi>) when the text is shaped
@@ -133,7 +135,10 @@ class ReportPDF(FPDF):
         self.cell(22, 3.6, f"Page {self.page_no()}/{{nb}}", align="R")
 
     # --- building blocks ---
-    def heading(self, text: str) -> None:
+    def heading(self, text: str, keep: float = KEEP_MM) -> None:
+        """A section heading, on a new page when ``keep`` mm of what follows would not fit under it."""
+        if self.get_y() + HEADING_MM + keep > self.page_break_trigger:
+            self.add_page()
         self.ln(2)
         self.font(12, bold=True)
         self.cell(0, 7, self.t(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
@@ -177,8 +182,9 @@ def _pct(value) -> str:
 
 
 def render_report_pdf(content: dict, crop_file, unicode_font: tuple[Path, Path] | list[FontFile] | None | bool = True,
-                      compress: bool = True) -> bytes:
-    """The PDF bytes. ``crop_file(cell_dict)`` gives a crop's absolute path (or None); ``unicode_font``:
+                      compress: bool = True, frame_file=None) -> bytes:
+    """The PDF bytes. ``crop_file(cell_dict)`` gives a crop (bytes, or an absolute path, or None);
+    ``frame_file(capture_dict)`` a frame the same way (None: no frame pictures); ``unicode_font``:
     True = the faces of ``pdf_fonts`` found on this system, None/False = core font, a list of
     ``FontFile`` (main face first), or a (regular, bold) pair for a single face."""
     if unicode_font is True:
@@ -237,7 +243,9 @@ def render_report_pdf(content: dict, crop_file, unicode_font: tuple[Path, Path] 
         pdf.paragraph(f"Signed by {{}} ({{}}) at {report['signed_at']} UTC", bold=True,
                       typed=(report["signer_name"], report["signed_by"]), names=(report["signer_name"],))
 
-    pdf.heading("Decision support")
+    frames_section(pdf, summary.get("captures", []), summary.get("cells", []), frame_file)
+
+    pdf.heading("Decision support", keep=16)
     pdf.paragraph(content["disclaimer"], bold=True)
     from device.services.report_model import model_line  # local: keeps this module importable on its own
 
@@ -248,37 +256,6 @@ def render_report_pdf(content: dict, crop_file, unicode_font: tuple[Path, Path] 
         if model.get("training_data"):
             pdf.paragraph(f"Training cells: {model['training_data']}.", size=9)
 
-    _cell_grid(pdf, summary.get("cells", []), crop_file)
+    cell_grid(pdf, summary.get("cells", []), crop_file)
     return bytes(pdf.output())
 
-
-def _cell_grid(pdf: ReportPDF, cells: list[dict], crop_file) -> None:
-    if not cells:
-        return
-    pdf.heading(f"Cells ({len(cells)}; hardest first, edge cells last)")
-    gap = (pdf.w - 30 - GRID_COLUMNS * TILE_MM) / (GRID_COLUMNS - 1)
-    row_h = TILE_MM + 9
-    for i, cell in enumerate(cells):
-        column = i % GRID_COLUMNS
-        if column == 0:
-            if pdf.get_y() + row_h > pdf.h - pdf.b_margin:
-                pdf.add_page()
-            top = pdf.get_y()
-        x = 15 + column * (TILE_MM + gap)
-        path = crop_file(cell)
-        if isinstance(path, bytes):  # the crop itself (decrypted from an encrypted data directory)
-            pdf.image(io.BytesIO(path), x=x, y=top, w=TILE_MM, h=TILE_MM, keep_aspect_ratio=True)
-        elif path is not None and os.path.isfile(path):
-            pdf.image(str(path), x=x, y=top, w=TILE_MM, h=TILE_MM, keep_aspect_ratio=True)
-        else:
-            pdf.rect(x, top, TILE_MM, TILE_MM)
-        pdf.set_xy(x, top + TILE_MM + 0.5)
-        pdf.font(7.5, bold=True)
-        final = cell["final_label"] + ("" if cell["reviewer_label"] is None else " (reviewed)")
-        pdf.cell(TILE_MM, 3.8, pdf.t(final))
-        pdf.set_xy(x, top + TILE_MM + 4.3)
-        pdf.font(7)
-        edge = ", edge" if cell["edge"] else ""
-        pdf.cell(TILE_MM, 3.5, pdf.t(f"AI {cell['ai_label']} {cell['p_blast'] * 100:.0f}%{edge}"))
-        if column == GRID_COLUMNS - 1 or i == len(cells) - 1:
-            pdf.set_xy(15, top + row_h)

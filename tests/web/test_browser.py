@@ -102,21 +102,26 @@ def test_technician_and_pathologist_workflow(live_server, browser, tmp_path):
     expect = pytest.importorskip("playwright.sync_api").expect
     # one-tap reclassify the first (most uncertain) cell to the opposite of the AI's label
     first = tiles.first
+    first.locator(".thumb").click()  # tap the thumbnail: the enlarged cell with its label buttons
     ai_label = first.locator(".who-said .badge").first.inner_text().strip()
     new_label = "normal" if ai_label == "blast" else "blast"
     first.locator(f'button[value="{new_label}"]').click()
     expect(first.locator("[data-reviewer]")).to_have_text(new_label)
     # the AI's own label is kept beside the reviewer's
     assert first.locator(".who-said .badge").first.inner_text().strip() == ai_label
-    # review every cell still flagged, accepting the AI's label
+    # review every cell still flagged with "Next flagged", accepting the AI's label
+    first.locator("[data-close]").click()
     for _ in range(200):
-        open_tile = page.locator("article.tile.needs-review").first
-        if open_tile.count() == 0:
+        if page.locator("article.tile.needs-review").count() == 0:
             break
-        label = open_tile.locator(".who-said .badge").first.inner_text().strip()
+        page.locator("#next-flagged").click()
+        open_tile = page.locator("article.tile.current")
+        label = open_tile.get_attribute("data-ai")
         cell_id = open_tile.get_attribute("data-cell-id")
         open_tile.locator(f'button[value="{label}"]').click()
         expect(page.locator(f"#cell-{cell_id}")).not_to_have_class(re.compile(r"needs-review"))
+        open_tile.locator("[data-close]").click()
+    page.get_by_role("link", name="Sign").click()
     page.fill('textarea[name="conclusion"]', "Blasts present; correlate with flow cytometry.")
     page.get_by_role("button", name="Sign report").click()
     page.wait_for_url(re.compile(r".*/reports/\d+$"))

@@ -184,7 +184,7 @@ def test_label_form_without_javascript_redirects_back_to_the_tile(app, client, a
     token = auth.csrf(f"/samples/{sample_id}/review")
     response = client.post(f"/cells/{cells[3]}/label", data={"csrf_token": token, "label": "unusable"})
     assert response.status_code == 302
-    assert response.headers["Location"].endswith(f"/samples/{sample_id}/review#cell-{cells[3]}")
+    assert response.headers["Location"].endswith(f"/samples/{sample_id}/review?cell={cells[3]}#cell-{cells[3]}")
     with app.app_context():
         assert Cell.get_by_id(cells[3]).reviewer_label == "unusable"
 

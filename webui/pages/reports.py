@@ -16,7 +16,7 @@ from flask_login import current_user
 from device.errors import AllscopeError
 from device.services import fhir, reporting
 from device.services.report_pdf import render_report_pdf
-from device.store.records import Report, Sample, audit, db_proxy
+from device.store.records import Capture, Report, Sample, audit, db_proxy
 from webui.kit.access import CLINICAL, allow
 from webui.kit.errors import http_status
 from webui.kit.runtime import appliance
@@ -81,7 +81,14 @@ def report_pdf(report_id: int):
         except (ValueError, OSError, AllscopeError):  # outside the data directory, missing, does not decrypt
             return None
 
-    pdf = render_report_pdf(content, crop_file)
+    def frame_file(capture: dict):
+        stored = Capture.get_or_none(Capture.id == capture["id"])
+        try:
+            return data.read_bytes(stored.image_path) if stored is not None and stored.image_path else None
+        except (ValueError, OSError, AllscopeError):
+            return None
+
+    pdf = render_report_pdf(content, crop_file, frame_file=frame_file)
     _audit_view(report, detail="pdf")
     response = current_app.response_class(pdf, mimetype="application/pdf")
     response.headers["Content-Disposition"] = f'inline; filename="{_safe_name(content, "pdf")}"'

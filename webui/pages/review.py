@@ -8,6 +8,8 @@ API in ``webui/api/review.py`` (the page's buttons use it without reloading).
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -19,6 +21,7 @@ from device.store.records import CELL_LABELS, Cell, Report, Sample, audit, db_pr
 from webui.forms.review import AmendForm, ReportForm
 from webui.kit.access import PATHOLOGIST, allow
 from webui.kit.errors import http_status
+from webui.pages.review_gallery import GROUPINGS, group_cells, grouping, next_flagged
 
 bp = Blueprint("review", __name__)
 
@@ -45,6 +48,18 @@ def _image_urls():
         "cell_crop_url": lambda cell_id: url_if("capture.cell_crop", cell_id=cell_id),
         "cell_labels": CELL_LABELS,
     }
+
+
+ACCEPT_AI_RULE = re.compile(r"^/samples/<(?:int:)?sample_id>/accept-ai-labels$")
+
+
+def accept_ai_url(sample_id: int) -> str | None:
+    """The form route (``POST /samples/<id>/accept-ai-labels``) that accepts the AI's label for every cell not yet
+    labelled, when the app has one (the page is built to work before and after it exists)."""
+    for rule in current_app.url_map.iter_rules():
+        if ACCEPT_AI_RULE.match(rule.rule) and "POST" in (rule.methods or ()):
+            return url_for(rule.endpoint, sample_id=sample_id)
+    return None
 
 
 def get_sample(sample_id: int) -> Sample:
@@ -79,8 +94,13 @@ def _render_review(sample: Sample, form: ReportForm | None = None, amend_form: A
     cells_by_capture: dict[int, list[dict]] = {}
     for cell in summary["cells"]:
         cells_by_capture.setdefault(cell["capture_id"], []).append(cell)
+    group_by = grouping(request.args.get("group"))
+    groups = group_cells(summary["cells"], group_by, list(CELL_LABELS), shown=request.args.get("cell", type=int))
+    first_flagged, next_after = next_flagged(groups)
     context = {
         "sample": sample, "patient": sample.patient, "summary": summary, "cells": summary["cells"],
+        "groups": groups, "group_by": group_by, "groupings": GROUPINGS, "first_flagged": first_flagged,
+        "next_after": next_after, "accept_ai_url": accept_ai_url(sample.id),
         "cells_by_capture": cells_by_capture, "latest": latest, "draft": draft,
         "versions": list(Report.select().where(Report.sample == sample).order_by(Report.version.desc())),
         "locked": signoff.labels_locked(sample), "blockers": signoff.sign_blockers(sample),
@@ -115,7 +135,11 @@ def label_cell(cell_id: int):
             signoff.relabel(cell, form.label.data, username=current_user.username, address=address())
         except signoff.ReviewError as error:
             flash(str(error), "error")
-    return redirect(url_for("review.sample_review", sample_id=sample_id, _anchor=f"cell-{cell_id}"))
+    group = request.form.get("group")  # the grouping the page was shown with, kept across the reload
+    extra = {"group": group} if group in GROUPINGS and group != grouping(None) else {}
+    # cell=: its group is shown open (it may have moved to a collapsed one), and its enlarged view by the anchor
+    return redirect(url_for("review.sample_review", sample_id=sample_id, cell=cell_id, _anchor=f"cell-{cell_id}",
+                            **extra))
 
 
 @bp.post("/samples/<int:sample_id>/report/draft")
