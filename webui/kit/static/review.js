@@ -1,5 +1,6 @@
-// Review page: the four label buttons of each cell tile post to the API and update the tile, its outline
-// on the frame and the counts without reloading. Without JavaScript the same buttons submit a normal form.
+// Review page: the label buttons and the class list ("Set class") of each cell tile post to the API and update
+// the tile, its outline on the frame, the counts and the differential without reloading. Without JavaScript the
+// same forms submit normally.
 (function () {
   "use strict";
   var root = document.getElementById("review");
@@ -12,9 +13,10 @@
   }
 
   function setVerdictClass(el, finalLabel, open) {
-    ["blast", "normal", "other", "unusable"].forEach(function (label) {
-      el.classList.toggle("v-" + label, label === finalLabel);
+    Array.prototype.slice.call(el.classList).forEach(function (name) {
+      if (name.indexOf("v-") === 0) { el.classList.remove(name); }
     });
+    el.classList.add("v-" + finalLabel);
     el.classList.toggle("needs-review", open);
   }
 
@@ -23,7 +25,7 @@
       var value = el.dataset.count.split(".").reduce(function (obj, key) {
         return obj === undefined || obj === null ? undefined : obj[key];
       }, counts);
-      if (el.dataset.count === "blast_percentage") {
+      if (/percentage$/.test(el.dataset.count)) {
         el.textContent = value === null || value === undefined ? "n/a" : value.toFixed(1) + " %";
       } else if (value !== undefined) {
         el.textContent = value;
@@ -47,7 +49,8 @@
     var open = cell.needs_review && !cell.edge && !cell.reviewer_label;
     setVerdictClass(tile, cell.final_label, open);
     var reviewer = tile.querySelector("[data-reviewer]");
-    reviewer.textContent = cell.reviewer_label || "\u2014";
+    reviewer.textContent = (cell.reviewer_label || "\u2014") +
+      (cell.label_source === "ai_accepted" ? " (AI accepted)" : "");
     reviewer.className = "badge " + (cell.reviewer_label || "");
     tile.querySelectorAll(".label-btn").forEach(function (button) {
       button.setAttribute("aria-pressed", button.value === cell.reviewer_label ? "true" : "false");
@@ -59,11 +62,13 @@
   root.querySelectorAll(".label-form").forEach(function (form) {
     form.addEventListener("submit", function (event) {
       var button = event.submitter;
-      if (!button || !button.value) { return; }  // old browser: let the form post normally
+      var select = form.querySelector("select[name=label]");
+      var label = button && button.value ? button.value : (button && select ? select.value : "");
+      if (!label) { return; }  // old browser: let the form post normally
       event.preventDefault();
       var tile = form.closest(".tile");
       tile.classList.add("busy");
-      window.allscopeFetch(form.dataset.api, {method: "POST", json: {label: button.value}})
+      window.allscopeFetch(form.dataset.api, {method: "POST", json: {label: label}})
         .then(function (body) {
           showError("");
           updateTile(tile, body.cell);
