@@ -119,6 +119,8 @@ def count_cells(cells: list[dict]) -> dict:
         "overridden": sum(1 for c in counted if c["reviewer_label"] not in (None, c["ai_label"])),
         "differential": diff,
         "review": review_record(cells),
+        # what "accept the remaining AI labels" would record: counted, unflagged cells nobody labelled
+        "accept_remaining": sum(1 for c in counted if not c["needs_review"] and c["reviewer_label"] is None),
     }
 
 

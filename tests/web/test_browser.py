@@ -118,6 +118,7 @@ def test_technician_and_pathologist_workflow(live_server, browser, tmp_path):
         open_tile.locator(f'button[value="{label}"]').click()
         expect(page.locator(f"#cell-{cell_id}")).not_to_have_class(re.compile(r"needs-review"))
     page.fill('textarea[name="conclusion"]', "Blasts present; correlate with flow cytometry.")
+    page.fill('textarea[name="override_reason"]', "One frame only: a screening smear.")  # below 100 white cells
     page.get_by_role("button", name="Sign report").click()
     page.wait_for_url(re.compile(r".*/reports/\d+$"))
     report_text = page.inner_text("main")

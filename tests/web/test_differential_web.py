@@ -62,7 +62,7 @@ def test_a_class_label_through_the_api_answers_the_differential_and_the_progress
 
 
 def test_accepting_the_remaining_ai_labels_through_the_api_and_the_page(app, client, auth):
-    sample_id, cells = add_sample(app)
+    sample_id, _ = add_sample(app)
     auth.login("path")
     headers = api_headers(client)
     response = client.post(f"/api/samples/{sample_id}/accept-ai-labels", json={}, headers=headers)

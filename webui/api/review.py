@@ -31,7 +31,8 @@ def _error(message: str, status: int):
 
 def _counts(summary: dict) -> dict:
     keys = ("cells_found", "edge_cells", "counted_cells", "by_label", "blast_count", "evaluable_cells",
-            "blast_percentage", "needs_review", "unreviewed", "reviewed", "overridden", "differential", "review")
+            "blast_percentage", "needs_review", "unreviewed", "reviewed", "overridden", "differential", "review",
+            "accept_remaining")
     out = {k: summary[k] for k in keys}
     rules = policy()
     out["progress"] = count_progress(summary["evaluable_cells"], rules.target, rules.minimum)

@@ -99,8 +99,6 @@ def _render_review(sample: Sample, form: ReportForm | None = None, amend_form: A
         "form": form, "amend_form": amend_form or AmendForm(formdata=None), "label_form": LabelForm(formdata=None),
         "accept_form": AcceptForm(formdata=None),
         "progress": count_progress(summary["evaluable_cells"], rules.target, rules.minimum),
-        "accept_remaining": sum(1 for c in summary["cells"] if not c["edge"] and not c["needs_review"]
-                                and c["reviewer_label"] is None),
         "message": message, "lock_rule": LOCK_RULE,
     }
     return render_template("review/sample.html", **context), status
