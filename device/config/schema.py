@@ -186,15 +186,11 @@ class UISection(_Section):
                                                                "parsing.")
 
 
-class ReviewSection(_Section):
-    """The white cell count of a sample (defaults of the admin settings of the same names)."""
-
-    target_white_cells: int = Field(200, ge=10, le=1000, description="White cells to count per sample, as in a "
-                                                                      "manual differential; the capture page shows "
-                                                                      "the progress.")
+class ReviewSection(_Section):  # the white cell count of a sample: defaults of the admin settings of the same names
+    target_white_cells: int = Field(200, ge=10, le=1000, description="White cells to count per sample, as in a manual "
+                                    "differential; the capture page shows the progress.")
     min_white_cells: int = Field(100, ge=0, le=1000, description="Signing with fewer counted white cells needs an "
-                                                                 "override reason, printed on the report (at most "
-                                                                 "target_white_cells).")
+                                 "override reason, printed on the report (at most target_white_cells).")
 
     @field_validator("min_white_cells")
     @classmethod
