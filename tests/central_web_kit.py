@@ -74,10 +74,11 @@ def patient_row(device, record_id, identifier, name, version=1):
                    identifier)
 
 
-def report_row(device, record_id, identifier, *, status, version=1, sync_version=1, signed_by=None, conclusion=""):
+def report_row(device, record_id, identifier, *, status, version=1, sync_version=1, signed_by=None, conclusion="",
+               **payload):
     return record_row(device, "report", record_id, sync_version,
                    {"id": record_id, "sample_id": 7, "version": version, "status": status, "signed_by": signed_by,
-                    "conclusion": conclusion, "patient_identifier": identifier}, identifier)
+                    "conclusion": conclusion, "patient_identifier": identifier, **payload}, identifier)
 
 
 def form_token(client, path):

@@ -37,13 +37,24 @@ TEST_PASSWORD = "microscope-42!"
 CENTRAL_USERS = {"boss": "admin", "tech": "technician"}
 
 
-def _users_database(path, open_db, users: dict) -> "Path":
-    """A migrated database holding ``users`` (password TEST_PASSWORD), checkpointed so it can be copied."""
+# The device test database signs with any number of white cells (the admin setting min_white_cells, default 100):
+# the review fixtures' samples hold a few cells. Tests of the minimum set it themselves (test_differential_web.py).
+TEST_SETTINGS = {"min_white_cells": 0}
+
+
+def _users_database(path, open_db, users: dict, settings: dict | None = None) -> "Path":
+    """A migrated database holding ``users`` (password TEST_PASSWORD) and stored ``settings``, checkpointed so it
+    can be copied."""
     from device.services import accounts
 
     database = open_db(path)
     for username, roles in users.items():
         accounts.create_user(username, TEST_PASSWORD, roles, actor="test")
+    if settings:
+        from device.store.records import Setting
+
+        for key, value in settings.items():
+            Setting.create(key=key, value=value, updated_by="test")
     database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     database.close()
     return path
@@ -54,7 +65,8 @@ def users_database(tmp_path_factory):
     """The device database with the ROLE_USERS accounts, made once (Argon2 is slow on purpose); copied per test."""
     from device.store.records import open_database
 
-    return _users_database(tmp_path_factory.mktemp("users-db") / "allscope.db", open_database, ROLE_USERS)
+    return _users_database(tmp_path_factory.mktemp("users-db") / "allscope.db", open_database, ROLE_USERS,
+                           TEST_SETTINGS)
 
 
 @pytest.fixture(scope="session")

@@ -118,6 +118,7 @@ def device_bodies(ids):
         "capture.upload": {"data": {"images": (io(png(90)), "f.png")}},
         "capture.reanalyse_capture": None,  # the fixture's capture is done (and signed): 409, nothing to change
         "review.label_cell": {"data": {"label": "blast"}},
+        "review.accept_ai_labels": {"data": {}},
         "review.save_draft": {"data": {"conclusion": "draft text"}},
         "review.sign": {"data": {"conclusion": "signed text"}},
         "review.amend": {"data": {"reason": "a typo in the conclusion"}},
@@ -137,6 +138,7 @@ def device_bodies(ids):
         "api.api_patient_update": {"json": {"name": "Patched"}},
         "api.api_sample_create": {"json": {}},
         "api.api_label_cell": {"json": {"label": "other"}},
+        "api.api_accept_ai_labels": {"json": {}},
         "api.api_sign": {"json": {"conclusion": "api signed"}},
     }
 
@@ -163,6 +165,7 @@ def fresh_body(app, endpoint, ids):
 
 
 REVIEW_ENDPOINTS = {"review.label_cell", "review.save_draft", "review.sign", "api.api_label_cell", "api.api_sign",
+                    "review.accept_ai_labels", "api.api_accept_ai_labels",
                     "capture.upload", "api.api_capture_upload"}  # uploads too: a signed sample takes no frame
 
 

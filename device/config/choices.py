@@ -19,3 +19,15 @@ CAMERA_KINDS: tuple[str, ...] = get_args(CameraKind)
 DELEGATE_KINDS: tuple[str, ...] = get_args(DelegateKind)
 MEDIA_POLICIES: tuple[str, ...] = get_args(MediaPolicy)
 SQLITE_SYNCHRONOUS: tuple[str, ...] = get_args(SqliteSynchronous)
+
+# A cell's label. The AI answers only "blast" or "normal"; a reviewer may also give the white cell's class
+# (a manual differential), "normal" (a normal white cell, class not given), "other" (a white cell of another
+# type, e.g. a plasma cell: counted) or "unusable" (not a countable white cell: smudged, cut, an artefact;
+# never counted). device/core/differential.py defines the counts over these.
+CellLabel = Literal["blast", "normal", "lymphocyte", "neutrophil", "monocyte", "eosinophil", "basophil", "other",
+                    "unusable"]
+CELL_LABELS: tuple[str, ...] = get_args(CellLabel)
+AI_LABELS: tuple[str, ...] = ("blast", "normal")
+# How a cell's reviewed label came about: the reviewer's own label, or the AI's label accepted as it was.
+LabelSource = Literal["reviewer", "ai_accepted"]
+LABEL_SOURCES: tuple[str, ...] = get_args(LabelSource)

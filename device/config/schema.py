@@ -186,6 +186,21 @@ class UISection(_Section):
                                                                "parsing.")
 
 
+class ReviewSection(_Section):  # the white cell count of a sample: defaults of the admin settings of the same names
+    target_white_cells: int = Field(200, ge=10, le=1000, description="White cells to count per sample, as in a manual "
+                                    "differential; the capture page shows the progress.")
+    min_white_cells: int = Field(100, ge=0, le=1000, description="Signing with fewer counted white cells needs an "
+                                 "override reason, printed on the report (at most target_white_cells).")
+
+    @field_validator("min_white_cells")
+    @classmethod
+    def _not_above_target(cls, value, info: ValidationInfo):
+        target = info.data.get("target_white_cells")
+        if target is not None and value > target:
+            raise ValueError(f"must not be above review.target_white_cells ({target})")
+        return value
+
+
 class LoginSection(_Section):
     """Failed log-ins of both web UIs (device and central): growing delays per (user name, client address)."""
 
@@ -281,6 +296,8 @@ class AllscopeConfig(BaseModel):
     analysis: AnalysisSection = Field(default_factory=AnalysisSection,
                                       description="Decision threshold and review band, overriding the model card.")
     ui: UISection = Field(default_factory=UISection, description="The touchscreen UI.")
+    review: ReviewSection = Field(default_factory=ReviewSection,
+                                  description="The white cell count per sample and the sign-off minimum.")
     storage: StorageSection = Field(default_factory=StorageSection,
                                     description="Database durability, encryption at rest, backups.")
     sync: SyncSection = Field(default_factory=SyncSection, description="The sync agent (allscope sync run).")

@@ -53,6 +53,8 @@ def settings_defaults(config: AllscopeConfig, model_flag: str | os.PathLike | No
     """
     out: dict[str, Any] = {"camera_kind": config.camera.backend, "camera_source": config.camera.source,
                            "idle_minutes": config.ui.idle_minutes, "max_upload_mb": config.ui.max_upload_mb,
+                           "target_white_cells": config.review.target_white_cells,
+                           "min_white_cells": config.review.min_white_cells,
                            **config.analysis.overrides()}
     model = model_flag or config.inference.model or os.environ.get("ALLSCOPE_MODEL")
     if model:

@@ -9,6 +9,11 @@ variant, version, sha256, frames, threshold, validation figures), and a containe
 ``Device`` identified by the model file's sha256. When one model produced every
 result, the Observations reference its Device. Reports signed before the captures
 recorded their model name the one model their snapshot froze.
+
+The differential (one Observation per white cell class, see ``fhir_differential.py``) and exactly what was
+reviewed (labelled by whom, accepted as the AI labelled them, not reviewed) are in the Observations' method and
+a ``urn:allscope:fhir:review`` extension; a signature below the minimum white cell count carries its override
+reason (``urn:allscope:fhir:count-override``, also a note of the ``white-cells-counted`` Observation).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 import datetime as dt
 
 from device.core.analysis import DISCLAIMER
+from device.services.differential import override_line, summary_differential, summary_review
+from device.services.fhir_differential import count_component, differential_observations, method_text, percentage_value
 from device.services.report_model import model_line
 from device.services.reporting import NotExportable, fhir_status, report_models, report_summary, signed_records
 from device.store.records import Report
@@ -57,8 +64,7 @@ def fhir_diagnostic_report(report: Report, signer_name: str = "") -> dict:
     subject = {"identifier": {"system": f"{FHIR_SYSTEM}:patient-identifier", "value": patient["identifier"]},
                "display": patient["name"]}
     effective = _fhir_instant(_stored_time(sample.get("collected_at") or sample.get("created_at")))
-    method = {"text": "Automated cell finding and CNN classification (allscope, decision support), "
-                      "every result reviewed by a pathologist"}
+    method = {"text": method_text(summary)}
 
     devices = [_model_device(f"model-{i}", model) for i, model in enumerate(models, start=1)
                if model.get("recorded") is not False and model.get("sha256")]
@@ -70,20 +76,21 @@ def fhir_diagnostic_report(report: Report, signer_name: str = "") -> dict:
         return {"resourceType": "Observation", "id": obs_id, "status": status, "code": code,
                 "subject": subject, "effectiveDateTime": effective, "method": method, **single, **value}
 
-    pct = summary.get("blast_percentage")
-    pct_value = ({"valueQuantity": {"value": pct, "unit": "%", "system": UCUM, "code": "%"}} if pct is not None else
-                 {"dataAbsentReason": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
-                                                   "code": "not-a-number"}],
-                                       "text": "no blast or normal white cell was counted"}})
+    white_cells = summary_differential(summary)["white_cells"]
+    override = override_line(report.override_reason, summary)
     contained = [
-        observation("blast-percentage", _code(LOINC, *BLAST_PCT_CODE), pct_value),
+        observation("blast-percentage", _code(LOINC, *BLAST_PCT_CODE),
+                    {**percentage_value(summary.get("blast_percentage")),
+                     "component": [count_component(summary.get("blast_count") or 0)]}),
         observation("white-cells-counted",
                     _code(f"{FHIR_SYSTEM}:observation", "white-cells-counted", "White cells counted",
-                          "White cells counted (blasts + normal cells; edge, other and unusable cells excluded)"),
-                    {"valueInteger": int(summary.get("evaluable_cells") or 0)}),
+                          "White cells counted (every cell but those cut by the frame edge and those labelled "
+                          "unusable)"),
+                    {"valueInteger": int(white_cells), **({"note": [{"text": override}]} if override else {})}),
         observation("blasts-counted",
                     _code(f"{FHIR_SYSTEM}:observation", "blasts-counted", "Blasts counted", "Blasts counted"),
                     {"valueInteger": int(summary.get("blast_count") or 0)}),
+        *differential_observations(summary, observation),
     ]
     signer = {"identifier": {"system": f"{FHIR_SYSTEM}:user", "value": report.signed_by or ""},
               "display": signer_name or report.signed_by or ""}
@@ -93,6 +100,8 @@ def fhir_diagnostic_report(report: Report, signer_name: str = "") -> dict:
         *({"url": f"{FHIR_SYSTEM}:fhir:model-device", "valueReference": {"reference": f"#{device['id']}"}}
           for device in devices),
         {"url": f"{FHIR_SYSTEM}:fhir:report-version", "valueInteger": report.version},
+        {"url": f"{FHIR_SYSTEM}:fhir:review", "valueString": summary_review(summary)["statement"]},
+        *([{"url": f"{FHIR_SYSTEM}:fhir:count-override", "valueString": override}] if override else []),
         *({"url": f"{FHIR_SYSTEM}:fhir:record-changed-after-signing", "valueString": notice} for notice in notices),
     ]
     if report.supersedes_id:

@@ -178,7 +178,7 @@ class ReportPDF(FPDF):
 
 
 def _pct(value) -> str:
-    return "n/a (no blast or normal cell counted)" if value is None else f"{value:.1f} %"
+    return "n/a (no white cell counted)" if value is None else f"{value:.1f} %"
 
 
 def render_report_pdf(content: dict, crop_file, unicode_font: tuple[Path, Path] | list[FontFile] | None | bool = True,
@@ -222,14 +222,19 @@ def render_report_pdf(content: dict, crop_file, unicode_font: tuple[Path, Path] 
     labels = summary["by_label"]
     pdf.pairs([("Blast percentage", _pct(summary["blast_percentage"])),
                ("Blasts counted", summary["blast_count"]),
-               ("White cells counted", f"{summary['evaluable_cells']} (blasts + normal cells)"),
-               ("Excluded", f"{labels['other']} other, {labels['unusable']} unusable, "
-                            f"{summary['edge_cells']} at the frame edge"),
+               ("White cells counted", (f"{summary['evaluable_cells']} (every cell but the unusable ones and "
+                                        "those cut by the frame edge)")),
+               ("Excluded", f"{labels['unusable']} unusable, {summary['edge_cells']} at the frame edge"),
                ("Review", f"{summary['needs_review']} flagged by the AI, {summary['reviewed']} labelled by the "
                           f"reviewer, {summary['overridden']} changed from the AI's label"),
                ("Captures", f"{summary['captures_analysed']} analysed of {summary['captures_total']}")])
+    for frame in summary.get("captures", []):
+        if frame.get("review_note"):
+            pdf.paragraph(f"Frame {frame['number']}: {(frame.get('flag_shown') or '').replace('_', ' ')}, "
+                          f"{frame['review_note']}", size=9)
     for problem in summary.get("quality_problems", []):
         pdf.paragraph(f"Quality: {problem}", size=9)
+    differential_section(pdf, content)
 
     pdf.heading("Conclusion")
     if report["conclusion"]:
@@ -258,4 +263,28 @@ def render_report_pdf(content: dict, crop_file, unicode_font: tuple[Path, Path] 
 
     cell_grid(pdf, summary.get("cells", []), crop_file)
     return bytes(pdf.output())
+
+
+def differential_section(pdf: ReportPDF, content: dict) -> None:
+    """The reviewer's differential (a table of classes: count and % of the counted white cells), what was
+    reviewed by whom, and the override reason of a signature below the minimum count."""
+    from device.services.differential import override_line, summary_differential, summary_review
+
+    summary, report = content["summary"], content["report"]
+    diff = summary_differential(summary)
+    pdf.heading(f"Differential ({diff['white_cells']} white cells counted)", keep=5.5 * (len(diff["rows"]) + 1))
+    pdf.font(9.5, bold=True)
+    pdf.cell(70, 5.5, pdf.t("Class"))
+    pdf.cell(25, 5.5, pdf.t("Count"), align="R")
+    pdf.cell(25, 5.5, pdf.t("% of counted"), align="R", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.font(9.5)
+    for row in diff["rows"]:
+        pdf.cell(70, 5.5, pdf.t(row["name"]))
+        pdf.cell(25, 5.5, str(row["count"]), align="R")
+        pdf.cell(25, 5.5, "n/a" if row["percentage"] is None else f"{row['percentage']:.1f} %", align="R",
+                 new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.paragraph(summary_review(summary)["statement"], size=9)
+    override = override_line(report.get("override_reason"), summary)
+    if override:
+        pdf.paragraph("{}", bold=True, typed=(override,))
 

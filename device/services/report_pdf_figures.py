@@ -97,7 +97,8 @@ def cell_grid(pdf, cells: list[dict], crop_file) -> None:
         _picture(pdf, crop_jpeg(source), x, top, TILE_MM, TILE_MM)
         pdf.set_xy(x, top + TILE_MM + 0.5)
         pdf.font(7.5, bold=True)
-        final = cell["final_label"] + ("" if cell["reviewer_label"] is None else " (reviewed)")
+        final = cell["final_label"] + ("" if cell["reviewer_label"] is None else
+                                       " (AI accepted)" if cell.get("label_source") == "ai_accepted" else " (reviewed)")
         pdf.cell(TILE_MM, 3.8, pdf.t(final))
         pdf.set_xy(x, top + TILE_MM + 4.3)
         pdf.font(7)

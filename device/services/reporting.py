@@ -7,9 +7,11 @@ Counting rules (the same everywhere):
 
 * edge cells (cut by the frame border) are listed but never counted;
 * the FINAL label is the reviewer's label when there is one, else the AI's;
-* the blast percentage is blasts / (blasts + normals): cells a reviewer
-  called "other" (not a white cell of interest) or "unusable" are left out of
-  the denominator.
+* the counted white cells, the differential and its percentages, and the review
+  record (labelled by a reviewer / accepted as the AI labelled them / not
+  reviewed) are defined once in ``device/services/differential.py``: every
+  non-edge cell but the "unusable" ones is a counted white cell, and the blast
+  percentage is blasts / counted white cells.
 
 "Hardest first" is |p_blast - threshold| ascending, with the decision threshold
 the cell's capture was analysed with (recorded since schema v4), else the one in
@@ -37,6 +39,13 @@ from collections import Counter
 
 from device.core.analysis import DISCLAIMER
 from device.errors import Conflict
+from device.services.differential import (
+    differential,
+    override_line,
+    review_record,
+    summary_differential,
+    summary_review,
+)
 from device.services.report_model import capture_model_label, models_of
 from device.store.records import CELL_LABELS, Capture, Cell, Patient, Report, Sample, User, db_proxy, utcnow
 
@@ -72,6 +81,7 @@ def cell_dict(cell: Cell, threshold: float | None = None) -> dict:
         "needs_review": bool(cell.needs_review), "edge": bool(cell.edge),
         "reviewer_label": cell.reviewer_label, "reviewed_by": cell.reviewed_by,
         "reviewed_at": cell.reviewed_at.isoformat() if cell.reviewed_at else None,
+        "label_source": cell.label_source,
         "final_label": cell.final_label,
         "certainty": round(abs(cell.p_blast - threshold), 4),
     }
@@ -90,8 +100,9 @@ def count_cells(cells: list[dict]) -> dict:
     """Counts over cell dicts (see module docstring for the rules)."""
     counted = [c for c in cells if not c["edge"]]
     labels = Counter(c["final_label"] for c in counted)
-    blasts, normals = labels["blast"], labels["normal"]
-    evaluable = blasts + normals
+    blasts = labels["blast"]
+    diff = differential(cells)
+    evaluable = diff["white_cells"]
     flagged = [c for c in counted if c["needs_review"]]
     return {
         "cells_found": len(cells),
@@ -106,6 +117,10 @@ def count_cells(cells: list[dict]) -> dict:
         "unreviewed": sum(1 for c in flagged if c["reviewer_label"] is None),
         "reviewed": sum(1 for c in counted if c["reviewer_label"] is not None),
         "overridden": sum(1 for c in counted if c["reviewer_label"] not in (None, c["ai_label"])),
+        "differential": diff,
+        "review": review_record(cells),
+        # what "accept the remaining AI labels" would record: counted, unflagged cells nobody labelled
+        "accept_remaining": sum(1 for c in counted if not c["needs_review"] and c["reviewer_label"] is None),
     }
 
 
@@ -264,6 +279,7 @@ def report_content(report: Report) -> dict:
             "created_at": _iso(report.created_at), "signed_by": report.signed_by,
             "signer_name": (signer.full_name or signer.username) if signer else (report.signed_by or ""),
             "signed_at": _iso(report.signed_at),
+            "override_reason": report.override_reason or "",
             "supersedes_id": report.supersedes_id,
             "supersedes_version": report.supersedes.version if report.supersedes_id else None,
             "superseded_by_id": newer.id if newer else None,
@@ -275,12 +291,29 @@ def report_content(report: Report) -> dict:
                    "collected_at": _iso_text(shown_sample.get("collected_at")),
                    "created_at": _iso_text(shown_sample.get("created_at"))},
         "record_notices": notices,
-        "summary": summary,
+        "summary": {**summary, "captures": [shown_frame(entry) for entry in summary.get("captures", [])]},
         "models": report_models(summary),
+        "differential": summary_differential(summary),
+        "review": summary_review(summary),
+        "override_line": override_line(report.override_reason, summary),
         "disclaimer": DISCLAIMER,
         "versions": [{"id": v.id, "version": v.version, "status": v.status, "signed_by": v.signed_by,
                       "signed_at": _iso(v.signed_at)} for v in versions],
     }
+
+
+def shown_frame(entry: dict) -> dict:
+    """A frame as a report shows it: the AI's flag, except that "needs review" becomes "reviewed" once every cell
+    of the frame the AI flagged has the reviewer's label (``flag_shown``, with a ``review_note``)."""
+    flagged, unreviewed = entry.get("needs_review") or 0, entry.get("unreviewed") or 0
+    shown = entry.get("flag") or ""
+    note = ""
+    if flagged:
+        note = (f"all {flagged} flagged cell(s) reviewed" if not unreviewed
+                else f"{unreviewed} of {flagged} flagged cell(s) not reviewed")
+        if shown == "needs_review" and not unreviewed:
+            shown = "reviewed"
+    return {**entry, "flag_shown": shown, "review_note": note}
 
 
 def report_models(summary: dict) -> list[dict]:

@@ -56,6 +56,8 @@ class DeviceSettings:
     model_path: str = ""         # "" = the shipped model (models/allscope_blast_int8.tflite)
     idle_minutes: int = 10
     max_upload_mb: int = 64
+    target_white_cells: int = 200  # a manual differential counts 200 white cells
+    min_white_cells: int = 100     # fewer counted: sign-off needs an override reason
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -72,6 +74,12 @@ class DeviceSettings:
             except SettingsError as error:
                 log.warning("ignoring stored setting (%s); using the default", error)
         merged = dataclasses.replace(base, **values)
+        try:
+            merged.check_count()
+        except SettingsError as error:
+            log.warning("stored white cell counts do not fit together (%s); using the defaults", error)
+            merged = dataclasses.replace(merged, target_white_cells=base.target_white_cells,
+                                         min_white_cells=min(base.min_white_cells, base.target_white_cells))
         try:
             merged.decision()
         except SettingsError as error:
@@ -104,6 +112,8 @@ class DeviceSettings:
             current = cls.load(defaults)
             updated = dataclasses.replace(current, **coerced)
             updated.decision(changed=set(coerced))  # the band must hold around the threshold
+            if {"target_white_cells", "min_white_cells"} & set(coerced):
+                updated.check_count(changed=set(coerced))
             if {"camera_kind", "camera_source"} & set(coerced):
                 _check_camera(updated.camera_kind, updated.camera_source)
             before = {k: getattr(current, k) for k in coerced if getattr(current, k) != coerced[k]}
@@ -136,6 +146,14 @@ class DeviceSettings:
             return DecisionSettings(threshold=self.threshold, review_low=self.review_low, review_high=self.review_high)
         except ValueError as error:
             raise SettingsError("threshold", str(error)) from None
+
+    def check_count(self, changed: set[str] = frozenset()) -> None:
+        """The sign-off minimum must not exceed the target count (SettingsError naming the field just changed)."""
+        if self.min_white_cells > self.target_white_cells:
+            if "target_white_cells" in changed and "min_white_cells" not in changed:
+                raise SettingsError("target_white_cells",
+                                    f"must not be below the sign-off minimum ({self.min_white_cells})")
+            raise SettingsError("min_white_cells", f"must not be above the target count ({self.target_white_cells})")
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -189,6 +207,8 @@ LABELS = {
     "model_path": "Model file",
     "idle_minutes": "Idle logout (minutes)",
     "max_upload_mb": "Largest upload (MB)",
+    "target_white_cells": "Target white cell count",
+    "min_white_cells": "Minimum white cells to sign",
 }
 
 DESCRIPTIONS = {
@@ -203,6 +223,10 @@ DESCRIPTIONS = {
                   "The file is checked before it is accepted.",
     "idle_minutes": "A shared touchscreen logs its user out after this many minutes without activity (1 to 120).",
     "max_upload_mb": "Largest image file accepted by the upload page (1 to 512 MB).",
+    "target_white_cells": "White cells to count per sample, as in a manual differential (10 to 1000; "
+                          "the capture page shows the progress).",
+    "min_white_cells": "Signing with fewer counted white cells needs an override reason, printed on the report "
+                       "(0 to 1000, at most the target).",
 }
 
 
@@ -254,6 +278,8 @@ _COERCE: dict[str, Callable[[str, Any], Any]] = {
     "model_path": _text,
     "idle_minutes": lambda k, v: _integer(k, v, 1, 120),
     "max_upload_mb": lambda k, v: _integer(k, v, 1, 512),
+    "target_white_cells": lambda k, v: _integer(k, v, 10, 1000),
+    "min_white_cells": lambda k, v: _integer(k, v, 0, 1000),
 }
 
 

@@ -10,18 +10,27 @@ deleted). Version N stays the report of record until N+1 is signed.
 
 Sign-off is refused while a capture is still queued or analysing, while a
 counted cell the AI flagged for review has no reviewer label, when the
-conclusion is empty, or while a capture's analysis failed unless the
-pathologist confirms signing without it (the report lists it). Every change writes its audit event in the same
+conclusion is empty, while a capture's analysis failed unless the
+pathologist confirms signing without it (the report lists it), or while fewer
+white cells are counted than the sign-off minimum (the admin setting
+``min_white_cells``, default 100) unless the pathologist gives an override
+reason, which the report prints. "Accept the remaining AI labels" records, for
+every non-edge cell nobody labelled and the AI did not flag, that the reviewer
+accepted the AI's label as it was (``label_source = "ai_accepted"``), in one
+audit event; a flagged cell always needs the reviewer's own label. Every change writes its audit event in the same
 transaction. Each function raises :class:`ReviewError` (a one-line message; a
 ``Conflict``, or :class:`ReviewInputError` for a bad request) instead of changing anything when refused.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import peewee as pw
 
 from device.errors import Conflict, InvalidInput
 from device.services import reporting
+from device.services.differential import below_minimum_reason
 from device.store.records import CELL_LABELS, Capture, Cell, Report, Sample, audit, changes, db_proxy, row_dict, utcnow
 
 
@@ -31,6 +40,38 @@ class ReviewError(Conflict):
 
 class ReviewInputError(InvalidInput, ReviewError):
     """The request itself is wrong (an unknown label, no reason for an amendment)."""
+
+
+MAX_OVERRIDE_REASON = 500
+
+
+@dataclass(frozen=True)
+class CountPolicy:
+    """How many white cells a sample's count aims at, and the fewest it may be signed with without an override."""
+
+    target: int = 200
+    minimum: int = 100
+
+    def as_dict(self) -> dict:
+        return {"target": self.target, "minimum": self.minimum}
+
+
+def count_policy(settings=None) -> CountPolicy:
+    """The policy of ``settings`` (a DeviceSettings: the web UI passes its appliance's, which include the
+    configuration file's defaults), else of the stored settings over the built-in defaults."""
+    if settings is None:
+        from device.services.settings import DeviceSettings
+
+        settings = DeviceSettings.load()
+    return CountPolicy(target=settings.target_white_cells, minimum=settings.min_white_cells)
+
+
+def clean_override_reason(reason: str | None) -> str:
+    """The override reason as stored: stripped, bounded (ReviewInputError when too long)."""
+    reason = (reason or "").strip()
+    if len(reason) > MAX_OVERRIDE_REASON:
+        raise ReviewInputError(f"The override reason is too long (at most {MAX_OVERRIDE_REASON} characters).")
+    return reason
 
 
 def latest_report(sample: Sample | int) -> Report | None:
@@ -61,8 +102,11 @@ def failed_frames(summary: dict) -> list[int]:
     return [entry["number"] for entry in summary["captures"] if entry["status"] == "failed"]
 
 
-def sign_blockers(sample: Sample, conclusion: str | None = None, acknowledge_failed: bool = False) -> list[str]:
+def sign_blockers(sample: Sample, conclusion: str | None = None, acknowledge_failed: bool = False,
+                  override_reason: str | None = None, policy: CountPolicy | None = None) -> list[str]:
     """Every reason sign-off is refused now (empty list: it may be signed).
+
+    Fewer counted white cells than ``policy.minimum`` block unless an ``override_reason`` is given.
 
     Failed captures block until they are re-analysed or the pathologist acknowledges signing without them
     (``acknowledge_failed``): a frame that can never be analysed must not leave a sample unsignable, and one
@@ -80,6 +124,9 @@ def sign_blockers(sample: Sample, conclusion: str | None = None, acknowledge_fai
                        "that you sign without them.")
     if summary["unreviewed"]:
         reasons.append(f"{summary['unreviewed']} cell(s) flagged for review still need your label.")
+    too_few = below_minimum_reason(summary["evaluable_cells"], (policy or count_policy()).minimum)
+    if too_few and not (override_reason or "").strip():
+        reasons.append(too_few)
     if conclusion is not None and not conclusion.strip():
         reasons.append("Write a conclusion before signing.")
     return reasons
@@ -95,16 +142,44 @@ def relabel(cell: Cell, label: str, *, username: str, address: str = "") -> Cell
         locked = labels_locked(capture.sample_id)
         if locked:
             raise ReviewError(locked)
-        if cell.reviewer_label == label:
+        if cell.reviewer_label == label and cell.label_source == "reviewer":
             return cell
         before = row_dict(cell)
         cell.reviewer_label, cell.reviewed_by, cell.reviewed_at = label, username, utcnow()
+        cell.label_source = "reviewer"
         cell.save()
         Capture.update(version=Capture.version + 1).where(Capture.id == capture.id).execute()
         old, new = changes(before, row_dict(cell))
         audit("relabel", "cell", cell.id, username=username, before=old, after=new, address=address,
               detail=f"AI label {cell.ai_label}, p_blast {cell.p_blast:.3f}")
     return cell
+
+
+def accept_ai_labels(sample: Sample, *, username: str, address: str = "") -> int:
+    """Record that ``username`` accepted the AI's label of every remaining cell: not at the frame edge, not
+    labelled yet, not flagged for review (a flagged cell needs the reviewer's own label). One audit event names
+    the cells; returns how many were accepted (0: none was left, nothing recorded)."""
+    with db_proxy.atomic():
+        locked = labels_locked(sample)
+        if locked:
+            raise ReviewError(locked)
+        remaining = list(Cell.select().join(Capture).where(
+            (Capture.sample == sample) & (Cell.edge == False) & (Cell.needs_review == False)
+            & Cell.reviewer_label.is_null()).order_by(Cell.id))
+        if not remaining:
+            return 0
+        ids = [cell.id for cell in remaining]
+        Cell.update(reviewer_label=Cell.ai_label, reviewed_by=username, reviewed_at=utcnow(),
+                    label_source="ai_accepted").where(Cell.id.in_(ids)).execute()
+        Capture.update(version=Capture.version + 1).where(
+            Capture.id.in_(sorted({cell.capture_id for cell in remaining}))).execute()
+        labels: dict[str, int] = {}
+        for cell in remaining:
+            labels[cell.ai_label] = labels.get(cell.ai_label, 0) + 1
+        audit("accept_ai", "sample", sample.id, username=username, address=address,
+              after={"cells": ids, "labels": labels, "label_source": "ai_accepted"},
+              detail=f"accepted the AI's label of {len(ids)} cell(s) as it was")
+    return len(ids)
 
 
 def _new_version(sample: Sample, username: str, **fields) -> Report:
@@ -135,14 +210,18 @@ def save_draft(sample: Sample, conclusion: str, *, username: str, address: str =
         return latest
 
 
-def sign(sample: Sample, conclusion: str, *, username: str, address: str = "", acknowledge_failed: bool = False
-         ) -> Report:
+def sign(sample: Sample, conclusion: str, *, username: str, address: str = "", acknowledge_failed: bool = False,
+         override_reason: str | None = None, policy: CountPolicy | None = None) -> Report:
     """Sign the open draft (creating it if needed); when it is an amendment, mark the old version amended.
 
     ``acknowledge_failed``: the pathologist confirmed signing without the frames whose analysis failed (recorded
-    in the audit event; the report lists those frames)."""
+    in the audit event; the report lists those frames). ``override_reason``: why the report is signed with fewer
+    white cells counted than ``policy.minimum`` (stored on the version, printed on the report). The snapshot
+    freezes the counts, the differential, the review record and the count policy in force."""
+    reason = clean_override_reason(override_reason)
+    policy = policy or count_policy()
     with db_proxy.atomic():
-        blockers = sign_blockers(sample, conclusion, acknowledge_failed)
+        blockers = sign_blockers(sample, conclusion, acknowledge_failed, reason, policy)
         if blockers:
             raise ReviewError("Cannot sign yet: " + " ".join(blockers))
         latest = latest_report(sample)
@@ -151,7 +230,8 @@ def sign(sample: Sample, conclusion: str, *, username: str, address: str = "", a
         report = latest or _new_version(sample, username)
         before = row_dict(report)
         report.conclusion = conclusion.strip()
-        report.ai_summary = reporting.snapshot(sample)
+        report.ai_summary = {**reporting.snapshot(sample), "count_policy": policy.as_dict()}
+        report.override_reason = reason or None
         report.status, report.signed_by, report.signed_at = "signed", username, utcnow()
         report.save()
         after = row_dict(report)

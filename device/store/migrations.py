@@ -150,7 +150,31 @@ def _v4_capture_model(database: pw.SqliteDatabase) -> None:
     _sync_triggers(database, "capture", _V4_COLUMNS)
 
 
-MIGRATIONS = [_v1_initial, _v2_sync_outbox, _v3_session_epoch, _v4_capture_model]
+# v5 (issue 14): the reviewer's differential and what a signature overrode. A cell records how its reviewed label
+# came about (``label_source``: "reviewer", or "ai_accepted" when the reviewer accepted the AI's label as it was);
+# labels given before v5 were the reviewer's own. A report records why it was signed below the minimum white
+# cell count (``override_reason``, NULL when no override was needed). Both travel: the capture's payload embeds its cells (label_source added to
+# each), the report's payload carries the reason; the central keeps payloads as they come (additive members).
+_V5_CELL = "'reviewed_at', c.reviewed_at)"
+_V5_COLUMNS = {
+    "capture": (_V4_COLUMNS["capture"][0], _V4_COLUMNS["capture"][1],
+                _V2_COLUMNS["capture"][2].replace(_V5_CELL, "'reviewed_at', c.reviewed_at, "
+                                                            "'label_source', c.label_source)")),
+    "report": (_V2_COLUMNS["report"][0] + " override_reason", _V2_COLUMNS["report"][1], _V2_COLUMNS["report"][2]),
+}
+
+
+def _v5_differential(database: pw.SqliteDatabase) -> None:
+    database.execute_sql('ALTER TABLE "cell" ADD COLUMN "label_source" VARCHAR(16)')
+    database.execute_sql('ALTER TABLE "report" ADD COLUMN "override_reason" TEXT')
+    database.execute_sql("UPDATE cell SET label_source = 'reviewer' WHERE reviewer_label IS NOT NULL")
+    for entity in ("capture", "report"):
+        for verb in ("insert", "update"):
+            database.execute_sql(f"DROP TRIGGER sync_{entity}_{verb}")
+        _sync_triggers(database, entity, _V5_COLUMNS)
+
+
+MIGRATIONS = [_v1_initial, _v2_sync_outbox, _v3_session_epoch, _v4_capture_model, _v5_differential]
 
 
 def schema_version(database: pw.SqliteDatabase) -> int:

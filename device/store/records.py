@@ -16,6 +16,7 @@ from pathlib import Path
 
 import peewee as pw
 
+from device.config.choices import CELL_LABELS  # noqa: F401  (re-exported: one list, in choices.py)
 from device.store.atomic import private_database_file, private_dir
 
 db_proxy = pw.DatabaseProxy()
@@ -23,7 +24,6 @@ db_proxy = pw.DatabaseProxy()
 ROLES = ("technician", "pathologist", "admin")
 CLINICAL_ROLES = ("technician", "pathologist")
 SEXES = ("female", "male", "other", "unknown")
-CELL_LABELS = ("blast", "normal", "other", "unusable")
 CAPTURE_STATES = ("queued", "analysing", "done", "failed")
 REPORT_STATES = ("draft", "signed", "amended")
 
@@ -161,6 +161,9 @@ class Cell(BaseModel):
     reviewer_label = pw.CharField(null=True, max_length=16)
     reviewed_by = pw.CharField(null=True, max_length=64)
     reviewed_at = pw.DateTimeField(null=True)
+    # v5: "reviewer" (the reviewer's own label) or "ai_accepted" (the reviewer accepted the AI's label as it was,
+    # with "accept the remaining AI labels"); None while not reviewed.
+    label_source = pw.CharField(null=True, max_length=16)
 
     @property
     def final_label(self) -> str:
@@ -181,6 +184,8 @@ class Report(BaseModel):
     created_by = pw.CharField(default="", max_length=64)
     signed_by = pw.CharField(null=True, max_length=64)
     signed_at = pw.DateTimeField(null=True)
+    # v5: why the pathologist signed with fewer white cells counted than the minimum (None: no override given)
+    override_reason = pw.TextField(null=True)
 
     class Meta:
         indexes = ((("sample", "version"), True),)

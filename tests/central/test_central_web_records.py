@@ -27,7 +27,7 @@ def fleet():
     report_row(kano, 5, "KN-100", status="amended", version=1, sync_version=1, signed_by="drbala",
                conclusion="No blasts.")
     report_row(kano, 6, "KN-100", status="signed", version=2, sync_version=1, signed_by="drbala",
-            conclusion="Blasts 30 %: refer to haematology.")
+            conclusion="Blasts 30 %: refer to haematology.", override_reason="Dry tap: 40 white cells only.")
     report_row(jos, 3, "JT-9", status="draft")
     return {"kano": kano, "jos": jos}
 
@@ -80,6 +80,7 @@ def test_patient_page_lists_diagnoses_newest_first_with_status_and_signer(admin,
     assert html.index("Report 6 v2") < html.index("Report 5 v1")  # newest first
     assert "Signed by <strong>drbala</strong>" in html and "Blasts 30 %: refer to haematology." in html
     assert "amended" in html and "Ada Obi-Eze" in html and "Musa Bello" not in html
+    assert "Signed below the minimum white cell count because: Dry tap: 40 white cells only." in html  # schema v5
     assert AuditEvent.get((AuditEvent.action == "view") & (AuditEvent.entity == "patient")).entity_id == "KN-100"
     assert "Not signed" in admin.get("/patients/JT-9").get_data(as_text=True)
     assert admin.get("/patients/NOPE").status_code == 404

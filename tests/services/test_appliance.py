@@ -49,7 +49,7 @@ def test_the_defaults_come_from_the_file_and_a_bad_one_is_left_out(monkeypatch):
                           'threshold = 0.4\nreview_high = 0.9\n')
     assert settings_defaults(config) == {"camera_kind": "opencv", "camera_source": "0", "idle_minutes": 10,
                                          "max_upload_mb": 64, "review_low": 0.2, "threshold": 0.4,
-                                         "review_high": 0.9}
+                                         "review_high": 0.9, "target_white_cells": 200, "min_white_cells": 100}
     assert settings_defaults(AllscopeConfig(), "/flag.tflite")["model_path"] == "/flag.tflite"
     monkeypatch.setenv("ALLSCOPE_MODEL", "x" * 2000)  # longer than any path: ignored with a warning, not a crash
     assert "model_path" not in settings_defaults(AllscopeConfig())

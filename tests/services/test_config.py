@@ -126,7 +126,7 @@ def _problems(tmp_path: Path, text: str) -> list[str]:
      "allscope.toml:4: camera.framerate: unknown key (known: backend, source, width, height, live_fps, "
      "live_max_width)"),
     ("[cammera]\nbackend = \"replay\"\n",
-     "allscope.toml:1: cammera: unknown section (known: device, camera, inference, analysis, ui, storage, sync, "
+     "allscope.toml:1: cammera: unknown section (known: device, camera, inference, analysis, ui, review, storage, sync, "
      "central, login); did you mean camera?"),
     ("[inference]\ndelegate = \"external\"\n",
      "allscope.toml:1: inference.delegate_library: required when delegate = \"external\""),

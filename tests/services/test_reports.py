@@ -27,7 +27,7 @@ def sign_sample(client, auth, app, identifier="MRN-0042", name="Anna Grünwald")
     return sample_id, cells, response.get_json()["report"]["id"]
 
 
-def test_blast_percentage_excludes_other_unusable_and_edge_cells():
+def test_blast_percentage_is_over_the_counted_white_cells_other_included_unusable_and_edge_excluded():
     def cell(final, edge=False, ai="normal"):
         return {"final_label": final, "ai_label": ai, "edge": edge, "needs_review": False,
                 "reviewer_label": None if final == ai else final}
@@ -35,10 +35,11 @@ def test_blast_percentage_excludes_other_unusable_and_edge_cells():
     cells = ([cell("blast", ai="blast")] * 3 + [cell("normal")] * 5 + [cell("other")] * 4 + [cell("unusable")] * 2
              + [cell("blast", edge=True, ai="blast")] * 6)
     counts = reporting.count_cells(cells)
-    assert counts["blast_count"] == 3 and counts["evaluable_cells"] == 8
-    assert counts["blast_percentage"] == 37.5  # 3 / (3 + 5), not 3 / 14 nor 9 / 20
+    assert counts["blast_count"] == 3 and counts["evaluable_cells"] == 12
+    assert counts["blast_percentage"] == 25.0  # 3 / (3 + 5 + 4): "other" is a white cell; not 3 / 14 nor 9 / 20
     assert counts["counted_cells"] == 14 and counts["edge_cells"] == 6 and counts["overridden"] == 6
-    assert reporting.count_cells([cell("other")])["blast_percentage"] is None
+    assert reporting.count_cells([cell("other")])["blast_percentage"] == 0.0
+    assert reporting.count_cells([cell("unusable")])["blast_percentage"] is None
 
 
 def test_sample_summary_uses_the_final_label(app, client, auth):
@@ -52,8 +53,8 @@ def test_sample_summary_uses_the_final_label(app, client, auth):
 
         summary = reporting.sample_summary(Sample.get_by_id(sample_id))
     assert summary["blast_count"] == 0 and summary["ai_blast_count"] == 2
-    assert summary["evaluable_cells"] == 2 and summary["blast_percentage"] == 0.0
-    assert summary["by_label"] == {"blast": 0, "normal": 2, "other": 1, "unusable": 1}
+    assert summary["evaluable_cells"] == 3 and summary["blast_percentage"] == 0.0  # 2 normal + 1 other
+    assert {k: v for k, v in summary["by_label"].items() if v} == {"normal": 2, "other": 1, "unusable": 1}
     assert summary["unreviewed"] == 1 and summary["captures"][0]["flag"] == "needs_review"
 
 

@@ -122,11 +122,11 @@ class Writer(threading.Thread):
             self.counts.update(captures=1, crops=len(CELLS))
             for cell in list(Cell.select().where((Cell.capture == capture) & Cell.needs_review)):
                 signoff.relabel(cell, "blast" if cell.p_blast >= 0.5 else "normal", username="path")
-        signed = signoff.sign(sample, f"Blasts seen in patient {number}.", username="path")
+        signed = signoff.sign(sample, f"Blasts seen in patient {number}.", username="path", override_reason="few cells")
         self.counts.update(reports=1)
         if self.rng.random() < 0.6:
             signoff.start_amendment(signed, "second opinion", username="path")
-            signoff.sign(sample, f"Blasts confirmed in patient {number} (amended).", username="path")
+            signoff.sign(sample, f"Blasts confirmed in patient {number}.", username="path", override_reason="few cells")
             self.counts.update(amendments=1)
 
     def _edit_an_earlier_patient(self) -> None:

@@ -62,10 +62,12 @@ TABLE: dict[str, set[str]] = {
     "review.queue": {P},
     "review.sample_review": {P},
     "review.label_cell": {P},
+    "review.accept_ai_labels": {P},
     "review.save_draft": {P},
     "review.sign": {P},
     "review.amend": {P},
     "api.api_label_cell": {P},
+    "api.api_accept_ai_labels": {P},
     "api.api_sample_review": {P},
     "api.api_sign": {P},
     # reports: every clinical role reads them

@@ -123,6 +123,7 @@ def test_technician_and_pathologist_workflow(live_server, browser, tmp_path):
         open_tile.locator("[data-close]").click()
     page.get_by_role("link", name="Sign").click()
     page.fill('textarea[name="conclusion"]', "Blasts present; correlate with flow cytometry.")
+    page.fill('textarea[name="override_reason"]', "One frame only: a screening smear.")  # below 100 white cells
     page.get_by_role("button", name="Sign report").click()
     page.wait_for_url(re.compile(r".*/reports/\d+$"))
     report_text = page.inner_text("main")

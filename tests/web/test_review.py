@@ -8,6 +8,7 @@ import pytest
 from conftest import csrf_from
 from review_data import STANDARD_CELLS, add_capture, add_sample, api_headers
 
+from device.config.choices import CELL_LABELS
 from device.store.records import AuditEvent, Cell, Report
 
 
@@ -199,7 +200,7 @@ def test_review_page_outlines_cells_and_puts_the_hardest_first(app, client, auth
     order = [int(i) for i in re.findall(r'<article class="tile[^"]*" id="cell-(\d+)"', page)]
     # counted cells by |p - 0.5| (0.06, 0.08, 0.42, 0.42), then the edge cells (0.03, 0.47)
     assert order == [cells[3], cells[2], cells[0], cells[1], cells[5], cells[4]]
-    assert "needs-review" in page and page.count('class="btn label-btn') == 4 * len(STANDARD_CELLS)
+    assert "needs-review" in page and page.count('class="btn label-btn') == len(CELL_LABELS) * len(STANDARD_CELLS)
     with app.app_context():
         view = AuditEvent.get(AuditEvent.action == "view")
         assert (view.entity, view.entity_id, view.username) == ("sample", str(sample_id), "path")

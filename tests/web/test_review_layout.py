@@ -1,5 +1,5 @@
 """The review page's layout rules without a browser: the groups, the next flagged cell of each cell, the grouping kept
-by the no-JavaScript label form, the "accept the remaining AI labels" form only where its route exists, and one
+by the no-JavaScript label form, one "accept the remaining AI labels" form, and one
 label button per class of the enumeration."""
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def test_page_has_one_button_per_class_and_next_flagged_links(app, client, auth)
     # the tool bar's "Next flagged" goes to the hardest open flagged cell, and each cell's to the next one
     assert f'id="next-flagged" data-next-flagged\n     href="#cell-{cells[3]}"' in page
     assert page.count('href="#box-') == len(STANDARD_CELLS) and 'id="frames"' in page and 'id="report"' in page
-    assert 'id="accept-ai"' not in page  # no such route in this app
+    assert page.count('id="accept-ai"') == 1  # one "accept the remaining AI labels" button (review/_differential.html)
 
 
 def test_label_form_without_javascript_keeps_the_grouping(app, client, auth):
@@ -76,29 +76,3 @@ def test_label_form_without_javascript_keeps_the_grouping(app, client, auth):
     assert response.headers["Location"].endswith(f"/samples/{sample_id}/review?cell={cells[2]}#cell-{cells[2]}")
     with app.app_context():
         assert Cell.get_by_id(cells[3]).reviewer_label == "blast"
-
-
-def test_accept_ai_labels_form_appears_when_the_route_exists(tmp_path, users_database):
-    import shutil
-
-    from conftest import Auth
-
-    from webui.app import create_app
-
-    data_dir = tmp_path / "var"
-    data_dir.mkdir()
-    shutil.copyfile(users_database, data_dir / "allscope.db")
-    app = create_app(data_dir=data_dir, start_workers=False)
-    app.testing = True
-    if not any(rule.rule == "/samples/<int:sample_id>/accept-ai-labels" for rule in app.url_map.iter_rules()):
-        app.add_url_rule("/samples/<int:sample_id>/accept-ai-labels", "test_accept_ai", lambda sample_id: "",
-                         methods=["POST"])
-    try:
-        sample_id, _ = add_sample(app)
-        client = app.test_client()
-        Auth(client).login("path")
-        page = client.get(f"/samples/{sample_id}/review").get_data(as_text=True)
-        assert f'action="/samples/{sample_id}/accept-ai-labels" class="card accept-ai" id="accept-ai"' in page
-        assert "Accept the remaining AI labels" in page
-    finally:
-        app.appliance.stop()

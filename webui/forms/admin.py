@@ -75,11 +75,14 @@ class SettingsForm(FlaskForm):
     model_path = _setting(StringField, "model_path", render_kw={"autocapitalize": "none"})
     idle_minutes = _setting(StringField, "idle_minutes", render_kw={"inputmode": "numeric"})
     max_upload_mb = _setting(StringField, "max_upload_mb", render_kw={"inputmode": "numeric"})
+    target_white_cells = _setting(StringField, "target_white_cells", render_kw={"inputmode": "numeric"})
+    min_white_cells = _setting(StringField, "min_white_cells", render_kw={"inputmode": "numeric"})
 
     SECTIONS = (("Decision", ("threshold", "review_low", "review_high")),
                 ("Camera", ("camera_kind", "camera_source")),
                 ("Model", ("model_path",)),
-                ("Sessions and uploads", ("idle_minutes", "max_upload_mb")))
+                ("Sessions and uploads", ("idle_minutes", "max_upload_mb")),
+                ("White cell count", ("target_white_cells", "min_white_cells")))
 
 
 class AuditFilterForm(FlaskForm):

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from wtforms.validators import ValidationError
 
+from device.services.signoff import MAX_OVERRIDE_REASON
+
 IDENTIFIER_MAX = 64           # patient identifier (hospital / clinic number); also the column's length
 NAME_MAX = 200                # patient name
 CLINICIAN_MAX = 200           # referring clinician
@@ -22,12 +24,14 @@ PATIENT_NOTES_MAX = 5000      # patient notes
 SAMPLE_NOTES_MAX = 2000       # sample notes
 CONCLUSION_MAX = 5000         # a report's conclusion (draft and signature)
 AMENDMENT_REASON_MAX = 2000   # why a signed report is amended
+OVERRIDE_REASON_MAX = MAX_OVERRIDE_REASON  # why a report is signed below the minimum white cell count (500)
 
 FIELD_LIMITS = {
     "patient.identifier": IDENTIFIER_MAX, "patient.name": NAME_MAX,
     "patient.referring_clinician": CLINICIAN_MAX, "patient.symptoms": SYMPTOMS_MAX,
     "patient.notes": PATIENT_NOTES_MAX, "sample.notes": SAMPLE_NOTES_MAX,
     "report.conclusion": CONCLUSION_MAX, "report.amendment_reason": AMENDMENT_REASON_MAX,
+    "report.override_reason": OVERRIDE_REASON_MAX,
 }
 
 

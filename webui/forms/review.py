@@ -18,6 +18,9 @@ from webui.forms.limits import MaxChars
 class ReportForm(FlaskForm):
     conclusion = TextAreaField("Conclusion", validators=[MaxChars(limits.CONCLUSION_MAX)])
     acknowledge_failed = BooleanField("Sign without the frames whose analysis failed (the report lists them)")
+    override_reason = TextAreaField("Override reason (only to sign with fewer white cells counted than the "
+                                    "minimum; printed on the report)",
+                                    validators=[MaxChars(limits.OVERRIDE_REASON_MAX)])
 
 
 class AmendForm(FlaskForm):

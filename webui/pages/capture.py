@@ -20,11 +20,12 @@ from wtforms import SubmitField
 
 from device.errors import AllscopeError
 from device.services.intake import IntakeError, reanalyse, store_still, store_uploads
-from device.services import signoff
+from device.services import reporting, signoff
+from device.services.differential import count_progress
 from device.store.records import Capture, Cell, Patient, Report, Sample, audit, db_proxy
 from webui.forms.captures import capture_summary, chosen_files, upload_contents
 from webui.kit.access import CLINICAL, PATHOLOGIST, allow
-from webui.kit.runtime import actor, appliance
+from webui.kit.runtime import actor, appliance, count_policy
 
 bp = Blueprint("capture", __name__)
 
@@ -88,7 +89,13 @@ def _render_sample(sample: Sample, capture_form: CaptureForm, upload_form: Uploa
     return render_template("capture/sample.html", sample=sample, patient=sample.patient, captures=captures,
                            capture_form=capture_form, upload_form=upload_form,
                            camera_status=device.camera_status(), has_camera=device.grabber is not None,
-                           links=links, locked=signoff.frames_locked(sample)), status
+                           links=links, locked=signoff.frames_locked(sample), progress=sample_progress(sample)), status
+
+
+def sample_progress(sample: Sample) -> dict:
+    """"41 of 200 white cells counted" (device/services/differential.py), for capture/_progress.html."""
+    rules = count_policy()
+    return count_progress(reporting.sample_summary(sample)["evaluable_cells"], rules.target, rules.minimum)
 
 
 def _link(endpoint: str, **values) -> str | None:

@@ -8,8 +8,6 @@ API in ``webui/api/review.py`` (the page's buttons use it without reloading).
 
 from __future__ import annotations
 
-import re
-
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -17,10 +15,12 @@ from wtforms import StringField
 from wtforms.validators import AnyOf, InputRequired
 
 from device.services import reporting, signoff
+from device.services.differential import DIFFERENTIAL_CLASSES, count_progress
 from device.store.records import CELL_LABELS, Cell, Report, Sample, audit, db_proxy
 from webui.forms.review import AmendForm, ReportForm
 from webui.kit.access import PATHOLOGIST, allow
 from webui.kit.errors import http_status
+from webui.kit.runtime import count_policy as policy
 from webui.pages.review_gallery import GROUPINGS, group_cells, grouping, next_flagged
 
 bp = Blueprint("review", __name__)
@@ -30,8 +30,15 @@ LOCK_RULE = ("Cell labels can be changed until the report is signed. After signi
              "replaces the previous version, which stays viewable, marked amended.")
 
 
+QUICK_LABELS = ("blast", "normal", "other", "unusable")  # one tap each; the white cell classes from a list
+
+
 class LabelForm(FlaskForm):
     label = StringField(validators=[InputRequired(), AnyOf(CELL_LABELS, message="Unknown label.")])
+
+
+class AcceptForm(FlaskForm):
+    """The "accept the remaining AI labels" button: just the CSRF token."""
 
 
 def url_if(endpoint: str, **values) -> str | None:
@@ -47,19 +54,11 @@ def _image_urls():
                                                                 **({"w": w} if w else {})),
         "cell_crop_url": lambda cell_id: url_if("capture.cell_crop", cell_id=cell_id),
         "cell_labels": CELL_LABELS,
+        "quick_labels": QUICK_LABELS,
+        "class_labels": [label for label in DIFFERENTIAL_CLASSES if label not in QUICK_LABELS],
     }
 
 
-ACCEPT_AI_RULE = re.compile(r"^/samples/<(?:int:)?sample_id>/accept-ai-labels$")
-
-
-def accept_ai_url(sample_id: int) -> str | None:
-    """The form route (``POST /samples/<id>/accept-ai-labels``) that accepts the AI's label for every cell not yet
-    labelled, when the app has one (the page is built to work before and after it exists)."""
-    for rule in current_app.url_map.iter_rules():
-        if ACCEPT_AI_RULE.match(rule.rule) and "POST" in (rule.methods or ()):
-            return url_for(rule.endpoint, sample_id=sample_id)
-    return None
 
 
 def get_sample(sample_id: int) -> Sample:
@@ -87,6 +86,7 @@ def queue():
 def _render_review(sample: Sample, form: ReportForm | None = None, amend_form: AmendForm | None = None,
                    message: str = "", status: int = 200):
     summary = reporting.sample_summary(sample, include_cells=True)
+    rules = policy()
     latest = signoff.latest_report(sample)
     draft = latest if latest is not None and latest.status == "draft" else None
     if form is None:
@@ -100,11 +100,13 @@ def _render_review(sample: Sample, form: ReportForm | None = None, amend_form: A
     context = {
         "sample": sample, "patient": sample.patient, "summary": summary, "cells": summary["cells"],
         "groups": groups, "group_by": group_by, "groupings": GROUPINGS, "first_flagged": first_flagged,
-        "next_after": next_after, "accept_ai_url": accept_ai_url(sample.id),
+        "next_after": next_after,
         "cells_by_capture": cells_by_capture, "latest": latest, "draft": draft,
         "versions": list(Report.select().where(Report.sample == sample).order_by(Report.version.desc())),
-        "locked": signoff.labels_locked(sample), "blockers": signoff.sign_blockers(sample),
+        "locked": signoff.labels_locked(sample), "blockers": signoff.sign_blockers(sample, policy=rules),
         "form": form, "amend_form": amend_form or AmendForm(formdata=None), "label_form": LabelForm(formdata=None),
+        "accept_form": AcceptForm(formdata=None),
+        "progress": count_progress(summary["evaluable_cells"], rules.target, rules.minimum),
         "message": message, "lock_rule": LOCK_RULE,
     }
     return render_template("review/sample.html", **context), status
@@ -129,7 +131,7 @@ def label_cell(cell_id: int):
     sample_id = cell.capture.sample_id
     form = LabelForm()
     if not form.validate_on_submit():
-        flash("Unknown label: use blast, normal, other or unusable.", "error")
+        flash(f"Unknown label: use {', '.join(CELL_LABELS)}.", "error")
     else:
         try:
             signoff.relabel(cell, form.label.data, username=current_user.username, address=address())
@@ -140,6 +142,23 @@ def label_cell(cell_id: int):
     # cell=: its group is shown open (it may have moved to a collapsed one), and its enlarged view by the anchor
     return redirect(url_for("review.sample_review", sample_id=sample_id, cell=cell_id, _anchor=f"cell-{cell_id}",
                             **extra))
+
+
+@bp.post("/samples/<int:sample_id>/accept-ai-labels")
+@allow(PATHOLOGIST)
+def accept_ai_labels(sample_id: int):
+    """The no-JavaScript path of "Accept the remaining AI labels"."""
+    sample = get_sample(sample_id)
+    if not AcceptForm().validate_on_submit():
+        abort(400)
+    try:
+        accepted = signoff.accept_ai_labels(sample, username=current_user.username, address=address())
+    except signoff.ReviewError as error:
+        flash(str(error), "error")
+    else:
+        flash(f"Accepted the AI's label of {accepted} cell(s), recorded as accepted by you." if accepted
+              else "No AI label was left to accept.", "info")
+    return redirect(url_for("review.sample_review", sample_id=sample_id, _anchor="differential"))
 
 
 @bp.post("/samples/<int:sample_id>/report/draft")
@@ -171,7 +190,8 @@ def sign(sample_id: int):
         form.conclusion.errors = ["Write a conclusion before signing."]
     try:
         report = signoff.sign(sample, conclusion, username=current_user.username, address=address(),
-                              acknowledge_failed=bool(form.acknowledge_failed.data))
+                              acknowledge_failed=bool(form.acknowledge_failed.data),
+                              override_reason=form.override_reason.data or "", policy=policy())
     except signoff.ReviewError as error:
         return _render_review(sample, form=form, message=str(error), status=http_status(error))
     flash(f"Report version {report.version} signed.", "info")

@@ -2,6 +2,7 @@
 // shows the enlarged view; its label buttons submit a normal form; "Next flagged" and "Show in frame" are links.
 // With it: labels post to the API and update the tile, its outline and the counts without reloading; "Next
 // flagged" follows the cells still to review as they change; "Show in frame" zooms the frame onto the cell.
+// The class list ("Set class") of a tile posts the same way and updates the differential too.
 (function () {
   "use strict";
   var root = document.getElementById("review");
@@ -24,7 +25,10 @@
   }
 
   function setVerdictClass(el, finalLabel, open) {
-    labels.forEach(function (label) { el.classList.toggle("v-" + label, label === finalLabel); });
+    Array.prototype.slice.call(el.classList).forEach(function (name) {
+      if (name.indexOf("v-") === 0) { el.classList.remove(name); }
+    });
+    el.classList.add("v-" + finalLabel);
     el.classList.toggle("needs-review", open);
   }
 
@@ -33,7 +37,7 @@
       var value = el.dataset.count.split(".").reduce(function (obj, key) {
         return obj === undefined || obj === null ? undefined : obj[key];
       }, counts);
-      if (el.dataset.count === "blast_percentage") {
+      if (/percentage$/.test(el.dataset.count)) {
         el.textContent = value === null || value === undefined ? "n/a" : value.toFixed(1) + " %";
       } else if (value !== undefined) {
         el.textContent = value;
@@ -58,7 +62,8 @@
     setVerdictClass(tile, cell.final_label, open);
     tile.dataset.final = cell.final_label;
     var reviewer = tile.querySelector("[data-reviewer]");
-    reviewer.textContent = cell.reviewer_label || "\u2014";
+    reviewer.textContent = (cell.reviewer_label || "\u2014") +
+      (cell.label_source === "ai_accepted" ? " (AI accepted)" : "");
     reviewer.className = "badge " + (cell.reviewer_label || "");
     tile.querySelector("[data-tag]").textContent = cell.final_label + " " + Math.round(cell.p_blast * 100) + "%";
     tile.querySelectorAll(".label-btn").forEach(function (button) {
@@ -71,11 +76,13 @@
   root.querySelectorAll(".label-form").forEach(function (form) {
     form.addEventListener("submit", function (event) {
       var button = event.submitter;
-      if (!button || !button.value) { return; }  // old browser: let the form post normally
+      var select = form.querySelector("select[name=label]");
+      var label = button && button.value ? button.value : (button && select ? select.value : "");
+      if (!label) { return; }  // old browser: let the form post normally
       event.preventDefault();
       var tile = form.closest(".tile");
       tile.classList.add("busy");
-      window.allscopeFetch(form.dataset.api, {method: "POST", json: {label: button.value}})
+      window.allscopeFetch(form.dataset.api, {method: "POST", json: {label: label}})
         .then(function (body) {
           showError("");
           updateTile(tile, body.cell);
