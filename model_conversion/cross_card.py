@@ -40,11 +40,12 @@ def _tflite_predict(path: Path, images: np.ndarray) -> np.ndarray:
     return p
 
 
-def ms_per_cell(path: Path, images: np.ndarray, repeats: int = 3) -> float:
-    """Median over ``repeats`` of the mean int8 invoke time per cell (one thread, batch 1)."""
+def ms_per_cell(model: Path | bytes, images: np.ndarray, repeats: int = 3) -> float:
+    """Median over ``repeats`` of the mean int8 invoke time per cell (one thread, batch 1); a file or its bytes."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    interpreter = (Interpreter(model_content=model, num_threads=1) if isinstance(model, bytes)
+                   else Interpreter(model_path=str(model), num_threads=1))
     interpreter.allocate_tensors()
     inp = interpreter.get_input_details()[0]
     times = []

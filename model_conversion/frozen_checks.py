@@ -17,20 +17,11 @@ import numpy as np
 from model_conversion.crosssource import training_weights
 
 
-def run_tflite(model: bytes, images: np.ndarray, threads: int = 1) -> np.ndarray:
-    """p_blast (softmax[:, 1], dequantised) of a two-class uint8 model for uint8 images, one at a time."""
-    from ai_edge_litert.interpreter import Interpreter
+def run_tflite(model: bytes, images: np.ndarray) -> np.ndarray:
+    """p_blast (softmax[:, 1], dequantised) of a two-class uint8 model, one thread, one cell at a time."""
+    from model_conversion.cnn_crosssource import int8_predict
 
-    interpreter = Interpreter(model_content=model, num_threads=threads)
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    scale, zero = out["quantization"]
-    p = np.empty(len(images), np.float32)
-    for i, image in enumerate(images):
-        interpreter.set_tensor(inp["index"], image[None])
-        interpreter.invoke()
-        p[i] = (float(interpreter.get_tensor(out["index"])[0][1]) - zero) * scale
-    return p
+    return int8_predict(model, images)
 
 
 def prepared(samples, size: int) -> np.ndarray:
@@ -85,18 +76,7 @@ def int8_agreement(model: bytes, samples, x: np.ndarray, weights: np.ndarray, bi
 
 
 def ms_per_cell(model: bytes, images: np.ndarray, repeats: int = 3) -> float:
-    import time
+    """LiteRT invoke time per cell, one thread, batch 1 (``cross_card.ms_per_cell``)."""
+    from model_conversion.cross_card import ms_per_cell as timed
 
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=model, num_threads=1)
-    interpreter.allocate_tensors()
-    inp = interpreter.get_input_details()[0]
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for image in images:
-            interpreter.set_tensor(inp["index"], image[None])
-            interpreter.invoke()
-        times.append((time.perf_counter() - started) * 1000 / len(images))
-    return float(np.median(times))
+    return timed(model, images, repeats)

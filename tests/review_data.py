@@ -84,13 +84,12 @@ def add_capture(app, sample_id: int, cells: list[dict], status: str = "done", fl
 def add_sample(app, cells: list[dict] | None = None, identifier: str = "MRN-0042", name: str = "Anna Grünwald",
                status: str = "done") -> tuple[int, list[int]]:
     """(sample id, cell ids) of a new sample with one capture of the demo frame."""
-    with app.app_context():
-        with db_proxy.atomic():
-            patient = Patient.get_or_none(Patient.identifier == identifier) or Patient.create(
-                identifier=identifier, name=name, date_of_birth=dt.date(1961, 4, 2), sex="female",
-                referring_clinician="Dr. Ōkubo", symptoms="fatigue, bruising", wbc=38.5, hemoglobin=8.9,
-                platelets=41)
-            sample = Sample.create(patient=patient, collected_at=dt.datetime(2026, 1, 5, 9, 30), created_by="tech")
+    with app.app_context(), db_proxy.atomic():
+        patient = Patient.get_or_none(Patient.identifier == identifier) or Patient.create(
+            identifier=identifier, name=name, date_of_birth=dt.date(1961, 4, 2), sex="female",
+            referring_clinician="Dr. Ōkubo", symptoms="fatigue, bruising", wbc=38.5, hemoglobin=8.9,
+            platelets=41)
+        sample = Sample.create(patient=patient, collected_at=dt.datetime(2026, 1, 5, 9, 30), created_by="tech")
     return sample.id, add_capture(app, sample.id, STANDARD_CELLS if cells is None else cells, status=status)
 
 
@@ -99,3 +98,14 @@ def api_headers(client, path: str = "/review") -> dict:
     from conftest import csrf_from
 
     return {"X-CSRFToken": csrf_from(client.get(path).get_data(as_text=True))}
+
+
+def label(client, cell_id, value, headers):
+    """Label one cell through the JSON API."""
+    return client.post(f"/api/cells/{cell_id}/label", json={"label": value}, headers=headers)
+
+
+def review_flagged(client, cells, headers, second: str = "normal"):
+    """Label the two flagged cells of ``add_sample``'s standard sample: the first blast, the second ``second``."""
+    for cell_id, value in ((cells[2], "blast"), (cells[3], second)):
+        assert label(client, cell_id, value, headers).status_code == 200

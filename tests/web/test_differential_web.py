@@ -11,7 +11,7 @@ import re
 import pypdf
 import pytest
 from conftest import csrf_from
-from review_data import add_sample, api_headers
+from review_data import add_sample, api_headers, label, review_flagged
 
 from device.store.records import AuditEvent, Cell, Report
 
@@ -27,15 +27,6 @@ def minimum_100(app):
     with app.app_context():
         app.appliance.save_settings(MINIMUM_100, Actor("admin", ""))
     assert app.appliance.settings.min_white_cells == 100
-
-
-def label(client, cell_id, value, headers):
-    return client.post(f"/api/cells/{cell_id}/label", json={"label": value}, headers=headers)
-
-
-def review_flagged(client, cells, headers):
-    for cell_id, value in ((cells[2], "blast"), (cells[3], "lymphocyte")):
-        assert label(client, cell_id, value, headers).status_code == 200
 
 
 def test_a_class_label_through_the_api_answers_the_differential_and_the_progress(app, client, auth, minimum_100):
@@ -95,7 +86,7 @@ def test_sign_below_the_minimum_is_409_naming_the_reason_and_an_override_is_stor
     sample_id, cells = add_sample(app)
     auth.login("path")
     headers = api_headers(client)
-    review_flagged(client, cells, headers)
+    review_flagged(client, cells, headers, "lymphocyte")
     refused = client.post(f"/api/samples/{sample_id}/report/sign", json={"conclusion": "Blasts."}, headers=headers)
     assert refused.status_code == 409
     assert refused.get_json()["error"] == ("Cannot sign yet: 4 white cells counted; at least 100 needed to sign, "
@@ -128,7 +119,7 @@ def test_the_html_sign_form_offers_the_override_and_refuses_in_one_line(app, cli
     sample_id, cells = add_sample(app)
     auth.login("path")
     headers = api_headers(client)
-    review_flagged(client, cells, headers)
+    review_flagged(client, cells, headers, "lymphocyte")
     page = client.get(f"/samples/{sample_id}/review").get_data(as_text=True)
     assert 'name="override_reason"' in page and "below the minimum of 100" in page
     token = csrf_from(page)
@@ -149,7 +140,7 @@ def test_fhir_has_one_observation_per_class_and_says_exactly_what_was_reviewed(a
     sample_id, cells = add_sample(app)
     auth.login("path")
     headers = api_headers(client)
-    review_flagged(client, cells, headers)
+    review_flagged(client, cells, headers, "lymphocyte")
     client.post(f"/api/samples/{sample_id}/accept-ai-labels", json={}, headers=headers)
     signed = client.post(f"/api/samples/{sample_id}/report/sign",
                          json={"conclusion": "Blasts.", "override_reason": "Research smear."}, headers=headers)
@@ -208,7 +199,7 @@ def test_sync_payloads_carry_the_label_source_and_the_override_reason(app, clien
     sample_id, cells = add_sample(app)
     auth.login("path")
     headers = api_headers(client)
-    review_flagged(client, cells, headers)
+    review_flagged(client, cells, headers, "lymphocyte")
     client.post(f"/api/samples/{sample_id}/accept-ai-labels", json={}, headers=headers)
     client.post(f"/api/samples/{sample_id}/report/sign", json={"conclusion": "B.", "override_reason": "why"},
                 headers=headers)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 from conftest import csrf_from
-from review_data import STANDARD_CELLS, add_capture, add_sample, api_headers
+from review_data import STANDARD_CELLS, add_capture, add_sample, api_headers, label, review_flagged
 
 from device.config.choices import CELL_LABELS
 from device.store.records import AuditEvent, Cell, Report
@@ -17,17 +17,8 @@ def sample(app):
     return add_sample(app)
 
 
-def label(client, cell_id, value, headers):
-    return client.post(f"/api/cells/{cell_id}/label", json={"label": value}, headers=headers)
-
-
 def sign_api(client, sample_id, conclusion, headers):
     return client.post(f"/api/samples/{sample_id}/report/sign", json={"conclusion": conclusion}, headers=headers)
-
-
-def review_flagged(client, cells, headers):
-    for cell_id, value in ((cells[2], "blast"), (cells[3], "normal")):
-        assert label(client, cell_id, value, headers).status_code == 200
 
 
 def test_relabel_keeps_the_ai_label_and_is_audited(app, client, auth, sample):
