@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 import types
@@ -50,7 +51,7 @@ def test_replay_stills_cycle_through_the_folder_never_the_same_twice_in_a_row():
     names = sorted(p.name for p in DEMO.glob("*.jpg"))
     camera.read()
     files = [camera.capture_still()[1]["file"] for _ in range(2 * len(names))]
-    assert all(a != b for a, b in zip(files, files[1:])), files
+    assert all(a != b for a, b in itertools.pairwise(files)), files
     assert files[:len(names)] == names and files[len(names):] == names  # the whole folder, then again
     camera.close()
 
@@ -58,7 +59,7 @@ def test_replay_stills_cycle_through_the_folder_never_the_same_twice_in_a_row():
 def test_replay_of_a_single_file_folder_still_answers(tmp_path):
     import shutil
 
-    shutil.copy(sorted(DEMO.glob("*.jpg"))[0], tmp_path / "only.jpg")
+    shutil.copy(min(DEMO.glob("*.jpg")), tmp_path / "only.jpg")
     camera = ReplayCamera(tmp_path, hold_s=3600)
     camera.open()
     assert camera.capture_still()[1]["file"] == camera.capture_still()[1]["file"] == "only.jpg"
