@@ -167,8 +167,8 @@ IDENTIFIER_KEY = "lower(trim(identifier))"
 
 def _v6_patient_identifier_nocase(database: pw.SqliteDatabase) -> None:
     rows = database.execute_sql(
-        f"SELECT id FROM patient AS p WHERE EXISTS (SELECT 1 FROM patient AS q WHERE q.id < p.id AND "
-        f"lower(trim(q.identifier)) = lower(trim(p.identifier))) ORDER BY id").fetchall()
+        "SELECT id FROM patient AS p WHERE EXISTS (SELECT 1 FROM patient AS q WHERE q.id < p.id AND "
+        "lower(trim(q.identifier)) = lower(trim(p.identifier))) ORDER BY id").fetchall()
     kept = [int(row[0]) for row in rows]
     if kept:
         log.warning("patient identifiers differing only in case or spaces are kept as they are (later records "

@@ -5,7 +5,6 @@ summary at the top, number inputs for the thresholds, and plurals."""
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 from conftest import csrf_from
@@ -51,3 +50,81 @@ def test_blood_count_takes_a_decimal_comma_in_a_text_input(app, client, auth):
         assert (patient.wbc, patient.hemoglobin) == (48.5, 9.25)
     response = register(client, identifier="MRN-9", wbc="48,5,1")
     assert response.status_code == 400 and 'value="48,5,1"' in response.get_data(as_text=True)
+
+
+def _fresh_client(tmp_path):
+    from webui.app import create_app
+
+    app = create_app(data_dir=tmp_path / "fresh", start_workers=False)
+    app.testing = True
+    return app, app.test_client()
+
+
+def test_setup_keeps_what_was_typed_and_shows_every_error_at_its_field(tmp_path):
+    app, client = _fresh_client(tmp_path)
+    try:
+        token = csrf_from(client.get("/setup").get_data(as_text=True))
+        response = client.post("/setup", data={"csrf_token": token, "username": "Dr Boss!", "full_name": "Dr. Ana Boss",
+                                               "password": "short", "password_again": "shorter",
+                                               "roles": ["admin", "pathologist"]})
+        html = response.get_data(as_text=True)
+        assert response.status_code == 400
+        assert 'value="Dr Boss!"' in html and 'value="Dr. Ana Boss"' in html  # kept
+        assert "short" not in re.findall(r'<input[^>]*type="password"[^>]*>', html).__str__()  # never a password
+        assert re.search(r'value="pathologist" checked', html) and not re.search(r'value="technician" checked', html)
+        summary = re.search(r'<div class="error-summary".*?</div>', html, re.DOTALL).group(0)
+        for anchor in ("#username", "#password", "#password_again"):
+            assert f'href="{anchor}"' in summary
+        assert "these 3 fields" in summary
+        assert html.count('class="field-error"') == 3  # each at its field too
+        assert 'id="username-error"' in html and 'aria-describedby="password_again-error"' in html
+    finally:
+        app.appliance.stop()
+
+
+def test_admin_users_refusal_has_a_banner_at_the_top_and_keeps_the_typed_values(app, client, auth):
+    auth.login("admin")
+    token = csrf_from(client.get("/admin/users").get_data(as_text=True))
+    response = client.post("/admin/users", data={"csrf_token": token, "username": "new.tech", "full_name": "New Tech",
+                                                 "password": "x", "confirm": "y"})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 400
+    summary = re.search(r'<div class="error-summary".*?</div>', html, re.DOTALL)
+    assert summary and html.index("error-summary") < html.index('class="ad-users"')  # above the user list
+    assert "New user: Roles" in summary.group(0) and "New user: New password" in summary.group(0)
+    assert 'href="#roles"' in summary.group(0) and 'id="roles"' in html
+    assert 'value="new.tech"' in html and 'value="New Tech"' in html
+    assert 'value="x"' not in html
+
+
+def test_threshold_settings_are_number_inputs_with_bounds(client, auth):
+    auth.login("admin")
+    html = client.get("/admin/settings").get_data(as_text=True)
+    for name, bounds in (("threshold", ('min="0"', 'max="1"', 'step="0.01"')),
+                         ("idle_minutes", ('min="1"', 'max="120"', 'step="1"'))):
+        tag = re.search(rf'<input[^>]*name="{name}"[^>]*>', html).group(0)
+        assert 'type="number"' in tag and all(b in tag for b in bounds), tag
+
+
+@pytest.mark.parametrize("count, text", [(1, "1 cell was flagged"), (2, "2 cells were flagged")])
+def test_report_page_plurals(app, client, auth, count, text):
+    from review_data import STANDARD_CELLS, add_sample
+
+    cells = [dict(STANDARD_CELLS[2])] + [dict(STANDARD_CELLS[3])] * (count - 1)
+    sample_id, _ = add_sample(app, cells=cells)
+    auth.login("path")
+    token = csrf_from(client.get(f"/samples/{sample_id}/review").get_data(as_text=True))
+    client.post(f"/samples/{sample_id}/report/draft", data={"csrf_token": token, "conclusion": "x"})
+    html = client.get(f"/samples/{sample_id}/report").get_data(as_text=True)
+    assert text in html
+
+
+def test_idle_logout_message_says_1_minute(app, client, auth):
+    from device.services.actor import Actor
+
+    app.appliance.save_settings({"idle_minutes": "1"}, Actor("admin"))
+    auth.login("tech")
+    with client.session_transaction() as session:
+        session["last_seen"] = session["last_seen"] - 61
+    html = client.get("/", follow_redirects=True).get_data(as_text=True)
+    assert "Logged out after 1 minute without activity." in html
