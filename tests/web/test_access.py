@@ -75,6 +75,7 @@ TABLE: dict[str, set[str]] = {
     "reports.sample_report": CLINICAL,
     "reports.report_version": CLINICAL,
     "reports.report_pdf": CLINICAL,
+    "reports.report_viewer": CLINICAL,
     "reports.report_fhir": CLINICAL,
     "api.api_report": CLINICAL,
     # administration: admins only
