@@ -76,7 +76,7 @@ def create_app(config: AllscopeConfig | None = None, *, data_dir: str | os.PathL
     def _template_globals():
         return {"disclaimer": DISCLAIMER, "idle_minutes": device.settings.idle_minutes,
                 "user_has": lambda *roles: current_user.is_authenticated and current_user.has_any_role(*roles),
-                "nav_items": NAV_ITEMS, "nav_url": _nav_url}
+                "nav_items": NAV_ITEMS, "nav_url": _nav_url, "ping_url": _nav_url("auth.session_ping")}
 
     for module in BLUEPRINTS:
         app.register_blueprint(module.bp)

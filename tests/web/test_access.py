@@ -28,6 +28,7 @@ TABLE: dict[str, set[str]] = {
     "auth.login": ALL,
     "auth.setup": ALL,          # answers 404 once a user exists, for everyone
     "auth.logout": USERS,
+    "auth.session_ping": USERS,
     # patients and samples
     "patients.patient_list": CLINICAL,
     "patients.patient_new": CLINICAL,

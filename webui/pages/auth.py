@@ -45,6 +45,15 @@ def logout():
     return security.end_session(client_address(), url_for("auth.login"))
 
 
+@bp.post("/session/ping")
+@allow(*ANY_USER)
+def session_ping():
+    """Activity on the page (typing, touching) that sent no request: the idle logout's clock starts again
+    (``webui/kit/security.py`` counts every request not ending in /poll). The page's "Stay logged in" and its
+    throttled activity ping call it."""
+    return "", 204
+
+
 @bp.route("/setup", methods=["GET", "POST"])
 @allow_anonymous
 def setup():
