@@ -28,6 +28,8 @@
   // seconds left with a "Stay logged in" button; at zero the logout form is posted (idle=1: a half-typed
   // form's draft is kept for the same user, see below). Activity that sends no request (typing a long form)
   // pings the server now and then, so that the server's own idle clock (webui/kit/security.py) agrees.
+  // A scroll is not activity: a page scrolls by itself (a field scrolled into view, an anchor); a finger
+  // scrolling touches first, a mouse wheel is "wheel".
   var minutes = parseFloat(document.body.dataset.idleMinutes || "");
   var form = document.getElementById("logout-form");
   var pingUrl = document.body.dataset.pingUrl || "";
@@ -83,7 +85,7 @@
       if (Date.now() - lastPing > Math.min(15 * 1000, totalMs / 4)) { ping(); }
     };
     stay.addEventListener("click", function () { ping(); reset(); });
-    ["pointerdown", "keydown", "touchstart", "scroll", "input"].forEach(function (name) {
+    ["pointerdown", "keydown", "touchstart", "wheel", "input"].forEach(function (name) {
       document.addEventListener(name, activity, {passive: true});
     });
     reset();
