@@ -126,3 +126,19 @@ def test_the_report_button_appears_once_a_report_exists(app, client, auth):
                        ).status_code == 302
     html = client.get(f"/samples/{sample_id}").get_data(as_text=True)
     assert f'href="/samples/{sample_id}/report"' in html
+
+
+def test_a_discarded_frame_uploaded_again_is_refused_with_the_reason(app, client, auth):
+    import io
+
+    from review_data import DEMO_FRAME
+
+    sample_id, _ = add_sample(app)
+    (capture_id,) = _capture_ids(app, sample_id)
+    auth.login("tech")
+    headers = api_headers(client, "/")
+    assert client.post(f"/api/captures/{capture_id}/discard", json={}, headers=headers).status_code == 200
+    again = client.post(f"/api/samples/{sample_id}/captures", data={"files": [(io.BytesIO(DEMO_FRAME.read_bytes()),
+                                                                              "again.jpg")]},
+                        content_type="multipart/form-data", headers=headers)
+    assert again.status_code == 409 and "which was discarded" in again.get_json()["error"]
