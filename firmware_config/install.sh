@@ -13,7 +13,8 @@
 #   --kiosk-user NAME      the desktop user whose session shows the kiosk (default: the user with UID 1000
 #                          in DIR/etc/passwd, if any); --no-kiosk installs no kiosk unit
 #   --with-broker          also install the mosquitto configuration template and ACL (central broker host)
-#   --no-packages          do not install the Debian packages allscope needs (the PDF report's fonts)
+#   --no-packages          do not install the Debian packages allscope needs (the PDF report's fonts, the
+#                          kiosk's on-screen keyboard squeekboard)
 #   --no-venv              do not create/upgrade the venv (it is never built with --root: it must be built on
 #                          the target, its scripts hold absolute paths and its wheels match the target's CPU)
 #   --system-site-packages give the venv the system's packages (Jetson: JetPack's OpenCV with GStreamer)
@@ -192,29 +193,41 @@ else
 fi
 
 echo "Debian packages"
+# install_debs WHAT PACKAGE...: the packages not installed yet, with apt-get on the running target only.
+install_debs() {
+    local what="$1"; shift
+    local debs=("$@") missing=() deb
+    for deb in "${debs[@]}"; do
+        dpkg-query --admindir="$R/var/lib/dpkg" -W -f='${Status}' "$deb" 2>/dev/null | grep -q 'install ok installed' \
+            || missing+=("$deb")
+    done
+    if [ "${#missing[@]}" = 0 ]; then
+        say unchanged "${debs[*]}"
+    elif [ "$PACKAGES" = no ]; then
+        say skipped "${missing[*]} (--no-packages)"
+    elif [ "$ROOT" != / ]; then
+        say skipped "${missing[*]}: install them on the target (apt-get install ${missing[*]})"
+    elif ! command -v apt-get >/dev/null; then
+        say skipped "${missing[*]}: no apt-get here; install $what with this system's package manager"
+    else
+        changed installed "${missing[*]}"
+        if [ "$DRY" = no ]; then
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        fi
+    fi
+}
 # The PDF report's fonts, so a patient's name prints in any script a clinic meets (DejaVu: Latin, Greek,
 # Cyrillic, Hebrew, Arabic; Noto: Arabic, Indic scripts, Thai, ...; WenQuanYi Micro Hei: Chinese, Japanese,
 # Korean); device/services/pdf_fonts.py lists the files it looks for. The Makefile's system-deps installs them too.
-debs=(fonts-dejavu-core fonts-noto-core fonts-wqy-microhei)
-missing=()
-for deb in "${debs[@]}"; do
-    dpkg-query --admindir="$R/var/lib/dpkg" -W -f='${Status}' "$deb" 2>/dev/null | grep -q 'install ok installed' \
-        || missing+=("$deb")
-done
-if [ "${#missing[@]}" = 0 ]; then
-    say unchanged "${debs[*]}"
-elif [ "$PACKAGES" = no ]; then
-    say skipped "${missing[*]} (--no-packages)"
-elif [ "$ROOT" != / ]; then
-    say skipped "${missing[*]}: install them on the target (apt-get install ${missing[*]})"
-elif ! command -v apt-get >/dev/null; then
-    say skipped "${missing[*]}: no apt-get here; install the same fonts with this system's package manager"
+install_debs "the same fonts" fonts-dejavu-core fonts-noto-core fonts-wqy-microhei
+# The kiosk's on-screen keyboard: squeekboard, Raspberry Pi OS Bookworm's own (Wayland: labwc or wayfire),
+# shown when a text field gets the focus (the kiosk launcher starts Chromium with --enable-wayland-ime;
+# `sudo raspi-config nonint do_squeekboard S2` makes it appear whenever a touchscreen is present).
+if [ "$ROLE" != central ] && [ "$KIOSK" != no ] && [ -n "$KIOSK_UID" ]; then
+    install_debs "an on-screen keyboard" squeekboard
 else
-    changed installed "${missing[*]}"
-    if [ "$DRY" = no ]; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    fi
+    say skipped "squeekboard (no kiosk on this target)"
 fi
 
 echo "program files"

@@ -109,6 +109,7 @@ def device_bodies(ids):
     return {
         "auth.login": {"data": {"username": "tech", "password": "wrong-password"}},   # a failure row is written
         "auth.logout": {"data": {}},
+        "auth.session_ping": None,  # restarts the session's idle clock: nothing in the database
         "auth.setup": None,  # 404 once a user exists: nothing it could change
         "patients.patient_new": {"data": {"identifier": "P-NEW", "name": "New Patient", "sex": "female"}},
         "patients.patient_edit": {"data": {"identifier": "P-1", "name": "Renamed", "sex": "male"}},
@@ -117,6 +118,7 @@ def device_bodies(ids):
         "capture.capture_still": None,  # no camera in this app: 503 either way, covered in test_device_faults
         "capture.upload": {"data": {"images": (io(png(90)), "f.png")}},
         "capture.reanalyse_capture": None,  # the fixture's capture is done (and signed): 409, nothing to change
+        "capture.discard": None,  # the fixture's capture belongs to a signed report: 409, nothing to change
         "review.label_cell": {"data": {"label": "blast"}},
         "review.accept_ai_labels": {"data": {}},
         "review.save_draft": {"data": {"conclusion": "draft text"}},
@@ -134,6 +136,7 @@ def device_bodies(ids):
         "api.api_capture_upload": {"data": {"files": (io(png(91)), "g.png")}},
         "api.api_capture_still": None,
         "api.api_capture_reanalyse": None,  # as capture.reanalyse_capture
+        "api.api_capture_discard": None,  # as capture.discard
         "api.api_patient_create": {"json": {"identifier": "P-API", "name": "Api Patient"}},
         "api.api_patient_update": {"json": {"name": "Patched"}},
         "api.api_sample_create": {"json": {}},

@@ -29,7 +29,7 @@ from device.services.appliance import Appliance
 from webui import api
 from webui.kit import STATIC_DIR, access, install_templates, security
 from webui.kit.runtime import DeviceApp
-from webui.pages import admin, auth, capture, patients, reports, review
+from webui.pages import admin, auth, capture, patients, reports, results, review
 
 csrf = CSRFProtect()
 MB = 1024 * 1024
@@ -42,7 +42,7 @@ NAV_ITEMS = (
     ("admin.status", "Admin", (access.ADMIN,)),
 )
 
-BLUEPRINTS = (auth, patients, capture, review, reports, admin, api)
+BLUEPRINTS = (auth, patients, capture, results, review, reports, admin, api)
 
 
 def create_app(config: AllscopeConfig | None = None, *, data_dir: str | os.PathLike | None = None,
@@ -76,7 +76,7 @@ def create_app(config: AllscopeConfig | None = None, *, data_dir: str | os.PathL
     def _template_globals():
         return {"disclaimer": DISCLAIMER, "idle_minutes": device.settings.idle_minutes,
                 "user_has": lambda *roles: current_user.is_authenticated and current_user.has_any_role(*roles),
-                "nav_items": NAV_ITEMS, "nav_url": _nav_url}
+                "nav_items": NAV_ITEMS, "nav_url": _nav_url, "ping_url": _nav_url("auth.session_ping")}
 
     for module in BLUEPRINTS:
         app.register_blueprint(module.bp)

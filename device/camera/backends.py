@@ -58,7 +58,10 @@ class ReplayCamera(Camera):
 
     A real microscope shows one field until the stage moves, so each file is
     held for ``hold_s`` seconds (0: the next file on every read); a still is
-    the frame being shown.
+    the frame being shown, and the stage then "moves": a still taken while the
+    field of the previous still is still shown takes the next file instead, so
+    two stills in a row are never the same frame (intake refuses a frame the
+    sample already has as a duplicate) while the folder holds two files or more.
     """
 
     name = "replay"
@@ -70,6 +73,7 @@ class ReplayCamera(Camera):
         self._cache: dict[Path, np.ndarray] = {}
         self._index = -1
         self._shown_at = 0.0
+        self._last_still = -1
 
     def open(self) -> None:
         from device.core.imageio import iter_image_files
@@ -79,7 +83,7 @@ class ReplayCamera(Camera):
         self._files = list(iter_image_files(self.folder))
         if not self._files:
             raise CameraError(f"replay camera: no image files in {self.folder}")
-        self._index, self._shown_at = -1, 0.0
+        self._index, self._shown_at, self._last_still = -1, 0.0, -1
 
     def _current(self) -> tuple[Path, np.ndarray]:
         from device.core.imageio import load_image
@@ -93,21 +97,26 @@ class ReplayCamera(Camera):
             self._cache[path] = frame
         return path, self._cache[path]
 
+    def _advance(self) -> None:
+        self._index = (self._index + 1) % max(len(self._files), 1)
+        self._shown_at = time.monotonic()
+
     def read(self) -> np.ndarray:
-        now = time.monotonic()
-        if self._index < 0 or now - self._shown_at >= self.hold_s:
-            self._index = (self._index + 1) % max(len(self._files), 1)
-            self._shown_at = now
+        if self._index < 0 or time.monotonic() - self._shown_at >= self.hold_s:
+            self._advance()
         return self._current()[1]
 
     def capture_still(self) -> tuple[np.ndarray, dict]:
         if self._index < 0:
             self.read()
+        elif self._index == self._last_still and len(self._files) > 1:
+            self._advance()  # the stage moved: the next field, not the one stored a moment ago
         path, frame = self._current()
+        self._last_still = self._index
         return frame, {"backend": self.name, "file": path.name, "frame_index": self._index}
 
     def close(self) -> None:
-        self._files, self._cache, self._index = [], {}, -1
+        self._files, self._cache, self._index, self._last_still = [], {}, -1, -1
 
 
 def jetson_pipeline(sensor_id: int = 0, width: int = 1920, height: int = 1080, fps: int = 30) -> str:

@@ -36,6 +36,13 @@ costs a few milliseconds.
   although the glass has headroom in that channel (GLASS_HEADROOM: colour
   pushed past the sensor), or crushed to 0 while another channel is lit.
 
+* content_fraction: share of the lit field that is objects measured against
+  the *local* glass level (a grey closing with a disc of CONTENT_RADIUS px,
+  wider than any white cell), so the darker rim of an unevenly lit blank field
+  (vignetting) is not taken for objects; stained and coloured pixels count as
+  ever. A blank field reads as "empty field" on this measure, not as
+  "blurred" (its soft vignette has no sharp edges) or as usable.
+
 Problems, in this order (only exposure problems are reported when the
 exposure is wrong, since contrast and focus then say little: fix the light
 first, then the focus): "too dark", "overexposed", "colour saturated",
@@ -72,7 +79,29 @@ BLACK_MARGIN = 12
 # Below this share of measurable pixels there is nothing to judge focus on.
 MIN_FOCUS_AREA = 0.01
 
+# The radius (px of a 640-px copy) over which the local glass level is taken: wider than a white cell
+# (25-40 px across), far narrower than the lamp's falloff.
+CONTENT_RADIUS = 48
+
 PROBLEMS = ("too dark", "overexposed", "colour saturated", "empty field", "blurred")
+
+# What each problem means at the microscope and what to do about it: one line each, shown on the capture page
+# to the technician and to the pathologist with the frame (the only place this wording lives).
+ADVICE = {
+    "too dark": "Too dark: turn the lamp up or open the condenser diaphragm, then capture again.",
+    "overexposed": "Too bright: the cells wash out; turn the lamp down or shorten the exposure, then capture again.",
+    "colour saturated": "Colours clipped: lower the lamp or the camera gain, or check the white balance.",
+    "empty field": "No cells in view: move the slide to a field with cells, then capture again.",
+    "blurred": "Out of focus: turn the fine focus until the cell edges are sharp, then capture again.",
+}
+assert set(ADVICE) == set(PROBLEMS)
+
+
+def advice(problems) -> list[str]:
+    """One line of advice per known problem, in PROBLEMS order (an unknown one is named as it is)."""
+    problems = list(problems or [])
+    known = [ADVICE[p] for p in PROBLEMS if p in problems]
+    return known + [f"{p}: capture the field again." for p in problems if p not in ADVICE]
 
 
 @dataclass(frozen=True)
@@ -123,7 +152,7 @@ class QualityThresholds:
     min_unstained_share: float = 0.15
     max_colour_clipped: float = 0.01
     max_glass_chroma_clip: float = 190.0
-    min_object_fraction: float = 0.01
+    min_object_fraction: float = 0.01  # applies to content_fraction (against the local glass level)
 
 
 @dataclass(frozen=True)
@@ -139,6 +168,7 @@ class QualityReport:
     stained_fraction: float = 0.0
     unstained_share: float = 0.0
     colour_clipped_fraction: float = 0.0
+    content_fraction: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         """JSON-safe summary, rounded to what is meaningful."""
@@ -152,6 +182,7 @@ class QualityReport:
             "stained_fraction": round(float(self.stained_fraction), 4),
             "unstained_share": round(float(self.unstained_share), 4),
             "colour_clipped_fraction": round(float(self.colour_clipped_fraction), 4),
+            "content_fraction": round(float(self.content_fraction), 4),
             "usable": bool(self.usable),
             "problems": list(self.problems),
         }
@@ -186,6 +217,19 @@ def _near(mask: np.ndarray, radius: int) -> np.ndarray:
     if radius < 1 or not mask.any():
         return mask
     return cv2.dilate(mask.view(np.uint8), _disc(radius)).view(bool)
+
+
+def local_glass(gray: np.ndarray, radius: int) -> np.ndarray:
+    """The glass level around each pixel: a grey closing with a disc of ``radius`` px fills in every darker
+    object narrower than the disc and leaves a lamp's smooth falloff as it is (a closing keeps a ramp or a
+    dome unchanged). Computed on a quarter-size copy (cheap at any radius)."""
+    small = cv2.resize(gray, (max(1, gray.shape[1] // 4), max(1, gray.shape[0] // 4)), interpolation=cv2.INTER_AREA)
+    r = max(1, radius // 4)
+    # Odd reflection continues the falloff past the border (a plain copy of the border would make the
+    # border pixels look darker than their surround on a sloping field).
+    padded = np.pad(small.astype(np.float32), 2 * r, mode="reflect", reflect_type="odd")
+    top = cv2.morphologyEx(padded, cv2.MORPH_CLOSE, _disc(r))[2 * r:-2 * r, 2 * r:-2 * r]
+    return cv2.resize(top, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
 def focus_score(gray: np.ndarray, objects: np.ndarray, excluded: np.ndarray, margin: int) -> float:
@@ -225,6 +269,10 @@ def assess_quality(rgb: np.ndarray, thresholds: QualityThresholds = QualityThres
     objects = (stained | (balanced_gray < (1.0 - OBJECT_CONTRAST) * GLASS_LEVEL) | (chroma >= OBJECT_CHROMA)) & lit
     n_objects = int(np.count_nonzero(objects))
     object_fraction = n_objects / n_lit
+    unit = max(gray.shape) / WORKING_SIZE
+    local = local_glass(balanced_gray, round(CONTENT_RADIUS * unit))
+    content = (stained | (balanced_gray < (1.0 - OBJECT_CONTRAST) * local) | (chroma >= OBJECT_CHROMA)) & lit
+    content_fraction = float(np.count_nonzero(content)) / n_lit
     stained_fraction = float(np.count_nonzero(stained)) / n_lit
     unstained_share = float(np.count_nonzero(objects & ~stained)) / max(1, n_objects)
     clipped_colour = (lowest <= 4) & (highest >= 64)  # a channel crushed to 0 in a lit pixel
@@ -233,7 +281,6 @@ def assess_quality(rgb: np.ndarray, thresholds: QualityThresholds = QualityThres
             clipped_colour |= channel >= CLIP_LEVEL
     colour_clipped = float(np.count_nonzero(clipped_colour & objects)) / max(1, n_objects)
 
-    unit = max(gray.shape) / WORKING_SIZE
     focus = focus_score(gray, objects & ~_near(black, round(BLACK_MARGIN * unit)), white,
                         max(1, round(FOCUS_MARGIN * unit)))
 
@@ -247,7 +294,7 @@ def assess_quality(rgb: np.ndarray, thresholds: QualityThresholds = QualityThres
     glass_channel_clipped = glass.max() >= CLIP_LEVEL and glass.min() < t.max_glass_chroma_clip
     if not problems and (colour_clipped > t.max_colour_clipped or glass_channel_clipped):
         problems.append("colour saturated")
-    if not problems and object_fraction < t.min_object_fraction:
+    if not problems and content_fraction < t.min_object_fraction:
         problems.append("empty field")
     if not problems and focus < t.min_focus:
         problems.append("blurred")
@@ -255,5 +302,5 @@ def assess_quality(rgb: np.ndarray, thresholds: QualityThresholds = QualityThres
         focus=focus, brightness=brightness, dark_fraction=dark_fraction, bright_fraction=bright_fraction,
         usable=not problems, problems=tuple(problems), background=background, object_fraction=object_fraction,
         stained_fraction=stained_fraction, unstained_share=unstained_share,
-        colour_clipped_fraction=colour_clipped,
+        colour_clipped_fraction=colour_clipped, content_fraction=content_fraction,
     )

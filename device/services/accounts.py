@@ -115,6 +115,31 @@ def create_user(username: str, password: str, roles: str | list[str], *, full_na
     return user
 
 
+def new_account_problems(username: str, password: str, roles: str | list[str], *, full_name: str = "",
+                         password_again: str | None = None) -> dict[str, str]:
+    """Every reason :func:`create_user` would refuse these values, by field ("username", "full_name",
+    "password", "password_again", "roles"), so a form can show them all at once (empty: none)."""
+    problems: dict[str, str] = {}
+    name = (username or "").strip().lower()
+    if not USERNAME_RE.match(name):
+        problems["username"] = "Username must be 2-64 characters: lower-case letters, digits, '.', '_' or '-'."
+    elif User.select().where(User.username == name).exists():
+        problems["username"] = f"User {name!r} already exists."
+    if len(full_name or "") > 200:
+        problems["full_name"] = "Full name: at most 200 characters."
+    try:
+        check_password_strength(password or "")
+    except AccountError as error:
+        problems["password"] = str(error)[:1].upper() + str(error)[1:] + "."
+    if password_again is not None and password_again != password:
+        problems["password_again"] = "The two passwords differ."
+    try:
+        parse_roles(roles)
+    except AccountError:
+        problems["roles"] = "Choose at least one role."
+    return problems
+
+
 class SetupClosed(NotFound, AccountError):
     """The one-time set-up was asked for while an account already exists."""
 

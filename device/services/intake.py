@@ -83,6 +83,9 @@ def store_frame(sample: Sample, rgb: np.ndarray, source: str, *, actor: Actor, d
     digest = hashlib.sha256(png).hexdigest()
     earlier = Capture.get_or_none((Capture.sample == sample.id) & (Capture.sha256 == digest))
     if earlier is not None:
+        if earlier.status == "discarded":  # kept for the record (device/services/discard.py), counted nowhere
+            raise DuplicateFrame(f"{original_name or 'This frame'}: the same image is capture #{earlier.id} of this "
+                                 "sample, which was discarded: capture a new field")
         if source == "camera":
             raise DuplicateFrame(f"This frame is identical to capture #{earlier.id} of this sample: move to a new field")
         if earlier.status == "failed":

@@ -38,6 +38,7 @@ from __future__ import annotations
 from collections import Counter
 
 from device.core.analysis import DISCLAIMER
+from device.core.quality import advice
 from device.errors import Conflict
 from device.services.differential import (
     differential,
@@ -93,7 +94,8 @@ def review_order(cells: list[dict]) -> list[dict]:
 
 
 def sample_cells(sample: Sample) -> list[Cell]:
-    return list(Cell.select().join(Capture).where(Capture.sample == sample).order_by(Cell.id))
+    return list(Cell.select().join(Capture).where((Capture.sample == sample) & (Capture.status != "discarded"))
+                .order_by(Cell.id))
 
 
 def count_cells(cells: list[dict]) -> dict:
@@ -141,7 +143,9 @@ def _capture_entry(index: int, capture: Capture, cells: list[dict], threshold: f
 
 def sample_summary(sample: Sample, include_cells: bool = False) -> dict:
     """Counts, review progress, per-capture flags and quality problems of one sample."""
-    captures = list(Capture.select().where(Capture.sample == sample).order_by(Capture.id))
+    # A discarded frame (device/services/discard.py) is kept but in no count, list or report.
+    captures = list(Capture.select().where((Capture.sample == sample) & (Capture.status != "discarded"))
+                    .order_by(Capture.id))
     unrecorded = any(not isinstance(c.decision, dict) for c in captures)
     current = current_threshold() if unrecorded else None
     thresholds = {c.id: capture_threshold(c, current) for c in captures}
@@ -156,7 +160,9 @@ def sample_summary(sample: Sample, include_cells: bool = False) -> dict:
         if entry["status"] == "failed":
             problems.append(f"Capture {entry['number']}: analysis failed ({entry['error'] or 'no reason given'})")
         elif entry["flag"] == "unusable_image" or entry["quality_problems"]:
-            problems.append(f"Capture {entry['number']}: " + (", ".join(entry["quality_problems"]) or "unusable image"))
+            named = entry["quality_problems"]
+            problems.append(f"Capture {entry['number']} ({', '.join(named)}): {' '.join(advice(named))}" if named
+                            else f"Capture {entry['number']}: unusable image")
     summary = count_cells(cells)
     summary.update({
         "sample_id": sample.id,
@@ -346,7 +352,7 @@ caps AS (
     SELECT sample_id, COUNT(*) AS total,
            SUM(status = 'done') AS analysed,
            SUM(status IN ('queued', 'analysing')) AS pending
-    FROM capture GROUP BY sample_id
+    FROM capture WHERE status != 'discarded' GROUP BY sample_id
 ),
 cells AS (
     SELECT c.sample_id,
@@ -354,7 +360,7 @@ cells AS (
            SUM(NOT e.edge AND COALESCE(e.reviewer_label, e.ai_label) = 'blast') AS blasts,
            SUM(NOT e.edge AND e.needs_review) AS flagged,
            SUM(NOT e.edge AND e.needs_review AND e.reviewer_label IS NULL) AS unreviewed
-    FROM cell e JOIN capture c ON c.id = e.capture_id GROUP BY c.sample_id
+    FROM cell e JOIN capture c ON c.id = e.capture_id WHERE c.status != 'discarded' GROUP BY c.sample_id
 )
 SELECT s.id, caps.total, caps.analysed, caps.pending,
        COALESCE(cells.counted, 0), COALESCE(cells.blasts, 0), COALESCE(cells.flagged, 0),

@@ -174,7 +174,32 @@ def _v5_differential(database: pw.SqliteDatabase) -> None:
         _sync_triggers(database, entity, _V5_COLUMNS)
 
 
-MIGRATIONS = [_v1_initial, _v2_sync_outbox, _v3_session_epoch, _v4_capture_model, _v5_differential]
+
+
+# v6: patient identifiers are unique ignoring case and surrounding spaces ("mrn-2024-0117" and
+# "MRN-2024-0117 " are one patient); the identifier is kept as typed. No new column (so no sync payload
+# change): a unique index on the normalised expression, which the application's own check
+# (webui/forms/patients.py) uses too. A database may already hold such duplicates: both records are kept as
+# they are (merging patients is a clinical decision, not a migration's), the later ones are left out of the
+# index by id, and every new or changed identifier is checked against all records, the kept duplicates
+# included (the first of each group is in the index; the form also compares against every row).
+IDENTIFIER_KEY = "lower(trim(identifier))"
+
+
+def _v6_patient_identifier_nocase(database: pw.SqliteDatabase) -> None:
+    rows = database.execute_sql(
+        "SELECT id FROM patient AS p WHERE EXISTS (SELECT 1 FROM patient AS q WHERE q.id < p.id AND "
+        "lower(trim(q.identifier)) = lower(trim(p.identifier))) ORDER BY id").fetchall()
+    kept = [int(row[0]) for row in rows]
+    if kept:
+        log.warning("patient identifiers differing only in case or spaces are kept as they are (later records "
+                    "%s): new ones are refused", ", ".join(map(str, kept)))
+    where = f" WHERE id NOT IN ({', '.join(map(str, kept))})" if kept else ""
+    database.execute_sql(f'CREATE UNIQUE INDEX "patient_identifier_nocase" ON "patient" ({IDENTIFIER_KEY}){where}')
+
+
+MIGRATIONS = [_v1_initial, _v2_sync_outbox, _v3_session_epoch, _v4_capture_model, _v5_differential,
+              _v6_patient_identifier_nocase]
 
 
 def schema_version(database: pw.SqliteDatabase) -> int:

@@ -24,7 +24,7 @@ db_proxy = pw.DatabaseProxy()
 ROLES = ("technician", "pathologist", "admin")
 CLINICAL_ROLES = ("technician", "pathologist")
 SEXES = ("female", "male", "other", "unknown")
-CAPTURE_STATES = ("queued", "analysing", "done", "failed")
+CAPTURE_STATES = ("queued", "analysing", "done", "failed", "discarded")  # discarded: kept, never counted
 REPORT_STATES = ("draft", "signed", "amended")
 
 

@@ -2,6 +2,8 @@
 # allscope kiosk launcher (installed as PREFIX/libexec/allscope-kiosk, run by allscope-kiosk.service as the
 # desktop user). Waits for the desktop session (Wayland or X11) and for the local web UI, then replaces
 # itself with Chromium in kiosk mode. Exits 1 when either does not come up in time: systemd retries.
+# On Wayland Chromium talks to the input method, so the on-screen keyboard (squeekboard, installed by
+# install.sh) opens when a text field gets the focus and closes when it loses it.
 set -eu
 
 URL="${ALLSCOPE_KIOSK_URL:-http://127.0.0.1:8080/}"
@@ -46,7 +48,8 @@ for _ in $(seq "$WAIT_S"); do
             --disable-translate --disable-features=Translate,TranslateUI \
             --check-for-update-interval=31536000 --disable-background-networking \
             --disable-sync --disable-component-update --password-store=basic \
-            --overscroll-history-navigation=0 --disable-pinch
+            --overscroll-history-navigation=0 --disable-pinch \
+            $([ "$platform" = wayland ] && echo --enable-wayland-ime --wayland-text-input-version=3)
     fi
     sleep 1
 done

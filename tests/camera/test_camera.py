@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 import types
@@ -37,10 +38,31 @@ def test_replay_loops_over_the_demo_frames_and_reports_metadata():
         assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
         seen.append(camera.capture_still()[1]["file"])
     assert seen[:len(names)] == names and seen[-1] == names[0]  # looped
-    still, meta = camera.capture_still()
-    assert meta == {"backend": "replay", "file": names[0], "frame_index": 0}
-    assert still.shape == frame.shape
+    still, meta = camera.capture_still()  # a second still of the same field: the stage moved on
+    assert meta == {"backend": "replay", "file": names[1], "frame_index": 1}
+    assert still.shape[2] == 3
     camera.close()
+
+
+def test_replay_stills_cycle_through_the_folder_never_the_same_twice_in_a_row():
+    """Intake refuses a frame the sample already holds: two stills in a row must differ (issue 14)."""
+    camera = ReplayCamera(DEMO, hold_s=3600)  # the live view holds one field for an hour
+    camera.open()
+    names = sorted(p.name for p in DEMO.glob("*.jpg"))
+    camera.read()
+    files = [camera.capture_still()[1]["file"] for _ in range(2 * len(names))]
+    assert all(a != b for a, b in itertools.pairwise(files)), files
+    assert files[:len(names)] == names and files[len(names):] == names  # the whole folder, then again
+    camera.close()
+
+
+def test_replay_of_a_single_file_folder_still_answers(tmp_path):
+    import shutil
+
+    shutil.copy(min(DEMO.glob("*.jpg")), tmp_path / "only.jpg")
+    camera = ReplayCamera(tmp_path, hold_s=3600)
+    camera.open()
+    assert camera.capture_still()[1]["file"] == camera.capture_still()[1]["file"] == "only.jpg"
 
 
 def test_replay_holds_a_field_like_a_microscope(tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from device.core.imageio import load_image
-from device.core.quality import QualityReport, QualityThresholds, assess_quality
+from device.core.quality import ADVICE, PROBLEMS, QualityReport, QualityThresholds, advice, assess_quality
 from model_conversion import frame_variants as fv
 
 # --- derived degradations (scaled to the frame's width, as if at 640 px) ----------------
@@ -80,12 +80,41 @@ def test_black_and_white_frames_report_exposure_not_focus():
     assert white.bright_fraction == 1.0 and white.brightness == 255.0
 
 
+def _blank_field(falloff: float, blur: float = 0.0) -> np.ndarray:
+    """Bare glass under an unevenly lit field (a lamp's falloff towards the corners), no cells at all."""
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:480, 0:640]
+    level = 205.0 - falloff * (((xx - 320) / 320) ** 2 + ((yy - 240) / 240) ** 2)
+    frame = np.clip(np.stack([level * 0.95, level * 0.9, level], -1) + rng.normal(0, 3, (480, 640, 3)), 0, 255)
+    frame = frame.astype(np.uint8)
+    return cv2.GaussianBlur(frame, (0, 0), blur) if blur else frame
+
+
+@pytest.mark.parametrize("falloff", [0.0, 40.0, 60.0, 90.0])
+@pytest.mark.parametrize("blur", [0.0, 2.0])
+def test_a_blank_field_is_an_empty_field_not_blurred_nor_usable(falloff, blur):
+    """Issue 14: the darker rim of a blank, unevenly lit field was taken for objects, so a blank field was
+    called "blurred" (or passed): it is "empty field", whose advice is to move the slide."""
+    report = assess_quality(_blank_field(falloff, blur))
+    assert report.problems == ("empty field",), report.to_dict()
+    assert report.content_fraction < 0.01
+    assert advice(report.problems) == [ADVICE["empty field"]] and "move the slide" in ADVICE["empty field"]
+
+
+def test_every_problem_has_one_line_of_advice():
+    assert set(ADVICE) == set(PROBLEMS)
+    assert all("\n" not in line and len(line) < 120 for line in ADVICE.values())
+    assert advice(["blurred", "too dark"]) == [ADVICE["too dark"], ADVICE["blurred"]]  # fix the light first
+    assert advice(["something new"]) == ["something new: capture the field again."]
+    assert advice(None) == []
+
+
 def test_report_to_dict_is_json_safe_and_rounded():
     report = assess_quality(darkened(synthetic_smear()))
     d = report.to_dict()
     assert json.loads(json.dumps(d)) == d
     measures = ("focus", "brightness", "dark_fraction", "bright_fraction", "background", "object_fraction",
-                "stained_fraction", "unstained_share", "colour_clipped_fraction")
+                "stained_fraction", "unstained_share", "colour_clipped_fraction", "content_fraction")
     assert set(d) == {*measures, "usable", "problems"}
     assert d["usable"] is False and d["problems"] == ["too dark"]
     assert all(type(d[k]) is float for k in measures)

@@ -100,6 +100,9 @@ def test_install_provisions_user_directories_config_key_units_udev_and_enables_t
     assert "skipped   venv" in out  # never built below --root: see firmware_config/README.md
     # the PDF report's fonts are installed with apt-get on the running target, never into --root
     assert "skipped   fonts-dejavu-core fonts-noto-core fonts-wqy-microhei: install them on the target" in out
+    # the kiosk's on-screen keyboard (issue 14), opened by Chromium through the Wayland input method
+    assert "skipped   squeekboard: install them on the target (apt-get install squeekboard)" in out
+    assert "--enable-wayland-ime" in (root / "opt/allscope/libexec/allscope-kiosk").read_text()
     assert not (root / "etc/allscope/mosquitto").exists()
 
 
@@ -147,6 +150,7 @@ def test_central_role_with_broker_and_no_kiosk(tmp_path):
     assert sorted(str(p.relative_to(units)) for p in units.glob("*.wants/*")) == [
         "multi-user.target.wants/allscope-central-web.service", "multi-user.target.wants/allscope-central.service"]
     assert not (units / "allscope-kiosk.service").exists() and "skipped   allscope-kiosk.service" in out
+    assert "skipped   squeekboard (no kiosk on this target)" in out
     assert "ExecStart=/srv/allscope/bin/allscope central run" in (units / "allscope-central.service").read_text()
     for name in ("allscope.conf.template", "acl"):
         assert (root / "etc/allscope/mosquitto" / name).read_bytes() == \

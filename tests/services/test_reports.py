@@ -115,7 +115,7 @@ def test_pdf_is_a_real_pdf_with_identity_disclaimer_and_crops(app, client, auth)
     response = client.get(f"/reports/{report_id}.pdf")
     assert response.status_code == 200 and response.mimetype == "application/pdf"
     assert response.data.startswith(b"%PDF")
-    assert response.headers["Content-Disposition"] == 'inline; filename="allscope-report-MRN_07-s1-v1.pdf"'
+    assert response.headers["Content-Disposition"] == 'attachment; filename="allscope-report-MRN_07-s1-v1.pdf"'
     assert response.data.count(b"/Subtype /Image") == len(cells) + 1  # every crop in the grid, and the frame
     with app.app_context():
         assert AuditEvent.select().where(AuditEvent.detail == "pdf").count() == 1

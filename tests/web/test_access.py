@@ -28,6 +28,7 @@ TABLE: dict[str, set[str]] = {
     "auth.login": ALL,
     "auth.setup": ALL,          # answers 404 once a user exists, for everyone
     "auth.logout": USERS,
+    "auth.session_ping": USERS,
     # patients and samples
     "patients.patient_list": CLINICAL,
     "patients.patient_new": CLINICAL,
@@ -47,6 +48,8 @@ TABLE: dict[str, set[str]] = {
     "capture.capture_still": CLINICAL,
     "capture.upload": CLINICAL,
     "capture.reanalyse_capture": CLINICAL,
+    "capture.discard": CLINICAL,
+    "results.sample_results": CLINICAL,
     "capture.live_mjpeg": CLINICAL,
     "capture.live_jpeg": CLINICAL,
     "capture.capture_image": CLINICAL,
@@ -54,6 +57,7 @@ TABLE: dict[str, set[str]] = {
     "api.api_capture_upload": CLINICAL,
     "api.api_capture_still": CLINICAL,
     "api.api_capture_reanalyse": CLINICAL,
+    "api.api_capture_discard": CLINICAL,
     "api.api_sample_captures": CLINICAL,
     "api.api_capture": CLINICAL,
     "api.api_capture_poll": CLINICAL,
@@ -74,6 +78,7 @@ TABLE: dict[str, set[str]] = {
     "reports.sample_report": CLINICAL,
     "reports.report_version": CLINICAL,
     "reports.report_pdf": CLINICAL,
+    "reports.report_viewer": CLINICAL,
     "reports.report_fhir": CLINICAL,
     "api.api_report": CLINICAL,
     # administration: admins only

@@ -129,7 +129,7 @@ def test_technician_and_pathologist_workflow(live_server, browser, tmp_path):
     report_text = page.inner_text("main")
     assert "CLN-0042" in report_text and "signed" in report_text.lower()
     assert "Decision support" in page.content()
-    pdf_href = page.get_attribute('a:has-text("PDF")', "href")
+    pdf_href = page.get_attribute('a:has-text("Download PDF")', "href")
     pdf = page.request.get(base + pdf_href)
     assert pdf.status == 200 and pdf.headers["content-type"].startswith("application/pdf")
     assert pdf.body().startswith(b"%PDF")

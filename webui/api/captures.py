@@ -3,6 +3,7 @@
     POST /api/samples/<id>/captures   multipart "files" (or "file"): 201 {"captures": [ids], "files": [...]}
     POST /api/samples/<id>/capture    camera still: 201 {"capture": {...}}
     POST /api/captures/<id>/reanalyse analyse a failed capture again (audited): 202 {"capture": {...}}
+    POST /api/captures/<id>/discard   {"reason": "..."} optional: kept, out of the counts (audited): 200
     GET  /api/samples/<id>/captures   the sample's captures
     GET  /api/captures/<id>           one capture with its cells
     GET  /api/captures/<id>/poll      status, stage and counts only
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from flask import abort, jsonify, request
 
+from device.services.discard import discard_capture
 from device.services.intake import reanalyse, store_still, store_uploads
 from device.store.records import Capture, Cell, Sample
 from webui.api.base import bp
@@ -70,6 +72,16 @@ def api_capture_reanalyse(capture_id: int):
     device = appliance()  # not failed / report signed (409) are answered by the one error handler
     capture = reanalyse(capture, actor=actor(), worker=device.worker)
     return jsonify(capture=capture_summary(capture, device.worker)), 202
+
+
+@bp.post("/captures/<int:capture_id>/discard")
+@allow(*CLINICAL)
+def api_capture_discard(capture_id: int):
+    capture = _capture(capture_id)
+    body = request.get_json(silent=True)
+    reason = body.get("reason") if isinstance(body, dict) and isinstance(body.get("reason"), str) else ""
+    capture = discard_capture(capture.id, actor(), reason)  # refused (409) by the one error handler
+    return jsonify(capture=capture_summary(capture, appliance().worker))
 
 
 @bp.get("/samples/<int:sample_id>/captures")

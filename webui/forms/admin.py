@@ -6,7 +6,7 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, SelectField, SelectMultipleField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import EqualTo, InputRequired, Length, Optional
-from wtforms.widgets import CheckboxInput, ListWidget
+from wtforms.widgets import CheckboxInput, ListWidget, NumberInput
 
 from device.config.choices import CAMERA_KINDS
 from device.services.accounts import MIN_PASSWORD_LENGTH
@@ -65,18 +65,20 @@ def _setting(field_class, key: str, **kwargs):
 
 
 class SettingsForm(FlaskForm):
-    """Every device setting as text; device.services.settings checks the values and names the bad field."""
+    """Every device setting; numbers as number inputs with their bounds (a touch keyboard shows digits, the
+    spinner stays in range), still read as text: device.services.settings checks the values and names the
+    bad field."""
 
-    threshold = _setting(StringField, "threshold", render_kw={"inputmode": "decimal"})
-    review_low = _setting(StringField, "review_low", render_kw={"inputmode": "decimal"})
-    review_high = _setting(StringField, "review_high", render_kw={"inputmode": "decimal"})
+    threshold = _setting(StringField, "threshold", widget=NumberInput(step="0.01", min=0, max=1))
+    review_low = _setting(StringField, "review_low", widget=NumberInput(step="0.01", min=0, max=1))
+    review_high = _setting(StringField, "review_high", widget=NumberInput(step="0.01", min=0, max=1))
     camera_kind = _setting(SelectField, "camera_kind", choices=[SelectChoice(k, k) for k in CAMERA_KINDS])
     camera_source = _setting(StringField, "camera_source", render_kw={"autocapitalize": "none"})
     model_path = _setting(StringField, "model_path", render_kw={"autocapitalize": "none"})
-    idle_minutes = _setting(StringField, "idle_minutes", render_kw={"inputmode": "numeric"})
-    max_upload_mb = _setting(StringField, "max_upload_mb", render_kw={"inputmode": "numeric"})
-    target_white_cells = _setting(StringField, "target_white_cells", render_kw={"inputmode": "numeric"})
-    min_white_cells = _setting(StringField, "min_white_cells", render_kw={"inputmode": "numeric"})
+    idle_minutes = _setting(StringField, "idle_minutes", widget=NumberInput(step=1, min=1, max=120))
+    max_upload_mb = _setting(StringField, "max_upload_mb", widget=NumberInput(step=1, min=1, max=512))
+    target_white_cells = _setting(StringField, "target_white_cells", widget=NumberInput(step=1, min=10, max=1000))
+    min_white_cells = _setting(StringField, "min_white_cells", widget=NumberInput(step=1, min=0, max=1000))
 
     SECTIONS = (("Decision", ("threshold", "review_low", "review_high")),
                 ("Camera", ("camera_kind", "camera_source")),

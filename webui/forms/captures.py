@@ -7,12 +7,13 @@ client sees.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from flask import url_for
 from werkzeug.datastructures import FileStorage
 from werkzeug.utils import secure_filename
 
+from device.core.quality import advice
 from device.services.intake import stage_of
 from device.store.records import Capture, row_dict
 
@@ -33,11 +34,25 @@ def upload_contents(files: list[FileStorage]) -> Iterator[tuple[str, bytes]]:
         yield display_name(upload.filename), upload.read()
 
 
+NO_CELLS_ADVICE = "No white cells found in this field: move the slide to a field with white cells."
+
+
+def frame_advice(capture: Capture) -> tuple[list[str], list[str]]:
+    """(the quality gate's problems, one line of advice each) of an analysed frame; the advice for a usable
+    frame in which no white cell was found is to move the slide."""
+    problems = list((capture.quality or {}).get("problems") or []) if isinstance(capture.quality, dict) else []
+    lines = advice(problems)
+    if not lines and capture.status == "done" and capture.flag == "no_cells_found":
+        lines = [NO_CELLS_ADVICE]
+    return problems, lines
+
+
 def capture_summary(capture: Capture, worker) -> dict:
     """What the pages and the API show of a capture (no file paths)."""
     out = row_dict(capture, exclude=("image_path", "timings_ms"))
     out["sample_id"] = out.pop("sample")
     out["stage"] = stage_of(capture, worker)
+    out["problems"], out["advice"] = frame_advice(capture)
     out["image_url"] = url_for("capture.capture_image", capture_id=capture.id)
     out["thumb_url"] = url_for("capture.capture_image", capture_id=capture.id, w=320)
     return out
@@ -45,7 +60,9 @@ def capture_summary(capture: Capture, worker) -> dict:
 
 def poll_summary(capture: Capture, worker) -> dict:
     keys = ("id", "status", "flag", "cell_count", "blast_count", "review_count", "error")
-    return {**{k: getattr(capture, k) for k in keys}, "stage": stage_of(capture, worker)}
+    problems, lines = frame_advice(capture)
+    return {**{k: getattr(capture, k) for k in keys}, "stage": stage_of(capture, worker), "problems": problems,
+            "advice": lines}
 
 
 def cell_dict(cell) -> dict:

@@ -11,9 +11,11 @@ import datetime as dt
 import math
 
 from flask_wtf import FlaskForm
+from peewee import fn
 from werkzeug.datastructures import MultiDict
 from wtforms import DateField, DateTimeLocalField, FloatField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, NumberRange, Optional, Regexp, ValidationError
+from wtforms.widgets import TextInput
 
 from device.errors import InvalidInput
 from device.store.records import SEXES, Patient
@@ -31,12 +33,23 @@ PATIENT_FIELDS = ("identifier", "name", "date_of_birth", "sex", "referring_clini
 SAMPLE_FIELDS = ("collected_at", "specimen_type", "stain", "notes")
 
 
+def identifier_key(identifier: str | None) -> str:
+    """How identifiers compare: surrounding spaces and upper/lower case do not count (as SQLite's
+    lower(trim(...)) in the schema v6 index: identifiers are ASCII letters, digits and - _ . /)."""
+    return (identifier or "").strip().lower()
+
+
 def _strip(value):
     return value.strip() if isinstance(value, str) else value
 
 
 class NumberField(FloatField):
-    """A decimal number typed on a touch keyboard: accepts "7,5", refuses NaN and infinity."""
+    """A decimal number typed on a touch keyboard: accepts "7,5", refuses NaN and infinity.
+
+    A text input with ``inputmode="decimal"``, not ``type="number"``: Chromium's number input refuses a
+    decimal comma in an English locale (the field reads empty), so "48,5" could not even be typed."""
+
+    widget = TextInput()
 
     def process_formdata(self, valuelist):
         if not valuelist or valuelist[0] in ("", None):
@@ -56,7 +69,8 @@ class NumberField(FloatField):
 def _number(label: str, unit: str, high: float) -> NumberField:
     return NumberField(f"{label} ({unit})", validators=[
         Optional(), NumberRange(0, high, message=f"Enter a value from 0 to {high:g} {unit}.")],
-        render_kw={"inputmode": "decimal", "autocomplete": "off"})
+        render_kw={"inputmode": "decimal", "autocomplete": "off", "pattern": r"\s*[0-9]+([.,][0-9]+)?\s*",
+                   "maxlength": 16})
 
 
 class PatientForm(FlaskForm):
@@ -84,11 +98,20 @@ class PatientForm(FlaskForm):
         self._patient_id = patient_id  # the patient being edited: its own identifier is not "taken"
 
     def validate_identifier(self, field):
-        query = Patient.select().where(Patient.identifier == field.data)
+        """Unique ignoring case and surrounding spaces (schema v6 enforces the same); an edit that keeps the
+        patient's own identifier (up to case) is never refused, even for a duplicate kept from before v6."""
+        key = identifier_key(field.data)
+        if self._patient_id is not None:
+            own = Patient.get_or_none(Patient.id == self._patient_id)
+            if own is not None and identifier_key(own.identifier) == key:
+                return
+        query = Patient.select().where(fn.lower(fn.trim(Patient.identifier)) == key)
         if self._patient_id is not None:
             query = query.where(Patient.id != self._patient_id)
-        if query.exists():
-            raise ValidationError("This identifier is already registered to another patient.")
+        taken = query.first()
+        if taken is not None:
+            raise ValidationError(f"This identifier is already registered to another patient (as {taken.identifier}; "
+                                  "identifiers are compared ignoring upper and lower case).")
 
     def validate_date_of_birth(self, field):
         if field.data is None:

@@ -157,7 +157,7 @@ def install_idle_logout(app: Flask, login_endpoint: str, idle_minutes: Callable[
             session.clear()
             if access.is_api_request():
                 return jsonify(error="session expired: log in again"), 401
-            flash(f"Logged out after {minutes} minutes without activity.", "info")
+            flash(f"Logged out after {minutes} minute{'' if float(minutes) == 1 else 's'} without activity.", "info")
             return _login_redirect(login_endpoint)
         if not request.path.endswith("/poll"):  # background polling does not count as activity
             session["last_seen"] = now

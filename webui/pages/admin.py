@@ -65,10 +65,29 @@ def _render_users(create_form: CreateUserForm | None = None, failed: tuple[int, 
     last_admin_id = next(iter(active_admins)) if len(active_admins) == 1 else None
     policy = _login_policy()
     waiting = {user.id: accounts.waiting_addresses(user.username, policy) for user in users}
+    create_form = create_form or CreateUserForm(formdata=None)
     return render_template("admin/users.html", users=users, forms=forms, last_admin_id=last_admin_id,
-                           waiting=waiting,
-                           create_form=create_form or CreateUserForm(formdata=None),
-                           open_user=failed[0] if failed else None), status
+                           waiting=waiting, create_form=create_form, open_user=failed[0] if failed else None,
+                           problems=_problems(create_form, failed, users)), status
+
+
+def _problems(create_form, failed, users) -> list[tuple[str, str, str]]:
+    """(field label, message, anchor) of every error on the page, for the summary at its top: the forms are
+    further down, below the list of users, where a refusal would otherwise go unseen."""
+    forms = [(create_form, "New user")]
+    if failed:
+        forms.append((failed[2], _username(users, failed[0])))
+    out = []
+    for form, prefix in forms:
+        for name, messages in form.errors.items():
+            if messages and name != "csrf_token":
+                field = form[name]
+                out.append((f"{prefix}: {field.label.text}", messages[0], field.id))
+    return out
+
+
+def _username(users, user_id: int) -> str:
+    return next((u.username for u in users if u.id == user_id), "User")
 
 
 @bp.route("/users", methods=["GET", "POST"])

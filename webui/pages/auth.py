@@ -45,27 +45,45 @@ def logout():
     return security.end_session(client_address(), url_for("auth.login"))
 
 
+@bp.post("/session/ping")
+@allow(*ANY_USER)
+def session_ping():
+    """Activity on the page (typing, touching) that sent no request: the idle logout's clock starts again
+    (``webui/kit/security.py`` counts every request not ending in /poll). The page's "Stay logged in" and its
+    throttled activity ping call it."""
+    return "", 204
+
+
 @bp.route("/setup", methods=["GET", "POST"])
 @allow_anonymous
 def setup():
     """Create the first admin account. Works only while the database has no user at all."""
     if accounts.any_user_exists():
         abort(404)
-    error = ""
+    errors: dict[str, str] = {}
+    values = {"username": "", "full_name": "", "roles": ["admin"]}
     if request.method == "POST":
+        # What was typed comes back on a refusal (never the passwords), with every problem at its field.
+        values = {"username": request.form.get("username", "")[:200], "full_name": request.form.get("full_name", "")[:400],
+                  "roles": request.form.getlist("roles")}
         password = request.form.get("password", "")
-        if password != request.form.get("password_again", ""):
-            error = "The two passwords differ."
-        else:
+        errors = accounts.new_account_problems(values["username"], password, values["roles"] or ["admin"],
+                                               full_name=values["full_name"],
+                                               password_again=request.form.get("password_again", ""))
+        if not errors:
             try:
-                accounts.create_first_user(request.form.get("username", ""), password,
-                                           request.form.getlist("roles") or ["admin"],
-                                           full_name=request.form.get("full_name", ""))
+                accounts.create_first_user(values["username"], password, values["roles"] or ["admin"],
+                                           full_name=values["full_name"])
             except accounts.SetupClosed:  # lost a race with another set-up request
                 abort(404)
             except accounts.AccountError as err:
-                error = str(err)
+                errors = {"username": str(err)}
             else:
                 flash("Administrator created: log in.", "info")
                 return redirect(url_for("auth.login"))
-    return render_template("auth/setup.html", error=error), (400 if error else 200)
+    return render_template("auth/setup.html", errors=errors, values=values, labels=SETUP_LABELS), \
+        (400 if errors else 200)
+
+
+SETUP_LABELS = {"username": "Username", "full_name": "Full name", "password": "Password",
+                "password_again": "Password again", "roles": "Roles"}

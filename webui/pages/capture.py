@@ -15,13 +15,14 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import MultipleFileField
 from peewee import fn
-from peewee import fn
-from wtforms import SubmitField
+from wtforms import StringField, SubmitField
+from wtforms.validators import Length
 
 from device.errors import AllscopeError
-from device.services.intake import IntakeError, reanalyse, store_still, store_uploads
 from device.services import reporting, signoff
 from device.services.differential import count_progress
+from device.services.discard import DiscardRefused, discard_capture, discard_refusal
+from device.services.intake import IntakeError, reanalyse, store_still, store_uploads
 from device.store.records import Capture, Cell, Patient, Report, Sample, audit, db_proxy
 from webui.forms.captures import capture_summary, chosen_files, upload_contents
 from webui.kit.access import CLINICAL, PATHOLOGIST, allow
@@ -34,6 +35,10 @@ THUMB_WIDTHS = (16, 2048)  # ?w= is clamped to this range
 
 class CaptureForm(FlaskForm):
     submit = SubmitField("Capture")
+
+
+class DiscardForm(FlaskForm):
+    reason = StringField("Why (optional)", validators=[Length(max=200)])
 
 
 class UploadForm(FlaskForm):
@@ -78,16 +83,20 @@ def sample_capture(sample_id: int):
 
 def _render_sample(sample: Sample, capture_form: CaptureForm, upload_form: UploadForm, status: int = 200):
     device = appliance()
-    captures = [capture_summary(c, device.worker) for c in
-                Capture.select().where(Capture.sample == sample.id).order_by(Capture.id.desc())]
+    captures = []
+    for row in Capture.select().where(Capture.sample == sample.id).order_by(Capture.id.desc()):
+        summary = capture_summary(row, device.worker)
+        summary["discardable"] = discard_refusal(row) is None
+        captures.append(summary)
     with db_proxy.atomic():
         audit("view", "sample", sample.id, username=current_user.username, address=request.remote_addr or "",
               detail="capture page")
     links = {"sample": _link("patients.sample_page", sample_id=sample.id),
              "review": _link("review.sample_review", sample_id=sample.id)
-             if current_user.has_any_role(PATHOLOGIST) else None}
+             if current_user.has_any_role(PATHOLOGIST) else None,
+             "results": _link("results.sample_results", sample_id=sample.id)}
     return render_template("capture/sample.html", sample=sample, patient=sample.patient, captures=captures,
-                           capture_form=capture_form, upload_form=upload_form,
+                           capture_form=capture_form, upload_form=upload_form, discard_form=DiscardForm(formdata=None),
                            camera_status=device.camera_status(), has_camera=device.grabber is not None,
                            links=links, locked=signoff.frames_locked(sample), progress=sample_progress(sample)), status
 
@@ -153,6 +162,22 @@ def reanalyse_capture(capture_id: int):
         flash(str(error), "error")
     else:
         flash(f"Capture #{capture.id}: analysis queued again.", "info")
+    return redirect(url_for("capture.sample_capture", sample_id=capture.sample_id))
+
+
+@bp.post("/captures/<int:capture_id>/discard")
+@allow(*CLINICAL)
+def discard(capture_id: int):
+    capture = Capture.get_or_none(Capture.id == capture_id) or abort(404)
+    form = DiscardForm()
+    if not form.validate_on_submit():
+        abort(400)
+    try:
+        discard_capture(capture.id, actor(), form.reason.data or "")
+    except DiscardRefused as error:
+        flash(str(error), "error")
+    else:
+        flash(f"Frame #{capture.id} discarded: it is kept in the record but counts nowhere.", "info")
     return redirect(url_for("capture.sample_capture", sample_id=capture.sample_id))
 
 

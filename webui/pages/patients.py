@@ -12,7 +12,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user
 
 from device.services import patients as store
-from device.store.records import Patient, Sample
+from device.store.records import Patient, Report, Sample
 from webui.forms.patients import PatientForm, SampleForm
 from webui.kit.access import CLINICAL, PATHOLOGIST, allow
 from webui.kit.runtime import actor
@@ -110,7 +110,8 @@ def sample_page(sample_id: int):
     sample = _get_or_404(Sample, sample_id)
     store.record_view("sample", sample.id, actor())
     return render_template("patients/sample.html", sample=sample, patient=sample.patient,
-                           captures=store.sample_captures(sample))
+                           captures=store.sample_captures(sample),
+                           has_report=Report.select().where(Report.sample == sample.id).exists())
 
 
 def _get_or_404(model, row_id: int):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, abort, current_app, jsonify, render_template, request
+from flask import Blueprint, abort, current_app, jsonify, render_template, request, url_for
 from flask_login import current_user
 
 from device.errors import AllscopeError
@@ -89,10 +89,30 @@ def report_pdf(report_id: int):
             return None
 
     pdf = render_report_pdf(content, crop_file, frame_file=frame_file)
-    _audit_view(report, detail="pdf")
+    inline = request.args.get("inline") == "1"
+    _audit_view(report, detail="pdf shown" if inline else "pdf")
     response = current_app.response_class(pdf, mimetype="application/pdf")
-    response.headers["Content-Disposition"] = f'inline; filename="{_safe_name(content, "pdf")}"'
+    # A download by default: opened in the tab, the PDF viewer would strand a kiosk user (no back button, no
+    # idle logout there). Inline only inside the app's own viewer page (report_viewer), framed by this origin.
+    disposition = "inline" if inline else "attachment"
+    response.headers["Content-Disposition"] = f'{disposition}; filename="{_safe_name(content, "pdf")}"'
+    if inline:
+        response.headers["Content-Security-Policy"] = "frame-ancestors 'self'"
+        response.headers["X-Frame-Options"] = "SAMEORIGIN"
     return response
+
+
+@bp.get("/reports/<int:report_id>/view")
+@allow(*CLINICAL)
+def report_viewer(report_id: int):
+    """The PDF shown inside the app (top bar, idle logout) with Back and Print, for the kiosk."""
+    report = _get_report(report_id)
+    content = reporting.report_content(report)
+    return render_template("reports/viewer.html", r=content["report"], patient=content["patient"],
+                           pdf_url=url_for("reports.report_pdf", report_id=report.id, inline=1),
+                           download_url=url_for("reports.report_pdf", report_id=report.id),
+                           back_url=url_for("reports.report_version", report_id=report.id),
+                           filename=_safe_name(content, "pdf"))
 
 
 @bp.get("/reports/<int:report_id>/fhir.json")
@@ -107,5 +127,5 @@ def report_fhir(report_id: int):
     _audit_view(report, detail="fhir")
     response = jsonify(resource)
     response.mimetype = "application/fhir+json"
-    response.headers["Content-Disposition"] = f'inline; filename="{_safe_name(content, "json")}"'
+    response.headers["Content-Disposition"] = f'attachment; filename="{_safe_name(content, "json")}"'
     return response

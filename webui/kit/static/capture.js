@@ -73,6 +73,25 @@
     return el;
   }
 
+  // The quality gate's reason and what to do about it (focus, light, move the slide).
+  function showAdvice(item, problems, lines) {
+    var box = item.querySelector('[data-field="advice"]');
+    if (!box) { return; }
+    box.textContent = "";
+    if (problems.length) {
+      var reason = document.createElement("p");
+      reason.className = "advice-reason";
+      reason.textContent = "Unusable: " + problems.join(", ");
+      box.appendChild(reason);
+    }
+    lines.forEach(function (line) {
+      var p = document.createElement("p");
+      p.textContent = line;
+      box.appendChild(p);
+    });
+    box.classList.toggle("hidden", lines.length === 0);
+  }
+
   function pollCapture(item) {
     window.allscopeFetch(item.dataset.pollUrl).then(function (body) {
       var status = setField(item, "status", body.status);
@@ -84,8 +103,14 @@
       }
       ["cell_count", "blast_count", "review_count"].forEach(function (key) { setField(item, key, body[key]); });
       item.querySelector('[data-field="counts"]').classList.toggle("hidden", body.status !== "done");
+      showAdvice(item, body.problems || [], body.advice || []);
       item.dataset.status = body.status;
-      if (body.status !== "done" && body.status !== "failed") { setTimeout(function () { pollCapture(item); }, 1000); }
+      if (body.status === "queued" || body.status === "analysing") {
+        setTimeout(function () { pollCapture(item); }, 1000);
+      } else {
+        var discard = item.querySelector("[data-discard]");  // finished: a bad frame may now be discarded
+        if (discard) { discard.classList.remove("hidden"); }
+      }
     }).catch(function (error) {
       setField(item, "stage", error.message);
       setTimeout(function () { pollCapture(item); }, 5000);
