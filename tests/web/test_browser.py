@@ -8,47 +8,16 @@ pathologist: log in → review → reclassify a cell → review every flagged ce
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
-from conftest import REPO_ROOT, TEST_PASSWORD
+from browser_kit import login as _login
+from browser_kit import needs_chromium
+from browser_kit import new_page as _page
+from conftest import REPO_ROOT
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DEMO_FRAME = REPO_ROOT / "device" / "demo" / "BloodImage_00001.jpg"
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                "(make test installs it when run as root: apt-get install chromium)")
-
-
-@pytest.fixture
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        yield browser
-        browser.close()
-
-
-def _page(browser, viewport):
-    context = browser.new_context(viewport=viewport, accept_downloads=True)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" and "favicon" not in msg.text
-            and "404" not in msg.text else None)
-    page.set_default_timeout(15_000)
-    return context, page, errors
-
-
-def _login(page, base, username):
-    page.goto(base + "/login")
-    page.fill('input[name="username"]', username)
-    page.fill('input[name="password"]', TEST_PASSWORD)
-    page.click('button[type="submit"]')
-    page.wait_for_load_state()
+pytestmark = needs_chromium
 
 
 def test_technician_and_pathologist_workflow(live_server, browser, tmp_path):

@@ -11,30 +11,16 @@ from __future__ import annotations
 import re
 
 import pytest
+from browser_kit import PANEL, needs_chromium
+from browser_kit import login as _login
+from browser_kit import new_page as _page
 from conftest import REPO_ROOT, TEST_PASSWORD, free_port, stop_process, wait_until_serving
 from review_data import STANDARD_CELLS, add_capture, add_sample
-from test_browser import CHROMIUM, _login, _page
 
 from device.core.quality import ADVICE
 from device.store.records import Capture, Patient, Sample, db_proxy
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                "(make test installs it when run as root: apt-get install chromium)")
-
-PANEL = {"width": 800, "height": 480}
-
-
-@pytest.fixture
-def browser():
-    """The real Chromium, launched as tests/web/test_browser.py launches it."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        yield launched
-        launched.close()
+pytestmark = needs_chromium
 
 
 def unexpected(errors: list[str], status: int) -> list[str]:
@@ -62,7 +48,8 @@ def _signed_report(app) -> tuple[int, int]:
 
     sample_id, _ = add_sample(app, cells=STANDARD_CELLS[:2])
     with app.app_context():
-        report = signoff.sign(Sample.get_by_id(sample_id), "No blasts seen.", username="path")
+        report = signoff.sign(Sample.get_by_id(sample_id), "No blasts seen.", username="path",
+                              override_reason="Test sample of two cells.")
     return sample_id, report.id
 
 
