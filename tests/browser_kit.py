@@ -45,3 +45,13 @@ def login(page, base: str, username: str) -> None:
     page.fill('input[name="password"]', TEST_PASSWORD)
     page.click('button[type="submit"]')
     page.wait_for_load_state()
+
+
+def assert_fits_panel(page, path: str) -> None:
+    """The page shown does not scroll sideways and every visible button is fingertip-sized (>= 40 px tall)."""
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 1, f"{path} scrolls sideways by {overflow}px"
+    small = page.evaluate("""() => [...document.querySelectorAll('main .btn, main button')]
+        .filter(b => b.offsetParent !== null)
+        .filter(b => b.getBoundingClientRect().height < 40).map(b => b.textContent.trim())""")
+    assert small == [], f"{path}: buttons smaller than a fingertip: {small}"

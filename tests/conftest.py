@@ -42,7 +42,7 @@ CENTRAL_USERS = {"boss": "admin", "tech": "technician"}
 TEST_SETTINGS = {"min_white_cells": 0}
 
 
-def _users_database(path, open_db, users: dict, settings: dict | None = None) -> "Path":
+def _users_database(path, open_db, users: dict, settings: dict | None = None) -> Path:
     """A migrated database holding ``users`` (password TEST_PASSWORD) and stored ``settings``, checkpointed so it
     can be copied."""
     from device.services import accounts
@@ -149,7 +149,6 @@ def live_server(tmp_path):
     Polls until the login page answers, checks the process is alive, and always terminates it.
     Yields the base URL; the data directory is ``tmp_path / "var"``.
     """
-    import os
     import subprocess
     import sys
 
@@ -158,8 +157,17 @@ def live_server(tmp_path):
         subprocess.run([sys.executable, "-m", "device.cli", "users", "create", username, "--role", roles,
                         "--data-dir", str(data_dir)], input=TEST_PASSWORD + "\n", text=True, check=True,
                        capture_output=True, cwd=REPO_ROOT)
+    yield from serve(data_dir, tmp_path / "server.log")
+
+
+def serve(data_dir: Path, log_path: Path):
+    """Run `allscope serve` on ``data_dir`` on a free loopback port; yields the base URL once the login page
+    answers, and always stops the process (a generator for fixtures: ``yield from serve(...)``)."""
+    import os
+    import subprocess
+    import sys
+
     port = free_port()
-    log_path = tmp_path / "server.log"
     env = dict(os.environ, ALLSCOPE_DATA_DIR=str(data_dir))
     with open(log_path, "w") as log:
         process = subprocess.Popen([sys.executable, "-m", "device.cli", "serve", "--data-dir", str(data_dir),

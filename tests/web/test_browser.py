@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from browser_kit import assert_fits_panel, needs_chromium
 from browser_kit import login as _login
-from browser_kit import needs_chromium
 from browser_kit import new_page as _page
 from conftest import REPO_ROOT
 
@@ -114,11 +114,6 @@ def test_every_main_page_fits_a_800x480_panel(live_server, browser):
     for path in ("/", "/patients/new", "/capture", "/review", "/admin/status", "/admin/users", "/admin/settings",
                  "/admin/audit"):
         page.goto(live_server + path)
-        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
-        assert overflow <= 1, f"{path} scrolls sideways by {overflow}px at 800x480"
-        small = page.evaluate("""() => [...document.querySelectorAll('main .btn, main button')]
-            .filter(b => b.offsetParent !== null)
-            .filter(b => b.getBoundingClientRect().height < 40).map(b => b.textContent.trim())""")
-        assert small == [], f"{path}: buttons smaller than a fingertip: {small}"
+        assert_fits_panel(page, path)
     assert not errors, errors
     context.close()

@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from browser_kit import PANEL, needs_chromium
+from browser_kit import PANEL, assert_fits_panel, needs_chromium
 from browser_kit import login as _login
 from browser_kit import new_page as _page
-from conftest import REPO_ROOT, TEST_PASSWORD, free_port, stop_process, wait_until_serving
+from conftest import TEST_PASSWORD, serve
 from review_data import STANDARD_CELLS, add_capture, add_sample
 
 from device.core.quality import ADVICE
@@ -122,24 +122,7 @@ def test_identifier_differing_in_case_is_refused_and_decimal_comma_is_typed(live
 @pytest.fixture
 def empty_server(tmp_path):
     """`allscope serve` on a data directory without any account: /setup is open."""
-    import os
-    import subprocess
-    import sys
-
-    data_dir = tmp_path / "fresh"
-    port = free_port()
-    log_path = tmp_path / "fresh-server.log"
-    env = dict(os.environ, ALLSCOPE_DATA_DIR=str(data_dir))
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "device.cli", "serve", "--data-dir", str(data_dir),
-                                    "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=log,
-                                   cwd=REPO_ROOT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(process, base + "/login", log_path)
-        yield base
-    finally:
-        stop_process(process)
+    yield from serve(tmp_path / "fresh", tmp_path / "fresh-server.log")
 
 
 def test_setup_keeps_what_was_typed_and_shows_every_error(empty_server, browser):
@@ -297,12 +280,7 @@ def test_new_pages_fit_the_panel_with_fingertip_buttons(live_server, records, br
     _login(page, live_server, "tech")
     for path in (f"/samples/{sample_id}/results", f"/reports/{report_id}/view", f"/samples/{sample_id}/capture"):
         page.goto(live_server + path)
-        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
-        assert overflow <= 1, f"{path} scrolls sideways by {overflow}px at 800x480"
-        small = page.evaluate("""() => [...document.querySelectorAll('main .btn, main button')]
-            .filter(b => b.offsetParent !== null)
-            .filter(b => b.getBoundingClientRect().height < 40).map(b => b.textContent.trim())""")
-        assert small == [], f"{path}: buttons smaller than a fingertip: {small}"
+        assert_fits_panel(page, path)
     page.goto(f"{live_server}/samples/{sample_id}/capture")
     file_button = page.locator('input[type="file"]')
     if file_button.count():
