@@ -14,11 +14,12 @@ import re
 from types import SimpleNamespace
 
 import pytest
+from browser_kit import PANEL, needs_chromium
+from browser_kit import login as _login
+from browser_kit import new_page as _page
 from review_data import add_sample
-from test_browser import CHROMIUM, _login, _page, browser  # noqa: F401  (browser: the fixture)
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
-PANEL = {"width": 800, "height": 480}
+pytestmark = needs_chromium
 
 
 def seed_sample(data_dir, identifier: str) -> tuple[int, list[int]]:
@@ -40,7 +41,7 @@ def no_sideways_scroll(page) -> int:
     return page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
 
 
-def test_differential_accept_and_override_at_800x480(live_server, browser, tmp_path):  # noqa: F811
+def test_differential_accept_and_override_at_800x480(live_server, browser, tmp_path):
     expect = pytest.importorskip("playwright.sync_api").expect
     sample_id, cells = seed_sample(tmp_path / "var", "CLN-1414")
     context, page, errors = _page(browser, PANEL)
@@ -104,7 +105,7 @@ def test_differential_accept_and_override_at_800x480(live_server, browser, tmp_p
     context.close()
 
 
-def test_the_capture_page_shows_the_count_at_800x480(live_server, browser, tmp_path):  # noqa: F811
+def test_the_capture_page_shows_the_count_at_800x480(live_server, browser, tmp_path):
     expect = pytest.importorskip("playwright.sync_api").expect
     sample_id, _ = seed_sample(tmp_path / "var", "CLN-1415")
     context, page, errors = _page(browser, PANEL)
