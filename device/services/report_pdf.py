@@ -276,12 +276,12 @@ def differential_section(pdf: ReportPDF, content: dict) -> None:
     pdf.font(9.5, bold=True)
     pdf.cell(70, 5.5, pdf.t("Class"))
     pdf.cell(25, 5.5, pdf.t("Count"), align="R")
-    pdf.cell(25, 5.5, pdf.t("% of counted"), align="R", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.cell(35, 5.5, pdf.t("% of counted"), align="R", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.font(9.5)
     for row in diff["rows"]:
         pdf.cell(70, 5.5, pdf.t(row["name"]))
         pdf.cell(25, 5.5, str(row["count"]), align="R")
-        pdf.cell(25, 5.5, "n/a" if row["percentage"] is None else f"{row['percentage']:.1f} %", align="R",
+        pdf.cell(35, 5.5, "n/a" if row["percentage"] is None else f"{row['percentage']:.1f} %", align="R",
                  new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.paragraph(summary_review(summary)["statement"], size=9)
     override = override_line(report.get("override_reason"), summary)
