@@ -47,9 +47,12 @@ def _device_or_404(device_id: str) -> Device:
 @bp.get("/devices")
 @allow(ADMIN)
 def device_list():
+    from sync.central.receivers import STALE_AFTER_S, listing
+
     devices = list(Device.select().order_by(Device.clinic, Device.device_id))
     return render_template("central/devices.html", devices=devices, counts=_record_counts(),
-                           fingerprint=fleet.signing_key_fingerprint)
+                           fingerprint=fleet.signing_key_fingerprint, receivers=listing(),
+                           stale_after_s=int(STALE_AFTER_S))
 
 
 @bp.get("/devices/<device_id>")
