@@ -64,8 +64,16 @@ def register(group: str, commands) -> None:
     _add_central_args(enrol)
     enrol.set_defaults(func=cmd_enrol)
 
-    revoke = commands.add_parser("revoke", help="refuse a device's envelopes and put its certificate on the CRL")
+    revoke = commands.add_parser("revoke", help="refuse a device's envelopes and put its certificate on the CRL; "
+                                                "its open connection closes when the broker restarts")
     revoke.add_argument("device_id")
+    revoke.add_argument("--restart-broker", action="store_true",
+                        help="restart the broker now ([central] broker_restart_command, or --restart-command) so "
+                             "the device's open connection is closed and its certificate refused")
+    revoke.add_argument("--restart-command", default=None, help="the command that restarts mosquitto (default: "
+                        "[central] broker_restart_command of the configuration file)")
+    revoke.add_argument("--config", default=None, help="configuration file (default: $ALLSCOPE_CONFIG, else "
+                                                      "/etc/allscope/allscope.toml)")
     _add_central_args(revoke)
     revoke.set_defaults(func=cmd_revoke)
 
@@ -156,20 +164,29 @@ def cmd_enrol(args) -> int:
 
 
 def cmd_revoke(args) -> int:
+    from device.config.schema import load_config
     from device.store.records import audit, db_proxy
+    from sync.central import broker_control
     from sync.central.enrolment import revoke_device
 
+    command = args.restart_command if args.restart_command is not None else \
+        load_config(args.config).central.broker_restart_command
     _open_central(args)
     with db_proxy.atomic():
         done = revoke_device(args.device_id, pki_dir=_pki_dir(args))
         audit("revoke", "device", args.device_id, username=_actor(),
               after={"state": "revoked", "crl_serials": [str(s) for s in done.revoked_serials]},
               detail=done.crl_note)
-    print(f"{done.device_id} revoked: its envelopes are refused from now on")
+    print(f"{done.device_id} revoked: {broker_control.REFUSED_NOW}")
     if done.crl_note:
         print(f"warning: {done.crl_note}", file=sys.stderr)
-    else:
-        print("the CRL is updated: reload the broker (SIGHUP) so the device can no longer connect")
+        return 0
+    if not args.restart_broker:
+        print(broker_control.pending_line(done.device_id, command))
+        return 0
+    broker_control.restart_broker(command)
+    audit("restart-broker", "broker", "mosquitto", username=_actor(), detail=f"after revoking {done.device_id}")
+    print(broker_control.done_line(done.device_id))
     return 0
 
 
