@@ -51,9 +51,16 @@ def register(group: str, commands) -> None:
     conf.add_argument("--port", type=int, default=8883)
     conf.add_argument("--bind", default="", help="listen address (default: every interface)")
     conf.add_argument("--user", default="mosquitto", help="user mosquitto drops to when started as root")
-    conf.add_argument("--acl", type=Path, default=None, help="ACL file (default: firmware_config/mosquitto/acl)")
+    conf.add_argument("--acl", type=Path, default=None, help="ACL file (default: /etc/allscope/mosquitto/acl "
+                      "as install.sh --with-broker puts it, else the one shipped with allscope)")
     conf.add_argument("--out", type=Path, default=None, help="write here (default: print)")
     conf.set_defaults(func=cmd_broker_config)
+
+    check = commands.add_parser("broker-check", help="can mosquitto's user write its persistence folder and read "
+                                                     "its keys? (exit 1 and one line per problem if not)")
+    check.add_argument("conf", nargs="?", type=Path, default=None,
+                       help="the written configuration (default: /etc/mosquitto/conf.d/allscope.conf)")
+    check.set_defaults(func=cmd_broker_check)
 
     enrol = commands.add_parser("enrol", help="issue a device certificate and write its enrolment bundle")
     enrol.add_argument("device_id")
@@ -131,16 +138,41 @@ def cmd_pki_issue(args) -> int:
 def cmd_broker_config(args) -> int:
     from device.store.atomic import write_atomic
     from sync.fleet.broker import render_config
+    from sync.fleet.broker_checks import check_broker_files, default_acl
     from sync.fleet.pki import open_pki
 
-    text = render_config(open_pki(args.pki), port=args.port, persistence_dir=args.persistence, bind=args.bind,
-                         acl_file=args.acl, user=args.user)
+    pki = open_pki(args.pki)
+    acl = Path(args.acl) if args.acl else default_acl()
+    text = render_config(pki, port=args.port, persistence_dir=args.persistence, bind=args.bind, acl_file=acl,
+                         user=args.user)
     if args.out is None:
         sys.stdout.write(text)
     else:
         write_atomic(args.out, text.encode(), mode=0o644)
         print(f"mosquitto configuration written to {args.out} (mosquitto -c {args.out})")
-    return 0
+    problems = check_broker_files(user=args.user, persistence_dir=args.persistence, key=pki.key_path("broker"),
+                                  readable=[pki.ca_cert, pki.cert_path("broker"), pki.crl, acl])
+    return _report_problems(problems)
+
+
+def _report_problems(problems: list[str]) -> int:
+    for problem in problems:
+        print(f"allscope: broker problem: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def cmd_broker_check(args) -> int:
+    from device.errors import AllscopeError
+    from sync.fleet.broker_checks import INSTALLED_CONF, check_mosquitto_conf
+
+    conf = args.conf or INSTALLED_CONF
+    try:
+        problems = check_mosquitto_conf(conf)
+    except OSError as error:
+        raise AllscopeError(f"cannot read {conf}: {error.strerror}") from None
+    if not problems:
+        print(f"{conf}: mosquitto can write its persistence folder and read its certificates, CRL, ACL and key")
+    return _report_problems(problems)
 
 
 def cmd_enrol(args) -> int:
