@@ -24,7 +24,9 @@ DEFAULT_BROKER = "localhost:8883"
 
 
 def _actor() -> str:
-    return f"cli:{os.environ.get('USER', 'unknown')}"
+    from device.services.actor import cli_actor_name
+
+    return cli_actor_name()
 
 
 def register(group: str, commands) -> None:
@@ -68,6 +70,9 @@ def register(group: str, commands) -> None:
     enrol.add_argument("--broker", default=None, help="HOST:PORT the device connects to (default: $ALLSCOPE_BROKER "
                                                       f"or {DEFAULT_BROKER})")
     enrol.add_argument("--clinic", default="", help="clinic name shown on the central server")
+    enrol.add_argument("--force", action="store_true",
+                       help="re-enrol an id that exists: its certificate is revoked, a revocation lifted and its "
+                            "pinned signing key forgotten")
     _add_central_args(enrol)
     enrol.set_defaults(func=cmd_enrol)
 
@@ -176,6 +181,7 @@ def cmd_broker_check(args) -> int:
 
 
 def cmd_enrol(args) -> int:
+    from device.errors import AllscopeError
     from device.store.records import audit, db_proxy
     from sync.central.enrolment import enrol_device
     from sync.fleet.enrol import check_device_name, parse_broker
@@ -183,6 +189,12 @@ def cmd_enrol(args) -> int:
     check_device_name(args.device_id)
     host, port = parse_broker(args.broker or os.environ.get("ALLSCOPE_BROKER") or DEFAULT_BROKER)
     _open_central(args)
+    from sync.central.models import Device
+
+    existing = Device.get_or_none(Device.device_id == args.device_id)
+    if existing is not None and not args.force:
+        raise AllscopeError(f"{args.device_id} is already enrolled ({existing.state}): --force re-enrols it (its "
+                            f"certificate is revoked, a revocation lifted, its pinned signing key forgotten)")
     with db_proxy.atomic():
         done = enrol_device(args.device_id, out=args.out, pki_dir=_pki_dir(args), broker_host=host, broker_port=port,
                             clinic=args.clinic)
