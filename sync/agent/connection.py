@@ -57,10 +57,10 @@ def tls_refusal(config: AgentConfig, timeout_s: float = 5.0) -> str:
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(config.path("ca.crt")))
     context.load_cert_chain(str(config.path("device.crt")), str(config.path("device.key")))
     try:
-        with socket.create_connection((config.broker_host, config.broker_port), timeout=timeout_s) as raw:
-            with context.wrap_socket(raw, server_hostname=config.broker_host) as tls:
-                tls.settimeout(min(timeout_s, 2.0))  # a broker that accepts us just waits for CONNECT
-                tls.recv(1)  # the alert comes here (sending first may meet the close instead of the alert)
+        with socket.create_connection((config.broker_host, config.broker_port), timeout=timeout_s) as raw, \
+                context.wrap_socket(raw, server_hostname=config.broker_host) as tls:
+            tls.settimeout(min(timeout_s, 2.0))  # a broker that accepts us just waits for CONNECT
+            tls.recv(1)  # the alert comes here (sending first may meet the close instead of the alert)
     except ssl.SSLError as error:
         reason = (error.reason or "").lower()
         if reason.startswith(("sslv3_alert_", "tlsv1_alert_", "tlsv13_alert_")):
