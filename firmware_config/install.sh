@@ -65,6 +65,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$ROLE" in device|central|both) ;; *) die "--role must be device, central or both (got '$ROLE')" ;; esac
+# The central needs the PostgreSQL driver (allscope[central] = allscope[device] + psycopg2).
+EXTRA=device; [ "$ROLE" = device ] || EXTRA=central
 case "$PREFIX" in /*) ;; *) die "--prefix must be an absolute path (got '$PREFIX')" ;; esac
 ROOT="$(cd "$ROOT" 2>/dev/null && pwd)" || die "--root: no such directory"
 R="${ROOT%/}"  # prefix for paths on the target: "" when installing on this system
@@ -236,20 +238,20 @@ put_file "$SRC/firmware_config/raspberry-pi/allscope-kiosk.sh" "$PREFIX/libexec/
 if [ "$VENV" = no ]; then
     say skipped "venv (--no-venv)"
 elif [ "$ROOT" != / ]; then
-    say skipped "venv in $PREFIX: build it on the target (rerun install.sh there, or in a chroot of the image)"
+    say skipped "venv in $PREFIX with allscope[$EXTRA]: build it on the target (rerun install.sh there, or in a chroot of the image)"
 else
     stamp="$PREFIX/.allscope-installed"
     want="$( (git -C "$SRC" describe --always --dirty 2>/dev/null || sed -n 's/^version = //p' "$SRC/pyproject.toml") | head -1)"
-    if [ -x "$PREFIX/bin/allscope" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
-        say unchanged "venv $PREFIX (allscope $want)"
+    if [ -x "$PREFIX/bin/allscope" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want $EXTRA" ]; then
+        say unchanged "venv $PREFIX (allscope[$EXTRA] $want)"
     else
-        changed installed "venv $PREFIX with allscope[device] $want"
+        changed installed "venv $PREFIX with allscope[$EXTRA] $want"
         if [ "$DRY" = no ]; then
             [ -x "$PREFIX/bin/python" ] || python3 -m venv $([ "$SYSTEM_SITE" = yes ] && echo --system-site-packages) "$PREFIX"
             "$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
             rm -rf "$SRC/build"  # a stale build/lib would put files deleted from the tree back into the wheel
-            "$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check "$SRC[device]"
-            echo "$want" >"$stamp"
+            "$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check "$SRC[$EXTRA]"
+            echo "$want $EXTRA" >"$stamp"
         fi
     fi
 fi

@@ -28,6 +28,7 @@ TABLE = {
     "records.record_list": ADMIN_ONLY,
     "records.record_page": ADMIN_ONLY,
     "records.patient_page": ADMIN_ONLY,
+    "records.received_file": ADMIN_ONLY,
     "ingest.error_list": ADMIN_ONLY,
 }
 

@@ -223,7 +223,14 @@ def central_records(central):
         record = ReceivedRecord.create(device=device, entity="patient", record_id=1, version=1,
                                        content_sha256="a" * 64, created_at=dt.datetime(2024, 5, 1), payload={"id": 1, "identifier": "P-1", "name": "X"},
                                        patient_identifier="P-1")
-    return {"device_id": "scope-kano-01", "record_id": record.id, "identifier": "P-1", "filename": "style.css"}
+        from sync.central.models import ReceivedFile
+
+        (central.central.data.root / "files").mkdir(exist_ok=True)
+        (central.central.data.root / "files" / "crop.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+        received = ReceivedFile.create(device=device, sha256="b" * 64, name="crops/1.png", size=8, chunks=1,
+                                       received_chunks=1, complete=True, stored_path="files/crop.png")
+    return {"device_id": "scope-kano-01", "record_id": record.id, "identifier": "P-1", "filename": "style.css",
+            "file_id": received.id}
 
 
 @pytest.fixture

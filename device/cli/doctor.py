@@ -35,7 +35,7 @@ from device.cli.doctor_base import (  # noqa: F401  (the names tests and callers
     one_line,
     with_timeout,
 )
-from device.cli.doctor_sync import check_broker, check_certificates, mqtt_probe  # noqa: F401
+from device.cli.doctor_sync import check_broker, check_broker_files, check_certificates, mqtt_probe  # noqa: F401
 from device.errors import AllscopeError
 
 LOW_DISK_BYTES = 1 << 30      # warn below 1 GB free ...
@@ -211,7 +211,7 @@ def check_database(ctx: Context) -> Result:
 
 CHECKS: tuple[Callable[[Context], Result], ...] = (
     check_config, check_camera, check_model, check_delegate, check_disk, check_clock, check_database,
-    check_certificates, check_broker)
+    check_certificates, check_broker, check_broker_files)
 
 
 def run_checks(config_path: str | None) -> list[Result]:

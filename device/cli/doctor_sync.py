@@ -112,3 +112,22 @@ def mqtt_probe(sync_dir: Path, host: str, port: int, client_id: str, timeout: fl
     if reason is None:
         return f"no MQTT answer within {timeout:.0f} s"
     return f"connection refused: {reason}" if reason.is_failure else None
+
+
+def check_broker_files(ctx: Context, conf: Path | None = None) -> Result:
+    """On the broker's host: can mosquitto's user write its persistence folder and read its keys (issue 16)?"""
+    from sync.fleet.broker_checks import INSTALLED_CONF, check_mosquitto_conf
+
+    conf = conf or INSTALLED_CONF
+    if not conf.is_file():
+        return Result("broker-files", SKIP, f"no allscope broker configuration here ({conf})")
+    try:
+        problems = check_mosquitto_conf(conf)
+    except OSError as error:
+        return Result("broker-files", FAIL, f"{conf}: {one_line(error)}", "run it as root, or check the path")
+    if problems:
+        more = f" (and {len(problems) - 1} more: allscope central broker-check)" if len(problems) > 1 else ""
+        return Result("broker-files", FAIL, problems[0] + more, "fix the owner or mode as said, then restart "
+                      "mosquitto")
+    return Result("broker-files", PASS, f"{conf}: persistence writable, certificates, CRL, ACL and key readable "
+                  "by mosquitto's user")

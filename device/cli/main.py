@@ -26,6 +26,7 @@ from device.cli import storage as storage_cli
 from device.config.choices import DELEGATE_KINDS
 from device.errors import AllscopeError
 from device.resources import DEFAULT_MODEL, model_in_force
+from device.services.actor import cli_actor_name
 from sync.agent import cli as sync_cli
 from sync.agent import enrol_cli as device_enrol_cli
 from sync.central import cli as central_cli
@@ -157,7 +158,7 @@ def cmd_users(args: argparse.Namespace) -> int:
     _open_records(args.data_dir)
     if args.users_command == "create":
         user = accounts.create_user(args.username, accounts.read_new_password(), args.role, full_name=args.full_name or "",
-                                    actor=f"cli:{os.environ.get('USER', 'unknown')}")
+                                    actor=cli_actor_name())
         print(f"created {user.username} ({user.roles.replace(',', ', ')})")
     elif args.users_command == "list":
         for user in User.select().order_by(User.username):
@@ -170,10 +171,10 @@ def cmd_users(args: argparse.Namespace) -> int:
         target = User.get_or_none(User.username == args.username.strip().lower())
         if target is None:
             raise accounts.AccountError(f"no such user: {args.username}")
-        user = set_enabled(target, args.users_command == "enable", actor=f"cli:{os.environ.get('USER', 'unknown')}")
+        user = set_enabled(target, args.users_command == "enable", actor=cli_actor_name())
         print(f"{user.username} {'disabled' if user.disabled else 'enabled'}")
     elif args.users_command == "unlock":
-        cleared = accounts.unlock(args.username, actor=f"cli:{os.environ.get('USER', 'unknown')}")
+        cleared = accounts.unlock(args.username, actor=cli_actor_name())
         plural = "" if cleared == 1 else "s"
         print(f"unlocked {args.username.strip().lower()} (cleared {cleared} failed log-in{plural})")
     return 0

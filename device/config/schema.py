@@ -6,10 +6,9 @@
     AllscopeConfig.model_json_schema()   # every key with its type, default, bounds and description
 
 Precedence: a command-line flag > the configuration file > the built-in default
-(which, for the data directory and the model, still honours $ALLSCOPE_DATA_DIR
-and $ALLSCOPE_MODEL as before). Settings an admin stores in the device database
-(``device/services/settings.py``: camera, model, thresholds, idle logout, upload limit)
-override the file at run time.
+(which, for the data directory and the model, still honours $ALLSCOPE_DATA_DIR and $ALLSCOPE_MODEL as before).
+Settings an admin stores in the device database (``device/services/settings.py``: camera, model, thresholds,
+idle logout, upload limit) override the file at run time.
 
 Every field has a default, a description and bounds; unknown keys are refused
 (``extra="forbid"``), so a typo never silently falls back to a default. A bad
@@ -17,10 +16,9 @@ file raises :class:`ConfigError` whose ``problems`` are lines such as::
 
     allscope.toml:12: camera.backend: must be one of replay, opencv, picamera2 (got 'usb')
 
-Secrets (the at-rest key) never live in the file: ``storage.key_file`` names a
-file readable only by the service user, or systemd passes a credential
-(``LoadCredential=allscope-db-key:/etc/allscope/db.key``) that arrives as
-``$CREDENTIALS_DIRECTORY/allscope-db-key``; see :func:`read_secret`.
+Secrets (the at-rest key) never live in the file: ``storage.key_file`` names a file readable only by the
+service user, or systemd passes a credential (``LoadCredential=allscope-db-key:/etc/allscope/db.key``) that
+arrives as ``$CREDENTIALS_DIRECTORY/allscope-db-key``; see :func:`read_secret`.
 """
 
 from __future__ import annotations
@@ -260,6 +258,8 @@ class CentralSection(_Section):
                                       "data directory). No password here: use ~/.pgpass or $PGPASSFILE.")
     host: str = Field("127.0.0.1", min_length=1, max_length=255, description="Address of the central admin UI.")
     port: int = Field(8090, ge=1, le=65535, description="TCP port of the central admin UI.")
+    broker_restart_command: str = Field("", max_length=300, description="Restarts mosquitto so a revocation "
+                                        "closes the device's connection (e.g. systemctl restart mosquitto).")
     trusted_proxies: tuple[str, ...] = Field((), max_length=32, strict=False,
                                              description="Addresses or networks of the reverse proxies in front of "
                                                          "the admin UI (e.g. [\"127.0.0.1\"]): X-Forwarded-For is "

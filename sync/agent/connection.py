@@ -43,3 +43,28 @@ def connect_properties(config: AgentConfig) -> Properties:
     properties = Properties(PacketTypes.CONNECT)
     properties.SessionExpiryInterval = config.session_expiry_s
     return properties
+
+
+def tls_refusal(config: AgentConfig, timeout_s: float = 5.0) -> str:
+    """Why the broker drops this device right after the handshake, or "" if it does not (or cannot tell).
+
+    With TLS 1.3 the broker checks the client certificate after the client's side of the handshake is done:
+    a revoked or unknown certificate then shows up in paho only as a lost connection ("Unspecified
+    error"). A bare handshake plus one read gets the broker's alert (e.g. "certificate revoked").
+    """
+    import socket
+
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(config.path("ca.crt")))
+    context.load_cert_chain(str(config.path("device.crt")), str(config.path("device.key")))
+    try:
+        with socket.create_connection((config.broker_host, config.broker_port), timeout=timeout_s) as raw, \
+                context.wrap_socket(raw, server_hostname=config.broker_host) as tls:
+            tls.settimeout(min(timeout_s, 2.0))  # a broker that accepts us just waits for CONNECT
+            tls.recv(1)  # the alert comes here (sending first may meet the close instead of the alert)
+    except ssl.SSLError as error:
+        reason = (error.reason or "").lower()
+        if reason.startswith(("sslv3_alert_", "tlsv1_alert_", "tlsv13_alert_")):
+            return reason.split("alert_", 1)[1].replace("_", " ")
+    except OSError:
+        return ""
+    return ""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
 def _actor() -> str:
-    return f"cli:{os.environ.get('USER', 'unknown')}"
+    from device.services.actor import cli_actor_name
+
+    return cli_actor_name()
 
 
 def register(group: str, commands) -> None:

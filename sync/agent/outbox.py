@@ -170,6 +170,8 @@ def remove_acked(acks: Iterable[dict]) -> int:
         set_state("last_ack_at", now)
         if errors:
             set_state("last_error", f"{now} {errors[-1]}")
+        elif removed:  # the central stores what we send (online or by USB): an older error is stale
+            set_state("last_error", "")
     return removed
 
 

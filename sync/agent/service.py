@@ -47,7 +47,7 @@ import paho.mqtt.client as mqtt
 from device.store.records import open_database
 from sync.agent import outbox
 from sync.agent.config import AgentConfig
-from sync.agent.connection import backoff_delays, connect_properties, make_client
+from sync.agent.connection import backoff_delays, connect_properties, make_client, tls_refusal
 from sync.agent.media import FileIndex, MediaFile, file_names
 from sync.agent.outbox import backlog
 from sync.agent.sealer import Sealer
@@ -73,6 +73,7 @@ class SyncAgent:
         self.files = FileIndex(config.data_dir)
         self.sending: dict[str, MediaFile] = {}        # sha256 -> file with chunks in flight
         self.stop_event = threading.Event()
+        self.leaving = False  # set by _goodbye: the DISCONNECT that follows is ours
         self.clock = time.monotonic
         self.window = SendWindow(size=config.window, chunk_size=CHUNK_WINDOW, ack_timeout=config.ack_timeout_s,
                                  retry_rejected=config.retry_rejected_s)
@@ -109,10 +110,18 @@ class SyncAgent:
                  self.config.device_id, "resumed" if flags.session_present else "new")
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        self.connected = False
+        was_connected, self.connected = self.connected, False
         self.lost = True
-        if not self.stop_event.is_set():
-            self._error(f"disconnected from the broker: {reason_code}")
+        if self.stop_event.is_set() or self.leaving:
+            return  # our own clean DISCONNECT ("Normal disconnection") is not an error
+        if not was_connected and reason_code.is_failure:
+            refusal = tls_refusal(self.config)  # dropped before CONNACK: ask the TLS layer why
+            if refusal:
+                self._error(f"the broker refused this device's certificate: {refusal}"
+                            + (" (revoked by the central's admin: re-enrol the device)" if "revoked" in refusal
+                               else " (check the enrolment bundle: allscope doctor)"))
+                return
+        self._error(f"disconnected from the broker: {reason_code}")
 
     def _on_message(self, client, userdata, message):
         if message.topic == topics.ack(self.config.device_id):
@@ -177,6 +186,7 @@ class SyncAgent:
 
     def _goodbye(self) -> None:
         """Graceful stop: a retained offline status (a clean DISCONNECT suppresses the will), then disconnect."""
+        self.leaving = True
         if self.connected:
             try:
                 info = self.client.publish(topics.status(self.config.device_id),

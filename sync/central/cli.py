@@ -46,6 +46,12 @@ def register(group: str, commands) -> None:
                      help="also accept unencrypted envelopes (the sync benchmark's comparison run only)")
     run.set_defaults(func=cmd_run)
 
+    rec = commands.add_parser("receivers", help="list the receivers (allscope central run) as they last reported; "
+                                                "--forget ID removes a retired one from the list")
+    _add_common(rec)
+    rec.add_argument("--forget", metavar="CLIENT_ID", default=None, help="remove a stopped receiver's row")
+    rec.set_defaults(func=cmd_receivers)
+
     imp = commands.add_parser("import", help="ingest a device's USB export (allscope sync export) and write "
                                              "signed acks.json beside it")
     imp.add_argument("bundle_dir", metavar="BUNDLE_DIR",
@@ -86,6 +92,33 @@ def cmd_run(args) -> int:
     if ingestor.allow_plaintext:
         print("allscope central: accepting UNENCRYPTED envelopes (--allow-plaintext)", file=sys.stderr, flush=True)
     return CentralService(ingestor, sign, broker).run()
+
+
+def cmd_receivers(args) -> int:
+    from device.config.schema import apply_central_config
+    from device.store.datadir import DataDir
+    from sync.central import receivers
+    from sync.central.db import open_central_database
+
+    apply_central_config(args)
+    data = DataDir.resolve(args.data_dir or os.environ.get("ALLSCOPE_CENTRAL_DATA_DIR") or DEFAULT_DATA_DIR)
+    open_central_database(args.central_db or os.environ.get("ALLSCOPE_CENTRAL_DB") or data.root / "central.db")
+    if args.forget:
+        states = {view.client_id: view.state for view in receivers.listing()}
+        if args.forget not in states:
+            raise AllscopeError(f"no receiver {args.forget!r} has reported (see allscope central receivers)")
+        if states[args.forget] == "running":
+            raise AllscopeError(f"{args.forget} is running: stop it first (SIGTERM, or systemctl stop)")
+        receivers.forget(args.forget)
+        print(f"{args.forget} removed from the list of receivers")
+        return 0
+    views = receivers.listing()
+    for view in views:
+        print(f"{view.client_id}\t{view.state}\t{view.host}\tpid {view.pid}\t"
+              f"last seen {view.last_seen_at:%Y-%m-%d %H:%M:%S} UTC\t{view.handled} envelopes")
+    if not views:
+        print("no receiver has reported yet: start allscope central run")
+    return 0
 
 
 def cmd_import(args) -> int:

@@ -35,9 +35,13 @@ def open_central_database(url_or_path: str | Path) -> pw.Database:
     from sync.central.migrations import migrate
 
     database = _connect(url_or_path)
-    db_proxy.initialize(database)
     try:
+        db_proxy.initialize(database)
         database.connect(reuse_if_open=True)
+    except pw.ImproperlyConfigured:  # peewee found no driver for the URL's scheme
+        raise AllscopeError(f"no database driver for {str(url_or_path).split('://')[0]}:// URLs: install "
+                            f"allscope[central] (pip install 'allscope[central]', or install.sh --role central)"
+                            ) from None
     except pw.OperationalError as error:
         raise AllscopeError(f"cannot open the central database: {' '.join(str(error).split())}") from None
     migrate(database)

@@ -24,7 +24,9 @@ DEFAULT_BROKER = "localhost:8883"
 
 
 def _actor() -> str:
-    return f"cli:{os.environ.get('USER', 'unknown')}"
+    from device.services.actor import cli_actor_name
+
+    return cli_actor_name()
 
 
 def register(group: str, commands) -> None:
@@ -51,9 +53,16 @@ def register(group: str, commands) -> None:
     conf.add_argument("--port", type=int, default=8883)
     conf.add_argument("--bind", default="", help="listen address (default: every interface)")
     conf.add_argument("--user", default="mosquitto", help="user mosquitto drops to when started as root")
-    conf.add_argument("--acl", type=Path, default=None, help="ACL file (default: firmware_config/mosquitto/acl)")
+    conf.add_argument("--acl", type=Path, default=None, help="ACL file (default: /etc/allscope/mosquitto/acl "
+                      "as install.sh --with-broker puts it, else the one shipped with allscope)")
     conf.add_argument("--out", type=Path, default=None, help="write here (default: print)")
     conf.set_defaults(func=cmd_broker_config)
+
+    check = commands.add_parser("broker-check", help="can mosquitto's user write its persistence folder and read "
+                                                     "its keys? (exit 1 and one line per problem if not)")
+    check.add_argument("conf", nargs="?", type=Path, default=None,
+                       help="the written configuration (default: /etc/mosquitto/conf.d/allscope.conf)")
+    check.set_defaults(func=cmd_broker_check)
 
     enrol = commands.add_parser("enrol", help="issue a device certificate and write its enrolment bundle")
     enrol.add_argument("device_id")
@@ -61,11 +70,22 @@ def register(group: str, commands) -> None:
     enrol.add_argument("--broker", default=None, help="HOST:PORT the device connects to (default: $ALLSCOPE_BROKER "
                                                       f"or {DEFAULT_BROKER})")
     enrol.add_argument("--clinic", default="", help="clinic name shown on the central server")
+    enrol.add_argument("--force", action="store_true",
+                       help="re-enrol an id that exists: its certificate is revoked, a revocation lifted and its "
+                            "pinned signing key forgotten")
     _add_central_args(enrol)
     enrol.set_defaults(func=cmd_enrol)
 
-    revoke = commands.add_parser("revoke", help="refuse a device's envelopes and put its certificate on the CRL")
+    revoke = commands.add_parser("revoke", help="refuse a device's envelopes and put its certificate on the CRL; "
+                                                "its open connection closes when the broker restarts")
     revoke.add_argument("device_id")
+    revoke.add_argument("--restart-broker", action="store_true",
+                        help="restart the broker now ([central] broker_restart_command, or --restart-command) so "
+                             "the device's open connection is closed and its certificate refused")
+    revoke.add_argument("--restart-command", default=None, help="the command that restarts mosquitto (default: "
+                        "[central] broker_restart_command of the configuration file)")
+    revoke.add_argument("--config", default=None, help="configuration file (default: $ALLSCOPE_CONFIG, else "
+                                                      "/etc/allscope/allscope.toml)")
     _add_central_args(revoke)
     revoke.set_defaults(func=cmd_revoke)
 
@@ -123,19 +143,45 @@ def cmd_pki_issue(args) -> int:
 def cmd_broker_config(args) -> int:
     from device.store.atomic import write_atomic
     from sync.fleet.broker import render_config
+    from sync.fleet.broker_checks import check_broker_files, default_acl
     from sync.fleet.pki import open_pki
 
-    text = render_config(open_pki(args.pki), port=args.port, persistence_dir=args.persistence, bind=args.bind,
-                         acl_file=args.acl, user=args.user)
+    pki = open_pki(args.pki)
+    acl = Path(args.acl) if args.acl else default_acl()
+    text = render_config(pki, port=args.port, persistence_dir=args.persistence, bind=args.bind, acl_file=acl,
+                         user=args.user)
     if args.out is None:
         sys.stdout.write(text)
     else:
         write_atomic(args.out, text.encode(), mode=0o644)
         print(f"mosquitto configuration written to {args.out} (mosquitto -c {args.out})")
-    return 0
+    problems = check_broker_files(user=args.user, persistence_dir=args.persistence, key=pki.key_path("broker"),
+                                  readable=[pki.ca_cert, pki.cert_path("broker"), pki.crl, acl])
+    return _report_problems(problems)
+
+
+def _report_problems(problems: list[str]) -> int:
+    for problem in problems:
+        print(f"allscope: broker problem: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def cmd_broker_check(args) -> int:
+    from device.errors import AllscopeError
+    from sync.fleet.broker_checks import INSTALLED_CONF, check_mosquitto_conf
+
+    conf = args.conf or INSTALLED_CONF
+    try:
+        problems = check_mosquitto_conf(conf)
+    except OSError as error:
+        raise AllscopeError(f"cannot read {conf}: {error.strerror}") from None
+    if not problems:
+        print(f"{conf}: mosquitto can write its persistence folder and read its certificates, CRL, ACL and key")
+    return _report_problems(problems)
 
 
 def cmd_enrol(args) -> int:
+    from device.errors import AllscopeError
     from device.store.records import audit, db_proxy
     from sync.central.enrolment import enrol_device
     from sync.fleet.enrol import check_device_name, parse_broker
@@ -143,6 +189,12 @@ def cmd_enrol(args) -> int:
     check_device_name(args.device_id)
     host, port = parse_broker(args.broker or os.environ.get("ALLSCOPE_BROKER") or DEFAULT_BROKER)
     _open_central(args)
+    from sync.central.models import Device
+
+    existing = Device.get_or_none(Device.device_id == args.device_id)
+    if existing is not None and not args.force:
+        raise AllscopeError(f"{args.device_id} is already enrolled ({existing.state}): --force re-enrols it (its "
+                            f"certificate is revoked, a revocation lifted, its pinned signing key forgotten)")
     with db_proxy.atomic():
         done = enrol_device(args.device_id, out=args.out, pki_dir=_pki_dir(args), broker_host=host, broker_port=port,
                             clinic=args.clinic)
@@ -156,20 +208,29 @@ def cmd_enrol(args) -> int:
 
 
 def cmd_revoke(args) -> int:
+    from device.config.schema import load_config
     from device.store.records import audit, db_proxy
+    from sync.central import broker_control
     from sync.central.enrolment import revoke_device
 
+    command = args.restart_command if args.restart_command is not None else \
+        load_config(args.config).central.broker_restart_command
     _open_central(args)
     with db_proxy.atomic():
         done = revoke_device(args.device_id, pki_dir=_pki_dir(args))
         audit("revoke", "device", args.device_id, username=_actor(),
               after={"state": "revoked", "crl_serials": [str(s) for s in done.revoked_serials]},
               detail=done.crl_note)
-    print(f"{done.device_id} revoked: its envelopes are refused from now on")
+    print(f"{done.device_id} revoked: {broker_control.REFUSED_NOW}")
     if done.crl_note:
         print(f"warning: {done.crl_note}", file=sys.stderr)
-    else:
-        print("the CRL is updated: reload the broker (SIGHUP) so the device can no longer connect")
+        return 0
+    if not args.restart_broker:
+        print(broker_control.pending_line(done.device_id, command))
+        return 0
+    broker_control.restart_broker(command)
+    audit("restart-broker", "broker", "mosquitto", username=_actor(), detail=f"after revoking {done.device_id}")
+    print(broker_control.done_line(done.device_id))
     return 0
 
 

@@ -62,7 +62,14 @@ def _v4_registered_signing_key(database: pw.Database) -> None:
             "device", "signing_key_fingerprint", pw.CharField(default="", max_length=95)))
 
 
-MIGRATIONS = [_v1_initial, _v2_append_only, _v3_session_epoch, _v4_registered_signing_key]
+def _v5_receivers(database: pw.Database) -> None:
+    """``receiver``: each running `allscope central run` and its heartbeat, for the admin UI (issue 16)."""
+    from sync.central.models import ReceiverBeat
+
+    database.create_tables([ReceiverBeat], safe=True)  # v1 made it already on a new database
+
+
+MIGRATIONS = [_v1_initial, _v2_append_only, _v3_session_epoch, _v4_registered_signing_key, _v5_receivers]
 
 
 def schema_version(database: pw.Database) -> int:

@@ -89,4 +89,20 @@ class IngestError(BaseModel):
     detail = pw.TextField(default="")
 
 
-CENTRAL_MODELS = (User, LoginFailure, AuditEvent, Device, ReceivedRecord, ReceivedFile, FileChunk, IngestError)
+class ReceiverBeat(BaseModel):
+    """One `allscope central run` process, as it last reported itself (sync/central/receivers.py)."""
+
+    client_id = pw.CharField(unique=True, max_length=64)
+    host = pw.CharField(default="", max_length=255)
+    pid = pw.IntegerField(default=0)
+    started_at = pw.DateTimeField(default=utcnow)
+    last_seen_at = pw.DateTimeField(default=utcnow)
+    stopped_at = pw.DateTimeField(null=True)      # set on a clean stop (SIGTERM); a killed one just goes stale
+    handled = pw.IntegerField(default=0)          # envelopes handled since it started
+
+    class Meta:
+        table_name = "receiver"
+
+
+CENTRAL_MODELS = (User, LoginFailure, AuditEvent, Device, ReceivedRecord, ReceivedFile, FileChunk, IngestError,
+                  ReceiverBeat)

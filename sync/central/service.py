@@ -7,16 +7,25 @@ and write every ``ack``). Envelopes come through the shared subscription
 side and each message goes to one of them.
 
 At-least-once end to end: a message is PUBACKed to the broker only after the
-Ingestor has committed it and the signed ack is queued (``manual_ack``); the
-session is persistent (``clean_start=False`` + session expiry), so a receiver
-killed mid-message gets it again on reconnect, and the central's replay check
-turns that into a "duplicate" ack instead of a second copy. Reconnects use
-paho's capped exponential back-off; SIGTERM/SIGINT stop it cleanly.
+Ingestor has committed it and the signed ack is queued (``manual_ack``). The
+session is NOT persistent (clean start, session expiry 0): mosquitto keeps
+handing a shared subscription's share to an offline member whose session lives
+on, so a stopped or killed receiver would swallow its share of the fleet's
+messages until the devices resend (issue 16: 180 s per record with one of two
+receivers down). With expiry 0 the broker forgets a receiver the moment its
+connection closes and the others get everything at once. A message that was in
+flight to a receiver when it died, or published while no receiver was up, is
+resent by the device after its ack timeout; the central's replay check turns a
+resend of something already stored into a "duplicate" ack, never a second copy.
+Reconnects use paho's capped exponential back-off; SIGTERM/SIGINT stop it
+cleanly. Each receiver reports itself in the central database
+(``sync/central/receivers.py``) so the admin UI lists the running ones.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -31,6 +40,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from device.errors import AllscopeError
+from sync.central import receivers
 from sync.central.ingest import Ingestor
 from sync.wire import topics
 
@@ -46,7 +56,7 @@ class BrokerSettings:
     key: Path
     client_id: str = ""
     keepalive_s: int = 30
-    session_expiry_s: int = 24 * 3600  # a receiver that comes back within a day gets what was queued for it
+    session_expiry_s: int = 0  # gone means gone: see the module docstring
     backoff_min_s: int = 1
     backoff_max_s: int = 60
 
@@ -149,26 +159,43 @@ class CentralService:
         if acks:
             self.client.publish(topics.ack(device_id), self.sign_acks(device_id, acks), qos=1)
 
-    def run(self, install_signals: bool = True, stats_every_s: float = 60.0) -> int:
+    def run(self, install_signals: bool = True, stats_every_s: float = 60.0,
+            heartbeat_s: float = receivers.HEARTBEAT_S) -> int:
         """Connect and receive until stop() (or SIGTERM/SIGINT); returns 0."""
         if install_signals:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: self.stop())
+        receivers.register(self.client_id, socket.gethostname(), os.getpid())
         connect = Properties(PacketTypes.CONNECT)
         connect.SessionExpiryInterval = self.broker.session_expiry_s
         self.client.connect_async(self.broker.host, self.broker.port, keepalive=self.broker.keepalive_s,
-                                  clean_start=False, properties=connect)
+                                  clean_start=self.broker.session_expiry_s == 0, properties=connect)
         self.client.loop_start()
+        since_stats = 0.0
         try:
-            while not self.stopping.wait(stats_every_s):
-                self.log_counts()
+            while not self.stopping.wait(heartbeat_s):
+                self._beat()
+                since_stats += heartbeat_s
+                if since_stats >= stats_every_s:
+                    since_stats = 0.0
+                    self.log_counts()
         finally:
             self.client.disconnect()
             self.client.loop_stop()
+            try:
+                receivers.stopped(self.client_id, self.handled)
+            except Exception:  # noqa: BLE001 - the database may be what failed; stopping must still finish
+                log.exception("could not record the stop in the central database")
         summary = ", ".join(f"{key} {value}" for key, value in sorted(self.ingestor.counts.items()))
         print(f"allscope central: stopped after {self.handled} envelopes ({summary or 'nothing received'})",
               flush=True)
         return 0
+
+    def _beat(self) -> None:
+        try:
+            receivers.beat(self.client_id, self.handled)
+        except Exception:  # noqa: BLE001 - a database hiccup must not stop the receiver; the UI shows it stale
+            log.warning("could not record the heartbeat in the central database", exc_info=True)
 
     def stop(self) -> None:
         self.stopping.set()

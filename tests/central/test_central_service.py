@@ -3,12 +3,13 @@
 A device client (its own certificate from the test PKI) publishes sealed envelopes on its ``up``
 topic; the receiver stores them in the central database and the device gets a signed ack on its
 ``ack`` topic, which it verifies with the central's public key. Two receivers side by side share
-the work through the MQTT v5 shared subscription, each envelope stored exactly once; a receiver
-that was down gets what was queued for its persistent session when it comes back.
+the work through the MQTT v5 shared subscription, each envelope stored exactly once; a receiver that is stopped or
+killed takes no further share (its session ends with its connection).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -20,8 +21,10 @@ from conftest import REPO_ROOT
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sync_fixtures import WAIT, close, issue_device, mqtt_client, receive, wait_until
 
+from device.store.records import utcnow
 from sync.central.db import open_central_database
 from sync.central.models import Device, ReceivedRecord
+from sync.central.receivers import STALE_AFTER_S, listing
 from sync.fleet.pki import load_private_key, load_public_key
 from sync.wire import envelope, keyproof, topics
 from sync.wire.acks import parse_ack
@@ -176,21 +179,44 @@ def test_two_receivers_share_the_work_and_store_each_envelope_once(central, rece
     assert sum(handled) == 41 and min(handled) > 0, handled
 
 
-def test_a_receiver_that_was_down_gets_what_was_queued_for_it(central, receivers, pki, mqtt_broker):
-    receivers("central-a").stop()  # its persistent session stays with the broker
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
+def test_a_stopped_receiver_takes_no_share_of_the_messages(central, receivers, pki, mqtt_broker, how):
+    """Issue 16: with one of two receivers gone, every record still reaches the other (no 60 s resend wait)."""
+    first, second = receivers("central-a"), receivers("central-b")
     device = DeviceClient(pki, mqtt_broker)
     try:
         device.hello()
-        for record_id in (1, 2):
+        assert device.acks(1)[0]["status"] == "stored"
+        second.process.send_signal(how)
+        second.process.wait(WAIT)
+        wait_until(lambda: _broker_saw_leave(mqtt_broker, "central-b"), what="the broker to see central-b go")
+        for record_id in range(1, 7):  # round robin would hand three of these to a kept session of central-b
             device.publish(device.record(record_id))
-        assert ReceivedRecord.select().count() == 0
-        receiver = receivers("central-a")
-        acks = device.acks(3)
+        acks = device.acks(6)  # each within WAIT: a share parked with central-b's session would never come
     finally:
         close(device.client)
-    assert [(a["entry"], a["status"]) for a in acks] == [(0, "stored"), (1, "stored"), (2, "stored")]
-    assert ReceivedRecord.select().count() == 2
-    assert receiver.stop() == 3
+    assert sorted((a["entry"], a["status"]) for a in acks) == [(n, "stored") for n in range(1, 7)]
+    assert ReceivedRecord.select().count() == 6
+    assert first.stop() == 7
+
+
+def _broker_saw_leave(broker, client_id: str) -> bool:
+    lines = broker.log.read_text(errors="replace").splitlines()
+    return any(client_id in line and ("disconnect" in line.lower() or "closed" in line.lower()) for line in lines)
+
+
+def test_receivers_report_themselves_for_the_admin_ui(central, receivers):
+
+    first, second = receivers("central-a"), receivers("central-b")
+    assert {(view.client_id, view.state) for view in listing()} == {("central-a", "running"),
+                                                                   ("central-b", "running")}
+    assert {view.pid for view in listing()} == {first.process.pid, second.process.pid}
+    first.stop()
+    second.process.kill()
+    second.process.wait()
+    later = utcnow() + dt.timedelta(seconds=STALE_AFTER_S + 1)
+    assert {(view.client_id, view.state) for view in listing(later)} == {("central-a", "stopped"),
+                                                                        ("central-b", "not responding")}
 
 
 @pytest.mark.parametrize("arguments, message", [

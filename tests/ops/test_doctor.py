@@ -72,7 +72,7 @@ def test_good_setup_passes_and_exits_0(tmp_path, data_dir):
     assert run.returncode == 0, run.stdout + run.stderr
     lines = {line.split()[1]: line for line in run.stdout.splitlines()[:-1]}
     assert list(lines) == ["config", "camera", "model", "delegate", "disk", "clock", "database", "certificate",
-                           "broker"]
+                           "broker", "broker-files"]
     for name in ("config", "camera", "model", "delegate", "database"):
         assert lines[name].startswith("PASS"), lines[name]
     assert str(config) in lines["config"]
@@ -84,7 +84,7 @@ def test_good_setup_passes_and_exits_0(tmp_path, data_dir):
     assert lines["disk"].split()[0] in (PASS, WARN)  # depends on the machine's free space, never a FAIL
     assert lines["certificate"].startswith("SKIP") and lines["broker"].startswith("SKIP")
     summary = run.stdout.splitlines()[-1]
-    assert summary in ("7 pass, 2 skip", "6 pass, 1 warn, 2 skip"), summary
+    assert summary in ("7 pass, 3 skip", "6 pass, 1 warn, 3 skip"), summary
     assert run.stderr == ""
 
     as_json = json.loads(doctor("--config", str(config), "--json").stdout)
@@ -152,7 +152,7 @@ def test_invalid_configuration_fails_and_skips_the_rest(tmp_path, data_dir):
     assert run.returncode == 1
     lines = run.stdout.splitlines()
     assert lines[0].startswith("FAIL  config") and str(config) in lines[0]
-    assert all(line.startswith("SKIP") for line in lines[1:-1]) and len(lines) == 10
+    assert all(line.startswith("SKIP") for line in lines[1:-1]) and len(lines) == 11
 
 
 def test_clock_before_2025_fails_and_unsynchronised_ntp_warns(tmp_path, data_dir):

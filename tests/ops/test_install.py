@@ -151,6 +151,7 @@ def test_central_role_with_broker_and_no_kiosk(tmp_path):
         "multi-user.target.wants/allscope-central-web.service", "multi-user.target.wants/allscope-central.service"]
     assert not (units / "allscope-kiosk.service").exists() and "skipped   allscope-kiosk.service" in out
     assert "skipped   squeekboard (no kiosk on this target)" in out
+    assert "venv in /srv/allscope with allscope[central]:" in out  # the PostgreSQL driver comes with the role
     assert "ExecStart=/srv/allscope/bin/allscope central run" in (units / "allscope-central.service").read_text()
     for name in ("allscope.conf.template", "acl"):
         assert (root / "etc/allscope/mosquitto" / name).read_bytes() == \

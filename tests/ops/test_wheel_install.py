@@ -245,3 +245,17 @@ def test_analyze_a_demo_frame_with_the_shipped_model(venv):
     (result,) = json.loads(done.stdout)
     assert result["cell_count"] >= 1 and result["cells"], result
     assert result["flag"], result
+
+
+def test_central_broker_config_from_the_wheel_names_its_installed_acl(venv):
+    """Issue 16: broker-config from a non-editable install reads the shipped template and names a real ACL."""
+    work = venv["cwd"].parent / "broker-config"
+    (work / "persistence").mkdir(parents=True)
+    in_venv(venv, venv["allscope"], "central", "pki", "init", "--dir", work / "pki")
+    in_venv(venv, venv["allscope"], "central", "broker-config", "--pki", work / "pki", "--persistence",
+            work / "persistence", "--user", "root", "--out", work / "allscope.conf")
+    settings = dict(line.split(" ", 1) for line in (work / "allscope.conf").read_text().splitlines()
+                    if line and not line.startswith("#"))
+    acl = Path(settings["acl_file"])
+    assert acl.is_file() and (acl.is_relative_to(venv["root"] / "share" / "allscope")
+                              or acl == Path("/etc/allscope/mosquitto/acl")), acl

@@ -258,7 +258,9 @@ def test_broker_config_cli_renders_one_mutual_tls_listener(tmp_path, pki):
     made = subprocess.run([sys.executable, "-m", "device.cli", "central", "broker-config", "--pki", str(pki.root),
                            "--persistence", str(tmp_path / "db"), "--port", "8884", "--out", str(out)],
                           capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
-    assert made.returncode == 0, made.stderr
+    # written, and the missing persistence folder reported (tests/sync_device/test_broker_checks.py: the checks)
+    assert made.returncode == 1 and out.exists(), made.stderr
+    assert all(line.startswith("allscope: broker problem: ") for line in made.stderr.splitlines()), made.stderr
     lines = [line.split() for line in out.read_text().splitlines() if line and not line.startswith("#")]
     settings = {line[0]: line[1:] for line in lines}
     assert [line for line in lines if line[0] == "listener"] == [["listener", "8884"]]

@@ -213,6 +213,7 @@ def test_only_matching_acks_remove_entries_and_rejections_stay(db):
     status = outbox.status()
     assert status["last_ack_at"] and "replay_conflict" in status["last_error"] and status["pending"] == 2
     assert outbox.remove_acked([_ack(two, "duplicate"), _ack(three)]) == 2 and outbox.backlog() == 0
+    assert outbox.status()["last_error"] is None  # entries stored since: the rejection is history (issue 16)
 
 
 def test_remove_acked_is_one_transaction(db):

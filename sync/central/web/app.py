@@ -59,7 +59,7 @@ def resolve_central_db(central_db: str | Path | None, data: DataDir) -> str:
 def create_central_app(central_db: str | Path | None = None, data_dir: str | Path | None = None, *,
                        pki_dir: str | Path | None = None, broker: str | None = None, tls: bool = False,
                        page_size: int = 50, idle_minutes: int = 15, login_policy: LockoutPolicy | None = None,
-                       trusted_proxies: tuple[str, ...] = ()) -> CentralApp:
+                       trusted_proxies: tuple[str, ...] = (), broker_restart_command: str = "") -> CentralApp:
     """The central admin UI. ``pki_dir``: $ALLSCOPE_PKI or pki in the data directory (as central run) when
     None; ``broker``: $ALLSCOPE_BROKER or localhost:8883 when None; ``login_policy``: the log-in delays
     (``[login]`` of the configuration file); ``trusted_proxies``: addresses or networks of the reverse proxies
@@ -72,7 +72,7 @@ def create_central_app(central_db: str | Path | None = None, data_dir: str | Pat
         pki_dir=Path(pki_dir or os.environ.get("ALLSCOPE_PKI") or data.root / "pki"),
         broker=broker or os.environ.get("ALLSCOPE_BROKER") or DEFAULT_BROKER,
         page_size=page_size, idle_minutes=idle_minutes, tls=tls, login_policy=login_policy or LockoutPolicy(),
-        trusted_proxies=tuple(trusted_proxies))
+        trusted_proxies=tuple(trusted_proxies), broker_restart_command=broker_restart_command)
     app = CentralApp(__name__, template_folder=str(_HERE / "templates"), static_folder=str(STATIC_DIR))
     app.central = server
     if server.trusted_proxies:

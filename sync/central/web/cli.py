@@ -14,7 +14,8 @@ directory (``--data-dir``, ``$ALLSCOPE_CENTRAL_DATA_DIR`` or ./var-central).
 from __future__ import annotations
 
 import argparse
-import os
+
+from device.services.actor import cli_actor_name
 
 
 def _add_location_args(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
@@ -91,10 +92,10 @@ def cmd_users(args: argparse.Namespace) -> int:
     _open(args)
     if args.central_users_command == "create":
         user = accounts.create_user(args.username, accounts.read_new_password(), [args.role], full_name=args.full_name,
-                                    actor=f"cli:{os.environ.get('USER', 'unknown')}")
+                                    actor=cli_actor_name())
         print(f"created {user.username} ({user.roles})")
     elif args.central_users_command == "unlock":
-        cleared = accounts.unlock(args.username, actor=f"cli:{os.environ.get('USER', 'unknown')}")
+        cleared = accounts.unlock(args.username, actor=cli_actor_name())
         plural = "" if cleared == 1 else "s"
         print(f"unlocked {args.username.strip().lower()} (cleared {cleared} failed log-in{plural})")
     else:
@@ -115,7 +116,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = apply_central_config(args)  # [central] of the configuration file, for the flags not given
     app = create_central_app(args.central_db, args.data_dir, pki_dir=args.pki or None, broker=args.broker or None,
                              tls=bool(args.tls), login_policy=accounts.LockoutPolicy.from_config(config.login),
-                             trusted_proxies=config.central.trusted_proxies)
+                             trusted_proxies=config.central.trusted_proxies,
+                             broker_restart_command=config.central.broker_restart_command)
     print(f"allscope central admin UI on http://{args.host}:{args.port}/  (data in {app.central.data.root})",
           flush=True)
     with app.app_context():

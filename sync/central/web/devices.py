@@ -18,6 +18,7 @@ from flask_login import current_user
 
 from device.errors import AllscopeError
 from device.store.records import audit, db_proxy, row_dict
+from sync.central import broker_control
 from sync.central.models import Device, IngestError, ReceivedRecord
 from sync.central.web import fleet
 from sync.central.web.forms import ActionForm, EnrolForm, SigningKeyForm
@@ -47,9 +48,12 @@ def _device_or_404(device_id: str) -> Device:
 @bp.get("/devices")
 @allow(ADMIN)
 def device_list():
+    from sync.central.receivers import STALE_AFTER_S, listing
+
     devices = list(Device.select().order_by(Device.clinic, Device.device_id))
     return render_template("central/devices.html", devices=devices, counts=_record_counts(),
-                           fingerprint=fleet.signing_key_fingerprint)
+                           fingerprint=fleet.signing_key_fingerprint, receivers=listing(),
+                           stale_after_s=int(STALE_AFTER_S))
 
 
 @bp.get("/devices/<device_id>")
@@ -131,7 +135,10 @@ def _enrol_fields(device: Device) -> dict:
 @allow(ADMIN)
 def revoke_confirm(device_id: str):
     device = _device_or_404(device_id)
-    return render_template("central/revoke.html", device=device, form=ActionForm())
+    from sync.central.broker_control import DEFAULT_RESTART
+
+    return render_template("central/revoke.html", device=device, form=ActionForm(),
+                           restart_command=central().broker_restart_command, default_restart=DEFAULT_RESTART)
 
 
 @bp.post("/devices/<device_id>/revoke")
@@ -153,9 +160,23 @@ def revoke(device_id: str):
                   detail=revocation.crl_note or f"CRL lists serials {revocation.revoked_serials}")
     except AllscopeError as err:
         flash(str(err), "error")
+        return redirect(url_for("devices.device_page", device_id=device_id))
+    flash(f"{device_id} is revoked: {broker_control.REFUSED_NOW}.", "info")
+    if revocation.crl_note:
+        flash(revocation.crl_note, "error")
+    elif request.form.get("restart_broker") == "1" and central().broker_restart_command:
+        _restart_broker(device_id)
     else:
-        flash(f"{device_id} is revoked: its messages are now refused, and the broker refuses its certificate "
-              f"after its next reload.", "info")
-        if revocation.crl_note:
-            flash(revocation.crl_note, "error")
+        flash(broker_control.pending_line(device_id, central().broker_restart_command) + ".", "error")
     return redirect(url_for("devices.device_page", device_id=device_id))
+
+
+def _restart_broker(device_id: str) -> None:
+    try:
+        broker_control.restart_broker(central().broker_restart_command)
+    except AllscopeError as err:
+        flash(f"{err}; {broker_control.pending_line(device_id)}.", "error")
+        return
+    audit("restart-broker", "broker", "mosquitto", username=current_user.username, address=_address(),
+          detail=f"after revoking {device_id}")
+    flash(broker_control.done_line(device_id) + ".", "info")

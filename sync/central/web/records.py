@@ -14,11 +14,12 @@ import json
 import math
 
 import peewee as pw
-from flask import Blueprint, abort, render_template, request
+from flask import Blueprint, abort, render_template, request, send_file
 from flask_login import current_user
 
 from device.store.records import audit, db_proxy
-from sync.central.models import ENTITIES, Device, ReceivedRecord
+from sync.central.models import ENTITIES, Device, ReceivedFile, ReceivedRecord
+from sync.central.web import record_media
 from sync.central.web.runtime import central
 from webui.kit.access import ADMIN, allow
 
@@ -109,8 +110,28 @@ def record_page(record_id: int):
     with db_proxy.atomic():
         audit("view", "received_record", record.id, username=current_user.username, address=request.remote_addr or "",
               detail=f"{record.device.device_id} {record.entity}:{record.record_id} v{record.version}")
+    versions, hidden = record_media.lasting_versions(versions, record)
+    pictures = record_media.capture_pictures(record) if record.entity == "capture" else []
     return render_template("central/record.html", record=record, versions=versions, summary=summary,
+                           hidden_versions=hidden, pictures=pictures,
                            payload_text=json.dumps(record.payload, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+@bp.get("/files/<int:file_id>")
+@allow(ADMIN)
+def received_file(file_id: int):
+    """A received image (frame or crop), for the record page; only complete files inside the data directory."""
+    row = ReceivedFile.get_or_none(ReceivedFile.id == file_id)
+    if row is None or not row.complete or not row.stored_path:
+        abort(404)
+    root = central().data.root.resolve()
+    path = (root / row.stored_path).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        abort(404)
+    mimetype = record_media.IMAGE_TYPES.get(path.suffix.lower(), "application/octet-stream")
+    response = send_file(path, mimetype=mimetype, max_age=0)
+    response.headers["Cache-Control"] = "private, no-store"  # patient images
+    return response
 
 
 @bp.get("/patients/<path:identifier>")

@@ -29,6 +29,7 @@ class CentralServer:
     tls: bool = False            # served behind TLS: the session cookie is Secure
     login_policy: LockoutPolicy = field(default_factory=LockoutPolicy)  # [login] of the configuration file
     trusted_proxies: tuple[str, ...] = ()  # central.trusted_proxies: X-Forwarded-For only from these
+    broker_restart_command: str = ""       # central.broker_restart_command: the revoke page may restart the broker
 
 
 class CentralApp(Flask):
