@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from device.store.records import db_proxy, utcnow
+from device.store.records import utcnow
 from sync.central.models import ReceiverBeat
 
 HEARTBEAT_S = 10.0
@@ -21,20 +21,23 @@ STALE_AFTER_S = 3 * HEARTBEAT_S
 
 
 def register(client_id: str, host: str, pid: int) -> None:
-    """Insert or restart the row of ``client_id`` (a client id is unique per receiver, as the broker demands)."""
+    """Insert or restart the row of ``client_id`` (a client id is unique per receiver, as the broker demands).
+
+    One upsert statement, not a read then a write in a transaction: on SQLite a deferred transaction that
+    reads and then writes fails at once with "database is locked" when another receiver is writing (the
+    busy timeout cannot help a lock upgrade), which killed receivers restarted under load.
+    """
     now = utcnow()
-    with db_proxy.atomic():
-        row = ReceiverBeat.get_or_none(ReceiverBeat.client_id == client_id)
-        if row is None:
-            ReceiverBeat.create(client_id=client_id, host=host[:255], pid=pid, started_at=now, last_seen_at=now)
-        else:
-            (ReceiverBeat.update(host=host[:255], pid=pid, started_at=now, last_seen_at=now, stopped_at=None,
-                                 handled=0)
-             .where(ReceiverBeat.id == row.id).execute())
+    fields = {"host": host[:255], "pid": pid, "started_at": now, "last_seen_at": now, "stopped_at": None,
+              "handled": 0}
+    (ReceiverBeat.insert(client_id=client_id, **fields)
+     .on_conflict(conflict_target=[ReceiverBeat.client_id], update=fields).execute())
 
 
-def beat(client_id: str, handled: int) -> None:
-    ReceiverBeat.update(last_seen_at=utcnow(), handled=handled).where(ReceiverBeat.client_id == client_id).execute()
+def beat(client_id: str, handled: int) -> bool:
+    """Refresh the row; False when there is none (registering failed, or it was forgotten)."""
+    return ReceiverBeat.update(last_seen_at=utcnow(), handled=handled).where(
+        ReceiverBeat.client_id == client_id).execute() > 0
 
 
 def stopped(client_id: str, handled: int) -> None:

@@ -165,7 +165,11 @@ class CentralService:
         if install_signals:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: self.stop())
-        receivers.register(self.client_id, socket.gethostname(), os.getpid())
+        try:
+            receivers.register(self.client_id, socket.gethostname(), os.getpid())
+        except Exception:  # noqa: BLE001 - the list of receivers is for the admin UI; receiving comes first
+            log.warning("could not record this receiver in the central database (the next heartbeat retries)",
+                        exc_info=True)
         connect = Properties(PacketTypes.CONNECT)
         connect.SessionExpiryInterval = self.broker.session_expiry_s
         self.client.connect_async(self.broker.host, self.broker.port, keepalive=self.broker.keepalive_s,
@@ -193,7 +197,8 @@ class CentralService:
 
     def _beat(self) -> None:
         try:
-            receivers.beat(self.client_id, self.handled)
+            if not receivers.beat(self.client_id, self.handled):
+                receivers.register(self.client_id, socket.gethostname(), os.getpid())
         except Exception:  # noqa: BLE001 - a database hiccup must not stop the receiver; the UI shows it stale
             log.warning("could not record the heartbeat in the central database", exc_info=True)
 
