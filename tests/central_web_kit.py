@@ -29,6 +29,8 @@ TABLE = {
     "records.record_page": ADMIN_ONLY,
     "records.patient_page": ADMIN_ONLY,
     "ingest.error_list": ADMIN_ONLY,
+    "monitoring.healthz": ANON,   # no authentication
+    "monitoring.metrics": ANON,   # by network, not by role (tests/central/test_central_monitoring.py)
 }
 
 

@@ -115,7 +115,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = apply_central_config(args)  # [central] of the configuration file, for the flags not given
     app = create_central_app(args.central_db, args.data_dir, pki_dir=args.pki or None, broker=args.broker or None,
                              tls=bool(args.tls), login_policy=accounts.LockoutPolicy.from_config(config.login),
-                             trusted_proxies=config.central.trusted_proxies)
+                             trusted_proxies=config.central.trusted_proxies, monitoring=config.monitoring)
     print(f"allscope central admin UI on http://{args.host}:{args.port}/  (data in {app.central.data.root})",
           flush=True)
     with app.app_context():

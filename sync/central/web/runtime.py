@@ -12,6 +12,7 @@ from typing import cast
 import peewee as pw
 from flask import Flask, current_app
 
+from device.config.monitoring import MonitoringSection
 from device.services.accounts import LockoutPolicy
 from device.store.datadir import DataDir
 
@@ -29,6 +30,7 @@ class CentralServer:
     tls: bool = False            # served behind TLS: the session cookie is Secure
     login_policy: LockoutPolicy = field(default_factory=LockoutPolicy)  # [login] of the configuration file
     trusted_proxies: tuple[str, ...] = ()  # central.trusted_proxies: X-Forwarded-For only from these
+    monitoring: MonitoringSection = field(default_factory=MonitoringSection)  # [monitoring]: /metrics, health
 
 
 class CentralApp(Flask):
