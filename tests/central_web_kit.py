@@ -31,6 +31,12 @@ TABLE = {
     "ingest.error_list": ADMIN_ONLY,
     "monitoring.healthz": ANON,   # no authentication
     "monitoring.metrics": ANON,   # by network, not by role (tests/central/test_central_monitoring.py)
+    "people.user_list": ADMIN_ONLY,
+    "people.user_disable": ADMIN_ONLY,
+    "people.user_enable": ADMIN_ONLY,
+    "people.user_password": ADMIN_ONLY,
+    "people.user_roles": ADMIN_ONLY,
+    "people.audit_trail": ADMIN_ONLY,
 }
 
 

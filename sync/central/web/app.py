@@ -26,14 +26,14 @@ from flask_wtf.csrf import CSRFProtect
 from device.config.monitoring import MonitoringSection
 from device.services.accounts import LockoutPolicy
 from device.store.datadir import DataDir
-from sync.central.web import auth, devices, errors, monitoring, records
+from sync.central.web import auth, devices, errors, monitoring, people, records
 from sync.central.web.runtime import CentralApp, CentralServer
 from webui.kit import STATIC_DIR, access, install_templates, security
 from webui.kit.proxies import TrustedProxies
 
 DEFAULT_DATA_DIR = Path("var-central")
 CENTRAL_ROLES = (access.ADMIN,)
-BLUEPRINTS = (auth, devices, records, errors, monitoring)
+BLUEPRINTS = (auth, devices, records, errors, monitoring, people)
 
 DEFAULT_BROKER = "localhost:8883"
 
@@ -41,6 +41,8 @@ NAV_ITEMS = (
     ("devices.device_list", "Devices"),
     ("records.record_list", "Records"),
     ("ingest.error_list", "Ingestion errors"),
+    ("people.user_list", "Users"),
+    ("people.audit_trail", "Audit"),
 )
 
 _HERE = Path(__file__).resolve().parent
