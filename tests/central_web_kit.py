@@ -37,6 +37,8 @@ TABLE = {
     "people.user_password": ADMIN_ONLY,
     "people.user_roles": ADMIN_ONLY,
     "people.audit_trail": ADMIN_ONLY,
+    "exports.export_page": ADMIN_ONLY,  # and pathologists (none among CENTRAL_USERS: test_central_export.py)
+    "exports.export_csv": ADMIN_ONLY,   # likewise
 }
 
 

@@ -21,28 +21,30 @@ import os
 from pathlib import Path
 
 from flask import send_from_directory, url_for
+from flask_login import current_user
 from flask_wtf.csrf import CSRFProtect
 
 from device.config.monitoring import MonitoringSection
 from device.services.accounts import LockoutPolicy
 from device.store.datadir import DataDir
-from sync.central.web import auth, devices, errors, monitoring, people, records
+from sync.central.web import auth, devices, errors, exports, monitoring, people, records
 from sync.central.web.runtime import CentralApp, CentralServer
 from webui.kit import STATIC_DIR, access, install_templates, security
 from webui.kit.proxies import TrustedProxies
 
 DEFAULT_DATA_DIR = Path("var-central")
-CENTRAL_ROLES = (access.ADMIN,)
-BLUEPRINTS = (auth, devices, records, errors, monitoring, people)
+BLUEPRINTS = (auth, devices, records, errors, monitoring, people, exports)
 
 DEFAULT_BROKER = "localhost:8883"
 
-NAV_ITEMS = (
-    ("devices.device_list", "Devices"),
-    ("records.record_list", "Records"),
-    ("ingest.error_list", "Ingestion errors"),
-    ("people.user_list", "Users"),
-    ("people.audit_trail", "Audit"),
+CENTRAL_ROLES = (access.ADMIN, access.PATHOLOGIST)  # pathologist: the per-clinic export only
+NAV_ITEMS = (  # (endpoint, label, roles that see it)
+    ("devices.device_list", "Devices", (access.ADMIN,)),
+    ("records.record_list", "Records", (access.ADMIN,)),
+    ("ingest.error_list", "Ingestion errors", (access.ADMIN,)),
+    ("exports.export_page", "Export", CENTRAL_ROLES),
+    ("people.user_list", "Users", (access.ADMIN,)),
+    ("people.audit_trail", "Audit", (access.ADMIN,)),
 )
 
 _HERE = Path(__file__).resolve().parent
@@ -101,7 +103,9 @@ def create_central_app(central_db: str | Path | None = None, data_dir: str | Pat
 
     @app.context_processor
     def _template_globals():
-        return {"idle_minutes": server.idle_minutes, "nav_items": NAV_ITEMS,
+        nav = [(endpoint, label) for endpoint, label, roles in NAV_ITEMS
+               if current_user.is_authenticated and current_user.has_any_role(*roles)]
+        return {"idle_minutes": server.idle_minutes, "nav_items": nav,
                 "central_css": url_for("central_static", filename="central.css")}
 
     for module in BLUEPRINTS:
