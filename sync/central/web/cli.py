@@ -121,6 +121,7 @@ def _change_user(args: argparse.Namespace, actor: str) -> None:
     the last active administrator), audited with the shell user as the actor."""
     from device.services import account_rules, accounts
     from device.store.records import User
+    from sync.central.roles import central_roles
 
     target = User.get_or_none(User.username == args.username.strip().lower())
     if target is None:
@@ -134,21 +135,6 @@ def _change_user(args: argparse.Namespace, actor: str) -> None:
     else:
         user = account_rules.set_enabled(target, args.central_users_command == "enable", actor)
         print(f"{user.username} {'disabled' if user.disabled else 'enabled'}")
-
-
-def central_roles(text: str | list[str]) -> list[str]:
-    """The roles a central account may hold: admin, pathologist (the export only). One line otherwise."""
-    from device.services.accounts import AccountError, parse_roles
-
-    roles = parse_roles(text)
-    other = [role for role in roles if role not in CENTRAL_ROLE_CHOICES]
-    if other:
-        raise AccountError(f"role {', '.join(other)} has no use on the central: choose from "
-                           f"{', '.join(CENTRAL_ROLE_CHOICES)}")
-    return roles
-
-
-CENTRAL_ROLE_CHOICES = ("admin", "pathologist")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

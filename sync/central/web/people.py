@@ -20,7 +20,7 @@ from wtforms.fields.choices import SelectChoice
 from device.services import account_rules
 from device.services.accounts import AccountError
 from device.store.records import AuditEvent, User
-from sync.central.web.cli import CENTRAL_ROLE_CHOICES, central_roles
+from sync.central.roles import CENTRAL_ROLE_CHOICES, central_roles
 from sync.central.web.runtime import central
 from webui.forms.admin import ActionForm, CheckboxesField, password_fields
 from webui.kit.access import ADMIN, allow
