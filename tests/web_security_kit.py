@@ -220,7 +220,8 @@ def central_records(central):
         record = ReceivedRecord.create(device=device, entity="patient", record_id=1, version=1,
                                        content_sha256="a" * 64, created_at=dt.datetime(2024, 5, 1), payload={"id": 1, "identifier": "P-1", "name": "X"},
                                        patient_identifier="P-1")
-    return {"device_id": "scope-kano-01", "record_id": record.id, "identifier": "P-1", "filename": "style.css"}
+    return {"device_id": "scope-kano-01", "record_id": record.id, "identifier": "P-1", "filename": "style.css",
+            "user_id": 999_999}  # no such account: garbage sent to the account actions changes nobody
 
 
 @pytest.fixture

@@ -139,6 +139,7 @@ def test_healthz_reports_the_broker_and_the_database(tmp_path, mqtt_broker):
         body = response.get_json()
         assert body["checks"]["database"] == "ok"
         assert body["checks"]["broker"].startswith(f"broker {mqtt_broker.host}:{mqtt_broker.port} unreachable")
+        assert body["error"] == body["checks"]["broker"] and "\n" not in body["error"]
     finally:
         app.central.database.close()
 

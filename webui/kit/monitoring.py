@@ -53,9 +53,14 @@ def metrics_response(collector: Collector) -> Response:
 
 
 def health_response(checks: dict[str, str]) -> Response:
-    """``checks``: name -> "ok" or a one-line problem. 200 when every check is "ok", else 503."""
-    healthy = all(value == "ok" for value in checks.values())
-    response = jsonify({"status": "ok" if healthy else "unhealthy", "checks": checks})
+    """``checks``: name -> "ok" or a one-line problem. 200 when every check is "ok", else 503 with the
+    problems joined into one ``error`` line."""
+    problems = [" ".join(value.split()) for value in checks.values() if value != "ok"]
+    body: dict = {"status": "unhealthy" if problems else "ok", "checks": checks}
+    if problems:  # the JSON APIs' one-line "error", as every error answer of both apps carries
+        body["error"] = "; ".join(problems)
+    healthy = not problems
+    response = jsonify(body)
     response.status_code = 200 if healthy else 503
     response.headers["Cache-Control"] = "no-store"
     return response
