@@ -30,6 +30,16 @@ TABLE = {
     "records.patient_page": ADMIN_ONLY,
     "records.received_file": ADMIN_ONLY,
     "ingest.error_list": ADMIN_ONLY,
+    "monitoring.healthz": ANON,   # no authentication
+    "monitoring.metrics": ANON,   # by network, not by role (tests/central/test_central_monitoring.py)
+    "people.user_list": ADMIN_ONLY,
+    "people.user_disable": ADMIN_ONLY,
+    "people.user_enable": ADMIN_ONLY,
+    "people.user_password": ADMIN_ONLY,
+    "people.user_roles": ADMIN_ONLY,
+    "people.audit_trail": ADMIN_ONLY,
+    "exports.export_page": ADMIN_ONLY,  # and pathologists (none among CENTRAL_USERS: test_central_export.py)
+    "exports.export_csv": ADMIN_ONLY,   # likewise
 }
 
 

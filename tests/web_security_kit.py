@@ -230,7 +230,7 @@ def central_records(central):
         received = ReceivedFile.create(device=device, sha256="b" * 64, name="crops/1.png", size=8, chunks=1,
                                        received_chunks=1, complete=True, stored_path="files/crop.png")
     return {"device_id": "scope-kano-01", "record_id": record.id, "identifier": "P-1", "filename": "style.css",
-            "file_id": received.id}
+            "file_id": received.id, "user_id": 999_999}  # no such account: the account actions change nobody
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from device.services.appliance import Appliance
 from webui import api
 from webui.kit import STATIC_DIR, access, install_templates, security
 from webui.kit.runtime import DeviceApp
-from webui.pages import admin, auth, capture, patients, reports, results, review
+from webui.pages import admin, auth, capture, monitoring, patients, reports, results, review
 
 csrf = CSRFProtect()
 MB = 1024 * 1024
@@ -42,7 +42,7 @@ NAV_ITEMS = (
     ("admin.status", "Admin", (access.ADMIN,)),
 )
 
-BLUEPRINTS = (auth, patients, capture, results, review, reports, admin, api)
+BLUEPRINTS = (auth, patients, capture, results, review, reports, admin, api, monitoring)
 
 
 def create_app(config: AllscopeConfig | None = None, *, data_dir: str | os.PathLike | None = None,

@@ -29,6 +29,7 @@ from device.resources import DEFAULT_MODEL, model_in_force
 from device.services.actor import cli_actor_name
 from sync.agent import cli as sync_cli
 from sync.agent import enrol_cli as device_enrol_cli
+from sync.central import backup_cli as central_backup_cli
 from sync.central import cli as central_cli
 from sync.central import fleet_cli as central_fleet_cli
 from sync.central.web import cli as central_web_cli
@@ -260,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Command groups whose subcommands live in their own modules (each has ``register(group, commands)``).
 COMMAND_GROUPS = {
     "central": ("central server: fleet PKI, enrolment, ingestion, admin UI",
-                (central_fleet_cli, central_cli, central_web_cli)),
+                (central_fleet_cli, central_cli, central_web_cli, central_backup_cli)),
     "device": ("this device's sync identity (enrolment bundle, signing key)", (device_enrol_cli,)),
     "sync": ("encrypted store-and-forward sync to the central server", (sync_cli,)),
     "config": ("check or show the configuration file", (config_cli,)),

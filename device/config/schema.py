@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from device.config.choices import CameraKind, DelegateKind, MediaPolicy, SqliteSynchronous
 from device.config.errors import problem_lines
+from device.config.monitoring import MonitoringSection, check_networks
 from device.errors import AllscopeError, ConfigError  # noqa: F401  (ConfigError: raised here, imported from here)
 
 ENV_VAR = "ALLSCOPE_CONFIG"
@@ -268,14 +269,7 @@ class CentralSection(_Section):
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: tuple[str, ...]):
-        import ipaddress
-
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"{item!r} is not an IP address or network (such as 10.0.0.0/8)") from None
-        return value
+        return check_networks(value)
 
     @field_validator("database")
     @classmethod
@@ -305,6 +299,8 @@ class AllscopeConfig(BaseModel):
                                     description="The central server (allscope central run / serve).")
     login: LoginSection = Field(default_factory=LoginSection,
                                 description="Failed log-ins of the device and central web UIs.")
+    monitoring: MonitoringSection = Field(default_factory=MonitoringSection,
+                                          description="/metrics access and the fleet's health thresholds.")
 
     _source: str = PrivateAttr("")  # the file these values came from ("" for the built-in defaults)
 

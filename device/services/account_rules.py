@@ -3,8 +3,9 @@
 * nobody disables their own account or removes their own admin role (no accidental lock-out);
 * the last active administrator can never be disabled or demoted, whoever asks (web page or CLI).
 
-Each check and its change run in one ``BEGIN IMMEDIATE`` transaction, so two
-administrators demoting each other at the same moment cannot both succeed.
+Each check and its change run in one ``BEGIN IMMEDIATE`` transaction (SQLite; on the central's
+PostgreSQL a SERIALIZABLE one), so two administrators demoting each other at the same moment cannot
+both succeed.
 The changes themselves (and their audit events) are ``device.services.accounts``'s.
 """
 
@@ -20,6 +21,14 @@ ADMIN = "admin"
 def active_admin_ids() -> set[int]:
     return {u.id for u in User.select(User.id, User.roles).where(User.disabled == False)  # noqa: E712
             if ADMIN in u.role_set}
+
+
+def _exclusive():
+    """A write transaction that serialises the check with its change, on SQLite and PostgreSQL alike."""
+    import peewee as pw
+
+    database = db_proxy.obj
+    return db_proxy.atomic("IMMEDIATE" if isinstance(database, pw.SqliteDatabase) else "SERIALIZABLE")
 
 
 def _refresh(user: User) -> User:
@@ -38,7 +47,7 @@ def _check_not_last_admin(target: User, what: str) -> None:
 def change_roles(target: User, roles: str | list[str], actor: str, actor_id: int | None = None) -> list[str]:
     """Set the target's roles; returns the new role list. AccountError (one line) when a rule forbids it."""
     role_list = accounts.parse_roles(roles)
-    with db_proxy.atomic("IMMEDIATE"):
+    with _exclusive():
         target = _refresh(target)
         if ADMIN in target.role_set and ADMIN not in role_list:
             if target.id == actor_id:
@@ -51,7 +60,7 @@ def change_roles(target: User, roles: str | list[str], actor: str, actor_id: int
 
 def set_enabled(target: User, enabled: bool, actor: str, actor_id: int | None = None) -> User:
     """Enable or disable an account. AccountError when a rule forbids it."""
-    with db_proxy.atomic("IMMEDIATE"):
+    with _exclusive():
         target = _refresh(target)
         if not enabled:
             if target.id == actor_id:

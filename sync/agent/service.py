@@ -35,7 +35,6 @@ Delivery rules:
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import ssl
@@ -51,10 +50,12 @@ from sync.agent.connection import backoff_delays, connect_properties, make_clien
 from sync.agent.media import FileIndex, MediaFile, file_names
 from sync.agent.outbox import backlog
 from sync.agent.sealer import Sealer
+from sync.agent.status_info import latest_model, software_version
 from sync.agent.window import SendWindow, due
 from sync.wire import acks as acks_mod
 from sync.wire import envelope as env_mod
 from sync.wire import keys, topics
+from sync.wire.status import make_status
 
 log = logging.getLogger("allscope.sync")
 
@@ -190,7 +191,8 @@ class SyncAgent:
         if self.connected:
             try:
                 info = self.client.publish(topics.status(self.config.device_id),
-                                           json.dumps({"state": "offline", "backlog": backlog()}), qos=1,
+                                           make_status("offline", backlog(), software_version(),
+                                                       latest_model()), qos=1,
                                            retain=True)
                 deadline = time.monotonic() + 2.0
                 while not info.is_published() and time.monotonic() < deadline:
@@ -312,7 +314,7 @@ class SyncAgent:
 
     def _publish_status(self) -> None:
         self.client.publish(topics.status(self.config.device_id),
-                            json.dumps({"state": "online", "backlog": backlog()}), qos=1, retain=True)
+                            make_status("online", backlog(), software_version(), latest_model()), qos=1, retain=True)
         self.status_sent_at = self.clock()
 
     # --- acknowledgements --------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from sync.wire import keyproof, keys
 from sync.wire.acks import ack_item
 from sync.wire.envelope import EnvelopeError as Rejected
 from sync.wire.keyproof import normal_fingerprint
+from sync.wire.status import parse_status
 
 log = logging.getLogger("allscope.central")
 
@@ -102,7 +103,8 @@ class Ingestor:
         return [ack]
 
     def handle_status(self, topic_device_id: str, payload: bytes, retained: bool = False) -> None:
-        """A device's status ({"state": "online", "backlog": N}, or the last will "offline").
+        """A device's status ({"state": "online", "backlog": N, "software": ..., "model": {...}}, or the last
+        will "offline"; ``sync/wire/status.py``).
 
         ``retained``: the broker's stored copy, replayed when a receiver subscribes; it says
         nothing about when the device was last seen, so last_seen_at is left alone.
@@ -110,17 +112,17 @@ class Ingestor:
         if not payload:
             return  # a cleared retained message
         try:
-            status = json.loads(payload.decode("utf-8"))
-            if not isinstance(status, dict) or status.get("state") not in ("online", "offline"):
-                raise ValueError("expected {\"state\": \"online\"|\"offline\", ...}")
-            backlog = status.get("backlog")
-            if backlog is not None and (not isinstance(backlog, int) or isinstance(backlog, bool) or backlog < 0):
-                raise ValueError("backlog must be a non-negative integer")
+            status = parse_status(payload)
             update = {Device.online: status["state"] == "online"}
             if not retained:
                 update[Device.last_seen_at] = utcnow()
-            if backlog is not None:
-                update[Device.backlog] = backlog
+            if "backlog" in status:
+                update[Device.backlog] = status["backlog"]
+            if "software" in status:
+                update[Device.software_version] = status["software"]
+            if "model" in status:
+                update.update({Device.model_id: status["model"]["id"], Device.model_name: status["model"]["name"],
+                               Device.model_version: status["model"]["version"]})
             with db_proxy.atomic():
                 changed = Device.update(update).where(Device.device_id == topic_device_id).execute()
             if not changed:

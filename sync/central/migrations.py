@@ -69,7 +69,24 @@ def _v5_receivers(database: pw.Database) -> None:
     database.create_tables([ReceiverBeat], safe=True)  # v1 made it already on a new database
 
 
-MIGRATIONS = [_v1_initial, _v2_append_only, _v3_session_epoch, _v4_registered_signing_key, _v5_receivers]
+
+STATUS_COLUMNS = ("software_version", "model_id", "model_name", "model_version")
+
+
+def _v6_device_status_fields(database: pw.Database) -> None:
+    """``device.software_version`` and ``model_id/name/version``: what each device runs, from its status
+    messages (issue 16, health at a glance)."""
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    columns = {column.name for column in database.get_columns("device")}
+    migrator = SchemaMigrator.from_database(database)
+    missing = [name for name in STATUS_COLUMNS if name not in columns]  # v1 may have made them from the model
+    if missing:
+        migrate(*(migrator.add_column("device", name, pw.CharField(default="", max_length=64)) for name in missing))
+
+
+MIGRATIONS = [_v1_initial, _v2_append_only, _v3_session_epoch, _v4_registered_signing_key, _v5_receivers,
+              _v6_device_status_fields]
 
 
 def schema_version(database: pw.Database) -> int:

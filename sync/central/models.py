@@ -35,6 +35,11 @@ class Device(BaseModel):
     last_seen_at = pw.DateTimeField(null=True)
     online = pw.BooleanField(default=False)
     backlog = pw.IntegerField(default=0)                        # pending outbox entries, as last reported
+    # from its status messages (sync/wire/status.py), as last reported; "" until a device sends them
+    software_version = pw.CharField(default="", max_length=64)
+    model_id = pw.CharField(default="", max_length=64)
+    model_name = pw.CharField(default="", max_length=64)
+    model_version = pw.CharField(default="", max_length=64)
 
 
 class ReceivedRecord(BaseModel):

@@ -315,6 +315,21 @@ def test_status_messages_update_the_device(greeted):
     assert greeted.errors() == {"malformed_status": 1, "unknown_device": 1}
 
 
+def test_status_messages_carry_software_and_model(greeted):
+    model = {"id": "3f2a9c1b", "name": "allscope_blast", "version": "2.0.0"}
+    greeted.ingestor.handle_status(DEVICE, json.dumps({"state": "online", "backlog": 2, "software": "0.1.0",
+                                                       "model": model}).encode())
+    device = Device.get()
+    assert (device.software_version, device.model_id, device.model_name, device.model_version) == (
+        "0.1.0", "3f2a9c1b", "allscope_blast", "2.0.0")
+    greeted.ingestor.handle_status(DEVICE, b'{"state": "offline"}')  # the last will says nothing of them: kept
+    assert Device.get().model_version == "2.0.0" and Device.get().software_version == "0.1.0"
+    greeted.ingestor.handle_status(DEVICE, json.dumps({"state": "online", "software": "x" * 65}).encode())
+    greeted.ingestor.handle_status(DEVICE, json.dumps({"state": "online", "model": "2.0.0"}).encode())
+    assert greeted.errors() == {"malformed_status": 2}
+    assert Device.get().software_version == "0.1.0"
+
+
 # --- USB import ----------------------------------------------------------------------------------------
 
 def _export(tmp_path, envelopes: list[bytes]):

@@ -247,11 +247,12 @@ def test_register_key_cli_is_audited_and_a_typo_is_one_line(tmp_path):
 
 def test_migration_v4_adds_the_registered_key_column_to_an_older_database(request, tmp_path):
     """A central database at schema 3 (before this column) gains it, on SQLite and PostgreSQL."""
-    from sync.central.migrations import MIGRATIONS, schema_version
+    from sync.central.migrations import MIGRATIONS, STATUS_COLUMNS, schema_version
 
     for url in (tmp_path / "old.db", request.getfixturevalue("postgres_url")):
         database = open_central_database(url)
-        database.execute_sql('ALTER TABLE "device" DROP COLUMN "signing_key_fingerprint"')
+        for column in ("signing_key_fingerprint", *STATUS_COLUMNS):  # v4's, and v5's (issue 16)
+            database.execute_sql(f'ALTER TABLE "device" DROP COLUMN "{column}"')
         database.execute_sql("DELETE FROM central_schema WHERE version > 3")
         database.execute_sql("INSERT INTO device (device_id, clinic, state, cert_fingerprint, signing_public_key, "
                              "enrolled_at, online, backlog) VALUES ('clinic-old-1', '', 'enrolled', '', '', "
@@ -261,6 +262,7 @@ def test_migration_v4_adds_the_registered_key_column_to_an_older_database(reques
         try:
             assert schema_version(database) == len(MIGRATIONS) >= 4
             assert "signing_key_fingerprint" in {c.name for c in database.get_columns("device")}
-            assert Device.get(Device.device_id == "clinic-old-1").signing_key_fingerprint == ""
+            old = Device.get(Device.device_id == "clinic-old-1")
+            assert old.signing_key_fingerprint == "" and old.software_version == old.model_version == ""
         finally:
             database.close()

@@ -39,7 +39,7 @@ def test_role_walls_for_every_route(central):
     device = device_row()
     record = patient_row(device, 1, "P-1", "Ada Obi")
     args = {"device_id": device.device_id, "record_id": record.id, "identifier": "P-1", "filename": "style.css",
-            "file_id": 1}
+            "file_id": 1, "user_id": 999_999}  # no such user: an allowed POST answers 404 and changes nobody
     cookies = {}
     for username in CENTRAL_USERS:
         client = central.test_client()

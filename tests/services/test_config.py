@@ -127,7 +127,7 @@ def _problems(tmp_path: Path, text: str) -> list[str]:
      "live_max_width)"),
     ("[cammera]\nbackend = \"replay\"\n",
      "allscope.toml:1: cammera: unknown section (known: device, camera, inference, analysis, ui, review, storage, sync, "
-     "central, login); did you mean camera?"),
+     "central, login, monitoring); did you mean camera?"),
     ("[inference]\ndelegate = \"external\"\n",
      "allscope.toml:1: inference.delegate_library: required when delegate = \"external\""),
     ("[analysis]\nreview_low = 0.3\nthreshold = 0.2\nreview_high = 0.8\n",

@@ -178,6 +178,10 @@ def test_retained_online_status_with_backlog_then_offline(pki, mqtt_broker, tmp_
     (its own retained message) and on SIGKILL (the broker's last will)."""
     device = enrol_device(pki, mqtt_broker, tmp_path, DEVICE, status_interval_s=1)
     populate(tmp_path, 1, amend=False)
+    from device.store.records import Capture, utcnow  # populate bound the device database
+
+    identity = {"short_id": "3f2a9c1b", "name": "allscope_blast", "version": "2.0.0", "sha256": "ab" * 32}
+    Capture.update(model_identity=identity, analysed_at=utcnow()).execute()  # the model it analysed with
     backlog = len(device.outbox())
     watcher = mqtt_client(mqtt_broker, pki.cert_path("central"), pki.key_path("central"),
                           subscribe=[(topics.status(DEVICE), 1)])
@@ -185,7 +189,10 @@ def test_retained_online_status_with_backlog_then_offline(pki, mqtt_broker, tmp_
         agent = device.run_agent()
         agent.wait_for_line("connected to")
         online = _next_status(watcher, "online")
-        assert online == {"state": "online", "backlog": backlog}
+        from importlib import metadata
+
+        assert online == {"state": "online", "backlog": backlog, "software": metadata.version("allscope"),
+                          "model": {"id": "3f2a9c1b", "name": "allscope_blast", "version": "2.0.0"}}
         assert agent.stop() == 0
         assert _next_status(watcher, "offline")["state"] == "offline"
         assert device.outbox() and len(device.outbox()) == backlog, "nothing may leave without a central ack"

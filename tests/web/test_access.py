@@ -29,6 +29,8 @@ TABLE: dict[str, set[str]] = {
     "auth.setup": ALL,          # answers 404 once a user exists, for everyone
     "auth.logout": USERS,
     "auth.session_ping": USERS,
+    "monitoring.healthz": ALL,  # no authentication: a load balancer or systemd probe
+    "monitoring.metrics": ALL,  # by network (loopback by default), not by role: tests/web/test_monitoring.py
     # patients and samples
     "patients.patient_list": CLINICAL,
     "patients.patient_new": CLINICAL,

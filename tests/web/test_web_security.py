@@ -96,6 +96,11 @@ def test_csrf_on_every_state_changing_central_route(central, central_records, ce
 
     init_pki(central.central.pki_dir)  # so that enrol and revoke really change something with a token
     database = central.central.database
+    from device.store.records import User
+
+    with central.app_context():
+        tech = User.get(User.username == "tech").id  # the account the account actions change
+    central_records = {**central_records, "user_id": tech}
     bodies = {
         "auth.login": {"username": "boss", "password": "wrong-password"},
         "auth.logout": {},
@@ -103,6 +108,11 @@ def test_csrf_on_every_state_changing_central_route(central, central_records, ce
         "devices.enrol": {"device_id": "scope-new-02", "clinic": "Jos", "broker": "mqtt.example.org:8883"},
         "devices.revoke": {},
         "devices.register_key": {"fingerprint": "ab" * 32},
+        "people.user_disable": {},
+        "people.user_enable": {},  # after disable (registration order)
+        "people.user_password": {f"p{tech}-password": "a-new-long-passphrase", f"p{tech}-confirm":
+                                 "a-new-long-passphrase"},
+        "people.user_roles": {f"r{tech}-roles": "pathologist"},
     }
     refused = changed = 0
     problems = []
@@ -135,7 +145,7 @@ def test_csrf_on_every_state_changing_central_route(central, central_records, ce
         if rule.endpoint in SESSION_ENDING:
             central_cookies.update({name: login_cookie(central, name, CENTRAL_COOKIE) for name in CENTRAL_USERS})
     assert not problems, "\n".join(problems)
-    assert refused == 12 and changed == 5  # 6 routes x (no token, forged); 5 with a body (setup 404s)
+    assert refused == 20 and changed == 9  # 10 routes x (no token, forged); 9 with a body (setup 404s)
     report("CSRF: state-changing requests refused without a valid token (device + central)", refused)
     report("CSRF: control requests with a token that changed the database", changed)
 

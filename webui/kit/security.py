@@ -38,6 +38,9 @@ CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script
 ErrorResponder = Callable[[int, str], object]
 
 
+HEALTH_ENDPOINT = "monitoring.healthz"  # both apps' /healthz (webui/kit/monitoring.py)
+
+
 def install(app: Flask, csrf, database, *, error_template: str, upload_limit_mb: Callable[[], float],
             idle_minutes: Callable[[], float], unexpected: str, login_endpoint: str = "auth.login",
             static_endpoints: tuple[str, ...] = ("static",)) -> None:
@@ -51,8 +54,8 @@ def install(app: Flask, csrf, database, *, error_template: str, upload_limit_mb:
 
     @app.before_request
     def _open_db():
-        if request.endpoint not in static_endpoints:
-            database.connect(reuse_if_open=True)
+        if request.endpoint not in static_endpoints and request.endpoint != HEALTH_ENDPOINT:
+            database.connect(reuse_if_open=True)  # /healthz opens its own, to report a failure as 503
 
     respond = error_responder(error_template)
     install_idle_logout(app, login_endpoint, idle_minutes)

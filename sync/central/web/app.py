@@ -21,25 +21,30 @@ import os
 from pathlib import Path
 
 from flask import send_from_directory, url_for
+from flask_login import current_user
 from flask_wtf.csrf import CSRFProtect
 
+from device.config.monitoring import MonitoringSection
 from device.services.accounts import LockoutPolicy
 from device.store.datadir import DataDir
-from sync.central.web import auth, devices, errors, records
+from sync.central.web import auth, devices, errors, exports, monitoring, people, records
 from sync.central.web.runtime import CentralApp, CentralServer
 from webui.kit import STATIC_DIR, access, install_templates, security
 from webui.kit.proxies import TrustedProxies
 
 DEFAULT_DATA_DIR = Path("var-central")
-CENTRAL_ROLES = (access.ADMIN,)
-BLUEPRINTS = (auth, devices, records, errors)
+BLUEPRINTS = (auth, devices, records, errors, monitoring, people, exports)
 
 DEFAULT_BROKER = "localhost:8883"
 
-NAV_ITEMS = (
-    ("devices.device_list", "Devices"),
-    ("records.record_list", "Records"),
-    ("ingest.error_list", "Ingestion errors"),
+CENTRAL_ROLES = (access.ADMIN, access.PATHOLOGIST)  # pathologist: the per-clinic export only
+NAV_ITEMS = (  # (endpoint, label, roles that see it)
+    ("devices.device_list", "Devices", (access.ADMIN,)),
+    ("records.record_list", "Records", (access.ADMIN,)),
+    ("ingest.error_list", "Ingestion errors", (access.ADMIN,)),
+    ("exports.export_page", "Export", CENTRAL_ROLES),
+    ("people.user_list", "Users", (access.ADMIN,)),
+    ("people.audit_trail", "Audit", (access.ADMIN,)),
 )
 
 _HERE = Path(__file__).resolve().parent
@@ -59,11 +64,13 @@ def resolve_central_db(central_db: str | Path | None, data: DataDir) -> str:
 def create_central_app(central_db: str | Path | None = None, data_dir: str | Path | None = None, *,
                        pki_dir: str | Path | None = None, broker: str | None = None, tls: bool = False,
                        page_size: int = 50, idle_minutes: int = 15, login_policy: LockoutPolicy | None = None,
-                       trusted_proxies: tuple[str, ...] = (), broker_restart_command: str = "") -> CentralApp:
+                       trusted_proxies: tuple[str, ...] = (), broker_restart_command: str = "",
+                       monitoring: MonitoringSection | None = None) -> CentralApp:
     """The central admin UI. ``pki_dir``: $ALLSCOPE_PKI or pki in the data directory (as central run) when
     None; ``broker``: $ALLSCOPE_BROKER or localhost:8883 when None; ``login_policy``: the log-in delays
     (``[login]`` of the configuration file); ``trusted_proxies``: addresses or networks of the reverse proxies
-    whose X-Forwarded-For is believed (none by default)."""
+    whose X-Forwarded-For is believed (none by default); ``monitoring``: ``[monitoring]`` (/metrics networks,
+    online and silent thresholds, certificate warnings)."""
     from sync.central.db import open_central_database
 
     data = resolve_data_dir(data_dir)
@@ -72,7 +79,8 @@ def create_central_app(central_db: str | Path | None = None, data_dir: str | Pat
         pki_dir=Path(pki_dir or os.environ.get("ALLSCOPE_PKI") or data.root / "pki"),
         broker=broker or os.environ.get("ALLSCOPE_BROKER") or DEFAULT_BROKER,
         page_size=page_size, idle_minutes=idle_minutes, tls=tls, login_policy=login_policy or LockoutPolicy(),
-        trusted_proxies=tuple(trusted_proxies), broker_restart_command=broker_restart_command)
+        trusted_proxies=tuple(trusted_proxies), broker_restart_command=broker_restart_command,
+        monitoring=monitoring or MonitoringSection())
     app = CentralApp(__name__, template_folder=str(_HERE / "templates"), static_folder=str(STATIC_DIR))
     app.central = server
     if server.trusted_proxies:
@@ -96,7 +104,9 @@ def create_central_app(central_db: str | Path | None = None, data_dir: str | Pat
 
     @app.context_processor
     def _template_globals():
-        return {"idle_minutes": server.idle_minutes, "nav_items": NAV_ITEMS,
+        nav = [(endpoint, label) for endpoint, label, roles in NAV_ITEMS
+               if current_user.is_authenticated and current_user.has_any_role(*roles)]
+        return {"idle_minutes": server.idle_minutes, "nav_items": nav,
                 "central_css": url_for("central_static", filename="central.css")}
 
     for module in BLUEPRINTS:

@@ -1,20 +1,21 @@
 """Central admin UI: log in, log out, and the one-time set-up page while no account exists.
 
 Accounts are ``device.services.accounts`` bound to the central database (Argon2id,
-persisted lock-out). Central admins hold the role "admin"; any other role is
-refused everywhere after login by the role declarations.
+persisted lock-out). Central admins hold the role "admin"; "pathologist" reaches the
+per-clinic export only; any other role is refused everywhere after login by the role declarations.
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
 
 from device.services import accounts
 from sync.central import setup_token
 from sync.central.web.forms import LoginForm, SetupForm
 from sync.central.web.runtime import central
 from webui.kit import security
-from webui.kit.access import ADMIN, ANY_USER, allow, allow_anonymous
+from webui.kit.access import ADMIN, ANY_USER, PATHOLOGIST, allow, allow_anonymous
 from webui.kit.security import safe_next
 
 bp = Blueprint("auth", __name__)
@@ -24,10 +25,15 @@ def client_address() -> str:
     return request.remote_addr or "unknown"
 
 
+def landing(user) -> str:
+    """Admins land on the devices, pathologists (the export only) on the export page."""
+    return url_for("devices.device_list") if user.has_any_role(ADMIN) else url_for("exports.export_page")
+
+
 @bp.get("/")
-@allow(ADMIN)
+@allow(ADMIN, PATHOLOGIST)
 def home():
-    return redirect(url_for("devices.device_list"))
+    return redirect(landing(current_user))
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -43,7 +49,7 @@ def login():
         user, error = accounts.authenticate(form.username.data, form.password.data, client_address(),
                                             central().login_policy)
         if user is not None:
-            target = safe_next(form.next.data, url_for("devices.device_list"))
+            target = safe_next(form.next.data, landing(user))
             security.start_session(user)  # fresh session bound to the user's epoch (no fixation)
             return redirect(target)
     status = 401 if error else (400 if form.errors else 200)

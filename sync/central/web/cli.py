@@ -5,6 +5,7 @@
     allscope central users list
     allscope central setup-token            (the one-time token of the first set-up page, /setup)
     allscope central users unlock NAME      (clears the log-in delays of NAME, from every address; audited)
+    allscope central users disable|enable NAME, password NAME (stdin), roles NAME --role admin[,pathologist]
 
 The central database is ``--central-db`` (a SQLite path or ``postgresql://``
 URL), else ``$ALLSCOPE_CENTRAL_DB``, else ``central.db`` in the central data
@@ -58,9 +59,17 @@ def register(group: str, commands) -> None:
     create.add_argument("--full-name", default="")
     _add_location_args(create, suppress=True)
     _add_location_args(users_sub.add_parser("list", help="list accounts"), suppress=True)
-    unlock = users_sub.add_parser("unlock", help="clear the log-in delays of an account (every address)")
-    unlock.add_argument("username")
-    _add_location_args(unlock, suppress=True)
+    for verb, text in (("unlock", "clear the log-in delays of an account (every address)"),
+                       ("disable", "disable an account (its open sessions end)"), ("enable", "enable an account"),
+                       ("password", "set a new password (read from stdin; the account's open sessions end)")):
+        sub_verb = users_sub.add_parser(verb, help=text)
+        sub_verb.add_argument("username")
+        _add_location_args(sub_verb, suppress=True)
+    roles = users_sub.add_parser("roles", help="set an account's roles (admin: everything; pathologist: the "
+                                               "per-clinic export only)")
+    roles.add_argument("username")
+    roles.add_argument("--role", required=True, help="admin, pathologist, or both as a comma-separated list")
+    _add_location_args(roles, suppress=True)
     users.set_defaults(func=cmd_users)
 
 
@@ -94,6 +103,8 @@ def cmd_users(args: argparse.Namespace) -> int:
         user = accounts.create_user(args.username, accounts.read_new_password(), [args.role], full_name=args.full_name,
                                     actor=cli_actor_name())
         print(f"created {user.username} ({user.roles})")
+    elif args.central_users_command in ("disable", "enable", "password", "roles"):
+        _change_user(args, actor=f"cli:{os.environ.get('USER', 'unknown')}")
     elif args.central_users_command == "unlock":
         cleared = accounts.unlock(args.username, actor=cli_actor_name())
         plural = "" if cleared == 1 else "s"
@@ -104,6 +115,27 @@ def cmd_users(args: argparse.Namespace) -> int:
             last = user.last_login_at.isoformat(timespec="minutes") if user.last_login_at else "never"
             print(f"{user.username}\t{user.roles}\t{state}\tlast login {last}")
     return 0
+
+
+def _change_user(args: argparse.Namespace, actor: str) -> None:
+    """disable / enable / password / roles: the device's rules (``device.services.account_rules``: never
+    the last active administrator), audited with the shell user as the actor."""
+    from device.services import account_rules, accounts
+    from device.store.records import User
+    from sync.central.roles import central_roles
+
+    target = User.get_or_none(User.username == args.username.strip().lower())
+    if target is None:
+        raise accounts.NoSuchAccount(f"no such user: {args.username}")
+    if args.central_users_command == "password":
+        account_rules.reset_password(target, accounts.read_new_password(), actor)
+        print(f"new password set for {target.username}")
+    elif args.central_users_command == "roles":
+        roles = account_rules.change_roles(target, central_roles(args.role), actor)
+        print(f"{target.username} now has the roles: {', '.join(roles)}")
+    else:
+        user = account_rules.set_enabled(target, args.central_users_command == "enable", actor)
+        print(f"{user.username} {'disabled' if user.disabled else 'enabled'}")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -117,7 +149,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_central_app(args.central_db, args.data_dir, pki_dir=args.pki or None, broker=args.broker or None,
                              tls=bool(args.tls), login_policy=accounts.LockoutPolicy.from_config(config.login),
                              trusted_proxies=config.central.trusted_proxies,
-                             broker_restart_command=config.central.broker_restart_command)
+                             broker_restart_command=config.central.broker_restart_command,
+                             monitoring=config.monitoring)
     print(f"allscope central admin UI on http://{args.host}:{args.port}/  (data in {app.central.data.root})",
           flush=True)
     with app.app_context():

@@ -1,4 +1,6 @@
-"""Central admin UI: the fleet. Devices (state, last seen, online, backlog, fingerprints), enrol, revoke,
+"""Central admin UI: the fleet. Devices (state, last seen, online, backlog, software and model, fingerprints) with
+health at a glance (silent devices, certificate expiry, ingestion errors per day: ``sync/central/fleet_health.py``),
+enrol, revoke,
 and registering a device's signing key fingerprint (as ``allscope central register-key``).
 
 Enrolment and revocation are the same functions as ``allscope central enrol``
@@ -48,12 +50,20 @@ def _device_or_404(device_id: str) -> Device:
 @bp.get("/devices")
 @allow(ADMIN)
 def device_list():
+    from sync.central import fleet_health
     from sync.central.receivers import STALE_AFTER_S, listing
 
+    server = central()
     devices = list(Device.select().order_by(Device.clinic, Device.device_id))
+    silent = fleet_health.silent_devices(server.monitoring.silent_days)
+    certificates = fleet_health.certificate_expiries(server.pki_dir, server.monitoring.cert_warning_days)
+    errors = fleet_health.errors_per_day(14)
     return render_template("central/devices.html", devices=devices, counts=_record_counts(),
                            fingerprint=fleet.signing_key_fingerprint, receivers=listing(),
-                           stale_after_s=int(STALE_AFTER_S))
+                           stale_after_s=int(STALE_AFTER_S), silent=silent,
+                           silent_ids={device.device_id for device in silent}, certificates=certificates,
+                           errors_per_day=errors, error_max=max([count for _, count in errors] + [1]),
+                           monitoring=server.monitoring)
 
 
 @bp.get("/devices/<device_id>")

@@ -12,6 +12,7 @@ from typing import cast
 import peewee as pw
 from flask import Flask, current_app
 
+from device.config.monitoring import MonitoringSection
 from device.services.accounts import LockoutPolicy
 from device.store.datadir import DataDir
 
@@ -30,6 +31,7 @@ class CentralServer:
     login_policy: LockoutPolicy = field(default_factory=LockoutPolicy)  # [login] of the configuration file
     trusted_proxies: tuple[str, ...] = ()  # central.trusted_proxies: X-Forwarded-For only from these
     broker_restart_command: str = ""       # central.broker_restart_command: the revoke page may restart the broker
+    monitoring: MonitoringSection = field(default_factory=MonitoringSection)  # [monitoring]: /metrics, health
 
 
 class CentralApp(Flask):
