@@ -104,7 +104,7 @@ def cmd_users(args: argparse.Namespace) -> int:
                                     actor=cli_actor_name())
         print(f"created {user.username} ({user.roles})")
     elif args.central_users_command in ("disable", "enable", "password", "roles"):
-        _change_user(args, actor=f"cli:{os.environ.get('USER', 'unknown')}")
+        _change_user(args, actor=cli_actor_name())
     elif args.central_users_command == "unlock":
         cleared = accounts.unlock(args.username, actor=cli_actor_name())
         plural = "" if cleared == 1 else "s"
