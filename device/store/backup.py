@@ -30,6 +30,7 @@ from device.errors import AllscopeError
 from device.store import atrest
 from device.store.atomic import fsync_dir, write_atomic
 from device.store.datadir import DataDir
+from device.store.online_copy import copy_checked
 
 PREFIX = "allscope-backup-"
 TEMP_PREFIX = ".partial-"
@@ -115,20 +116,10 @@ def _data_files(root: Path, skip: Path) -> list[str]:
 
 def _copy_database(data: DataDir, target: Path) -> dict:
     """SQLite's online backup API: a consistent copy while other connections keep writing (same key)."""
-    source = data.database
-    src = atrest.connect(source, root=data.root)
-    try:
-        dest = atrest.connect(target, root=data.root)
-        try:
-            src.backup(dest)
-            rows = dest.execute("PRAGMA integrity_check").fetchall()
-        finally:
-            dest.close()
-    finally:
-        src.close()
-    if rows != [("ok",)]:
-        raise BackupError(f"the copy of {source} fails integrity_check ({rows[0][0]}): run allscope doctor")
-    os.chmod(target, 0o600)
+    problem = copy_checked(atrest.connect(data.database, root=data.root), atrest.connect(target, root=data.root),
+                           target)
+    if problem:
+        raise BackupError(f"the copy of {data.database} fails integrity_check ({problem}): run allscope doctor")
     return _describe(target)
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from device.errors import AllscopeError
 from device.store.atomic import fsync_dir, write_atomic
+from device.store.online_copy import copy_checked
 
 PREFIX = "allscope-central-backup-"
 TEMP_PREFIX = ".partial-"
@@ -69,19 +70,10 @@ def _data_files(root: Path, skip: tuple[Path, ...]) -> list[str]:
 
 
 def _copy_database(source: Path, target: Path) -> dict:
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
-    try:
-        dest = sqlite3.connect(target)
-        try:
-            src.backup(dest)
-            rows = dest.execute("PRAGMA integrity_check").fetchall()
-        finally:
-            dest.close()
-    finally:
-        src.close()
-    if rows != [("ok",)]:
-        raise CentralBackupError(f"the copy of {source} fails integrity_check ({rows[0][0]})")
-    os.chmod(target, 0o600)
+    problem = copy_checked(sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30), sqlite3.connect(target),
+                           target)
+    if problem:
+        raise CentralBackupError(f"the copy of {source} fails integrity_check ({problem})")
     return _sha256(target)
 
 
