@@ -78,8 +78,28 @@ def centroid_learner(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> Predict:
     return predict
 
 
+def nap_learner(k: int) -> Learner:
+    """``logreg-floor`` after projecting out ``k`` laboratory directions (``model_conversion.nap``).
+
+    Needs each training cell's source and cell type: ``_evaluate`` passes them as ``groups``.
+    """
+    def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, c: float = 0.1, groups=None) -> Predict:
+        from sklearn.linear_model import LogisticRegression
+
+        from model_conversion.nap import nuisance_directions, project_out
+
+        mean, scale = floored_scaler(x)
+        z = (x - mean) / scale
+        directions = nuisance_directions(z, y, *groups, k)
+        model = LogisticRegression(C=c, max_iter=3000).fit(project_out(z, directions), y, sample_weight=w)
+        return lambda features: model.predict_proba(project_out((features - mean) / scale, directions))[:, 1]
+    fit.needs_groups = True
+    return fit
+
+
 LEARNERS: dict[str, Learner] = {"logreg": logreg_learner, "logreg-floor": floored_logreg_learner,
-                                 "centroid": centroid_learner}
+                                 "centroid": centroid_learner,
+                                 **{f"logreg-floor-nap{k}": nap_learner(k) for k in (4, 8, 16, 32)}}
 
 
 WEIGHTINGS = ("classes", "sources")
@@ -143,7 +163,11 @@ def _evaluate(name: str, samples: list[Sample], x: np.ndarray, y: np.ndarray, tr
     # total weight, and with it the regularisation's relative strength, is the same with or without them.
     copies = 1 + len(augmented)
     x_train = np.concatenate([x[train]] + [a[train] for a in augmented])
-    predict = learner(x_train, np.tile(y[train], copies), np.tile(w / copies, copies))
+    extra = {}
+    if getattr(learner, "needs_groups", False):
+        chosen = np.flatnonzero(train)
+        extra["groups"] = ([units[i] for i in chosen] * copies, [samples[i].cell_type for i in chosen] * copies)
+    predict = learner(x_train, np.tile(y[train], copies), np.tile(w / copies, copies), **extra)
     p = predict(x[test])
     row = Row(left_out=name, trained_on=trained_on, **_scores(y[test], p))
     collections = [samples[i].source for i in np.flatnonzero(test)]
