@@ -76,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="augmented ('lab') copies of every training cell added to the training side (default 0)")
     x.add_argument("--weighting", choices=("classes", "sources"), default="classes",
                    help="training weights (model_conversion/crosssource.py training_weights; default classes)")
+    x.add_argument("--look-copies", action="store_true",
+                   help="add each smear cell rendered in every other training source's look (looks.py)")
+    x.add_argument("--look-shift", action="store_true",
+                   help="also score held-out ALL-IDB cells rendered in each left-out lab's look (look_shift.py)")
 
     sc = sub.add_parser("scales", help="measure the per-source red-cell radius of the crop-only collections")
     sc.add_argument("--data", default=_default_data())
@@ -117,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ff.add_argument("--network", required=True, help="extractor of model_conversion/extractor.py, e.g. mnet025-128")
     ff.add_argument("--augment-copies", type=int, default=0)
     ff.add_argument("--weighting", choices=("classes", "sources"), default="classes")
+    ff.add_argument("--look-copies", action="store_true", help="add every smear cell in each source's look")
     ff.add_argument("--exclude", action="append", default=[], help="source left out of the fit (repeatable)")
     ff.add_argument("--out", required=True, type=Path)
 
@@ -140,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "frozenfit":
         from model_conversion.frozen_fit import refit as frozen_refit
         frozen_refit(Path(args.data), args.network, args.out, args.augment_copies, tuple(args.exclude),
-                     weighting=args.weighting)
+                     weighting=args.weighting, look_copies=args.look_copies)
         return 0
     if args.command == "crosscard":
         from model_conversion.cross_card import write_card
@@ -200,7 +205,8 @@ def _analysis_command(args) -> int:
         from model_conversion.crosssource_run import run
         from model_conversion.embed import DEFAULT_NETWORK
         run(data, args.preparation or ["cellprep"], args.learner, args.exclude_variant, args.out,
-            args.network or DEFAULT_NETWORK, args.threads, augment_copies=args.augment_copies, weighting=args.weighting)
+            args.network or DEFAULT_NETWORK, args.threads, augment_copies=args.augment_copies, weighting=args.weighting,
+            look_copies=args.look_copies, look_shift=args.look_shift)
     return 0
 
 

@@ -181,7 +181,8 @@ def _evaluate(name: str, samples: list[Sample], x: np.ndarray, y: np.ndarray, tr
 def leave_one_source_out(samples: list[Sample], x: np.ndarray, learner: Learner,
                          exclude_from_training: tuple[str, ...] = (), seed: int = 2025,
                          cnmc_holdout_fraction: float = 0.3, log=print,
-                         augmented: tuple[np.ndarray, ...] = (), weighting: str = "classes") -> list[Row]:
+                         augmented: tuple[np.ndarray, ...] = (), weighting: str = "classes",
+                         looks: dict[str, np.ndarray] | None = None) -> list[Row]:
     """One Row per left-out source (plus C-NMC's subject-disjoint row when C-NMC may be trained on).
 
     ``exclude_from_training`` names sources never trained on (they are still
@@ -189,8 +190,11 @@ def leave_one_source_out(samples: list[Sample], x: np.ndarray, learner: Learner,
     side lacks blasts cannot be evaluated without C-NMC and is trained with
     C-NMC anyway; its row says so in ``trained_on``. ``augmented``: feature
     matrices of augmented copies of every sample (same order), added to the
-    training side only.
+    training side only. ``looks``: {source: features of every sample rendered in
+    that source's look} (``model_conversion.looks``), added like ``augmented``
+    except the left-out source's look, whose statistics a fold must not use.
     """
+    looks = looks or {}
     y = np.array([s.label for s in samples])
     units = np.array([SOURCE_OF.get(s.source, s.source) for s in samples])
     excluded = np.isin(units, list(exclude_from_training))
@@ -201,7 +205,8 @@ def leave_one_source_out(samples: list[Sample], x: np.ndarray, learner: Learner,
         if len(np.unique(y[train])) < 2:
             train = ~test
             log(f"{source}: no blasts to learn from without {', '.join(exclude_from_training)}; trained with them")
-        rows.append(_evaluate(source, samples, x, y, train, test, learner, augmented, weighting))
+        copies = augmented + tuple(m for target, m in looks.items() if target != source)
+        rows.append(_evaluate(source, samples, x, y, train, test, learner, copies, weighting))
         log(_format_row(rows[-1]))
     cnmc = [i for i, u in enumerate(units) if u == "c-nmc"]
     if cnmc and "c-nmc" not in exclude_from_training:
@@ -209,7 +214,8 @@ def leave_one_source_out(samples: list[Sample], x: np.ndarray, learner: Learner,
         held_paths = {s.path for s in held}
         test = np.array([u == "c-nmc" and s.path in held_paths for u, s in zip(units, samples)])
         train = ~test & ~excluded
-        row = _evaluate(CNMC_HOLDOUT, samples, x, y, train, test, learner, augmented, weighting)
+        row = _evaluate(CNMC_HOLDOUT, samples, x, y, train, test, learner, augmented + tuple(looks.values()),
+                        weighting)
         row.by_collection["held-out subjects"] = sorted({s.subject for s in held})
         rows.append(row)
         log(_format_row(row))

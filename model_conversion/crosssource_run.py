@@ -51,7 +51,7 @@ def choose(results: dict[str, dict]) -> str:
 
 def run(data: Path, preparations: list[str], learner: str, exclude_variants: list[str], out: Path,
         network: str, threads: int, cache_dir: Path | None = None, log=print, augment_copies: int = 0,
-        weighting: str = "classes") -> dict:
+        weighting: str = "classes", look_copies: bool = False, look_shift: bool = False) -> dict:
     from model_conversion.embed import embed_samples
     from model_conversion.prepare import default_cache_dir
     from model_conversion.sources import load_all_sources
@@ -71,19 +71,31 @@ def run(data: Path, preparations: list[str], learner: str, exclude_variants: lis
         x = embed_samples(samples, preparation, cache_dir or default_cache_dir(), network, threads, log)
         augmented = tuple(embed_samples(samples, f"{preparation}+lab#{k}", cache_dir or default_cache_dir(), network,
                                         threads, log) for k in range(augment_copies))
+        looks = {}
+        if look_copies or look_shift:
+            from model_conversion.looks import source_looks
+            for unit in source_looks(samples, cache_dir or default_cache_dir(), log=log):
+                looks[unit] = embed_samples(samples, f"{preparation}>look:{unit}", cache_dir or default_cache_dir(),
+                                            network, threads, log)
         log(f"{preparation}: features {x.shape} (+{augment_copies} augmented copies) in "
             f"{time.perf_counter() - started:.0f} s")
-        shown = preparation + (f"+lab×{augment_copies}" if augment_copies else "") + (
-            f" (weights: {weighting})" if weighting != "classes" else "")
+        shown = (preparation + (f"+lab×{augment_copies}" if augment_copies else "") + ("+looks" if look_copies else "")
+                 + (f" (weights: {weighting})" if weighting != "classes" else ""))
         for variant in [()] + [(v,) for v in exclude_variants]:
             name = f"{shown} | {learner} | " + ("all sources" if not variant else f"without {variant[0]}")
             log(f"== {name}")
             rows = rows_to_json(leave_one_source_out(samples, x, LEARNERS[learner], variant, log=log,
-                                                     augmented=augmented, weighting=weighting))
+                                                     augmented=augmented, weighting=weighting,
+                                                     looks=looks if look_copies else None))
             results[name] = {"preparation": preparation, "augment_copies": augment_copies, "weighting": weighting,
+                             "look_copies": sorted(looks) if look_copies else [],
                              "learner": learner,
                              "network": network,
                              "excluded_from_training": list(variant), "rows": rows, "rule": rule_score(rows)}
+            if look_shift and not variant:
+                from model_conversion.look_shift import look_shift_rows
+                results[name]["look_shift"] = look_shift_rows(samples, x, looks, LEARNERS[learner], weighting,
+                                                              look_copies)
             _write(out, results)
     if results:
         chosen = choose(results)
@@ -115,4 +127,8 @@ def _write(out: Path, results: dict) -> None:
     parts.append("")
     for name, r in results.items():
         parts.append(markdown_table([Row(**row) for row in r["rows"]], name.replace(" | ", " / ")))
+        if r.get("look_shift"):
+            from model_conversion.look_shift import look_shift_markdown
+            parts += ["", f"Held-out ALL-IDB cells in a left-out laboratory's look ({name.replace(' | ', ' / ')}):", "",
+                      look_shift_markdown(r["look_shift"]), ""]
     (out / "results.md").write_text("\n".join(parts))

@@ -17,7 +17,8 @@ from pathlib import Path
 from model_conversion.crosssource_run import MAX_NORMAL_CALLED_BLAST, NORMAL_ONLY_SOURCES
 from model_conversion.frozen_fit import FROZEN_MODEL_VERSION
 
-RULE_DOC = "model_conversion/CROSS_SOURCE.md (section: frozen pretrained backbones with a logistic head)"
+RULE_DOC = ("model_conversion/CROSS_SOURCE.md (sections: frozen pretrained backbones with a logistic head; "
+            "fourth step: take the laboratory's look out of the features)")
 SHIPPED_REFERENCE = {"bccd": 0.027, "tecom": 0.067, "cellavision-blog": 0.080}  # the paper's network, as shipped
 
 
@@ -46,6 +47,7 @@ def candidate_rows(table: Path) -> list[dict]:
             rows.append({"backbone": results.parent.name, "configuration": name.replace(" | ", " / "),
                          "rule": r["rule"], "all_idb_auc": by["all-idb"]["blast_auc"],
                          "cnmc_auc": (held or by["c-nmc"])["blast_auc"], "cnmc_f1": held.get("weighted_f1"),
+                         "look_shift": r.get("look_shift"),
                          **{s: by[s]["normal_called_blast"] for s in NORMAL_ONLY_SOURCES}})
     return rows
 
@@ -89,7 +91,7 @@ def write_card(fit_dir: Path, table: Path, models: Path, shipped: str, chosen_by
                          "shipped_model_before (paper's network), never-seen labs": SHIPPED_REFERENCE,
                          "command": "python -m model_conversion crosssource --learner logreg-floor --network NAME "
                                     "--preparation field --exclude-variant c-nmc [--weighting sources] "
-                                    "[--augment-copies 2] --out runs/fz3/NAME"},
+                                    "[--augment-copies 2] [--look-copies] [--look-shift] --out runs/fz4/NAME"},
         "cell_level": {"int8": validation,
                        "holdout_run": {"validation_subjects": validation.get("validation_subjects", []),
                                        "description": "C-NMC subjects held out of the head's fit"},
@@ -104,6 +106,19 @@ def write_card(fit_dir: Path, table: Path, models: Path, shipped: str, chosen_by
     (models / "model_card.json").write_text(json.dumps(card, indent=1, default=str))
     (models / "model_card.md").write_text(render(card, rows))
     return card
+
+
+def _look_shift_part(rows: list[dict], shipped: str) -> list[str]:
+    from model_conversion.look_shift import look_shift_markdown
+
+    for r in rows:
+        if (r["backbone"], r["configuration"]) == tuple(shipped.split(" :: ")) and r.get("look_shift"):
+            return ["### Blasts in another laboratory's look", "",
+                    "ALL-IDB is the only laboratory with smear blasts, so the row above that leaves it out measures "
+                    "only what C-NMC teaches. Here 30 % of ALL-IDB's frames and crops are held out of the head, "
+                    "with laboratory L, and scored as they are and rendered in L's look (`--look-shift`):", "",
+                    look_shift_markdown(r["look_shift"]), ""]
+    return []
 
 
 def render(card: dict, rows: list[dict]) -> str:
@@ -124,12 +139,15 @@ def render(card: dict, rows: list[dict]) -> str:
         f"Rule (written before the runs): {cs['rule']}. The rule's pick: `{cs['chosen_by_rule']}`. "
         f"Shipped: `{cs['shipped']}`. {cs['deviation']}", "",
         f"The paper's network as shipped before (never saw these labs): {ref}.", "",
+        *_look_shift_part(rows, cs["shipped"]),
         "## Recipe", "",
         f"- Network: {p['model']}; input {p['input_size']} px, uint8 (raw pixels).",
         f"- Preparation `{p['preprocessing']}`: {p['input']}; field {p.get('field_radii')} red-cell radii "
         "(the device takes the scale from the frame and reports it in `analyze --json`).",
         f"- Head: {t.get('head')}; weights `{t.get('weights')}`; augmentation: "
-        f"{t.get('augment_recipe') or 'none'}.",
+        f"{t.get('augment_recipe') or 'none'}; look copies (every smear cell again in the look of "
+        f"{', '.join(t.get('look_copies') or []) or 'no other source'}: Reinhard L*a*b* transfer, "
+        "model_conversion/looks.py).",
         "- Cells by source: " + "; ".join(f"{k}: {x['blast']} blast, {x['normal']} normal"
                                         for k, x in t.get("cells_by_source", {}).items()), "",
         "## Device figures (this machine)", "",

@@ -28,7 +28,7 @@ from model_conversion.crosssource import floored_scaler, training_weights
 from model_conversion.frozen_checks import heldout_validation, int8_agreement, ms_per_cell, prepared
 
 HEAD_C = 0.1
-FROZEN_MODEL_VERSION = "2.0.0"  # 1.x: the paper's network (models/paper/)
+FROZEN_MODEL_VERSION = "2.1.0"  # 1.x: the paper's network (models/paper/); 2.0.0: without look copies
 LOGIT_LIMIT_RANGE = (6.0, 12.0)
 FIELD_INPUT = ("uint8 RGB 0..255 of device.core.fieldprep.prepare_field output, fed as the network's uint8 values "
                "(Google's MobileNet input quantisation, scale 1/128, zero point 128)")
@@ -49,7 +49,7 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def refit(data: Path, network: str, out: Path, augment_copies: int = 0, exclude: tuple[str, ...] = (),
-          cache_dir: Path | None = None, log=print, weighting: str = "classes") -> dict:
+          cache_dir: Path | None = None, log=print, weighting: str = "classes", look_copies: bool = False) -> dict:
     from device.core.decision import DecisionSettings
     from device.core.fieldprep import FIELD_ID, FIELD_RADII
     from device.store.atomic import write_atomic
@@ -71,9 +71,14 @@ def refit(data: Path, network: str, out: Path, augment_copies: int = 0, exclude:
     extractor = str(extractor_path(network, cache_dir))
     x = embed_samples(samples, "field", cache_dir, extractor, 1, log)
     copies = [embed_samples(samples, f"field+lab#{k}", cache_dir, extractor, 1, log) for k in range(augment_copies)]
+    looks = []
+    if look_copies:  # every smear cell again in each training smear source's look (model_conversion/looks.py)
+        from model_conversion.looks import source_looks
+        looks = [u for u in source_looks(load_all_sources(data), cache_dir, log=log) if u in units]
+        copies += [embed_samples(samples, f"field>look:{u}", cache_dir, extractor, 1, log) for u in looks]
     y = np.array([s.label for s in samples])
-    w = training_weights(units, y, weighting) / (1 + augment_copies)
-    n = 1 + augment_copies
+    n = 1 + len(copies)
+    w = training_weights(units, y, weighting) / n
     weights, bias = fit_head(np.concatenate([x, *copies]), np.tile(y, n), np.tile(w, n))
     logits = x @ weights + bias
     limit = float(np.clip(1.1 * np.abs(logits).max(), *LOGIT_LIMIT_RANGE))
@@ -103,13 +108,14 @@ def refit(data: Path, network: str, out: Path, augment_copies: int = 0, exclude:
         "input": FIELD_INPUT, "input_encoding": "raw-uint8",
         "pretrained": f"../shared/pretrained/{EXTRACTORS[network]} (ImageNet, Apache-2.0, Google coral test_data "
                       "104342d), used frozen",
-        "candidate": network + (f"+lab×{augment_copies}" if augment_copies else ""),
+        "candidate": network + (f"+lab×{augment_copies}" if augment_copies else "") + ("+looks" if looks else ""),
         "decision": {"threshold": decision.threshold, "review_low": decision.review_low,
                      "review_high": decision.review_high},
         "training": {"head": f"L2 logistic regression on features standardised with a std floor (0.25 x median), "
                              f"C={HEAD_C}, folded into the 1x1 convolution",
                      "augment": bool(augment_copies), "augment_recipe": "lab" if augment_copies else None,
                      "augment_copies": augment_copies, "excluded_sources": list(exclude),
+                     "look_copies": looks,
                      "weights": weighting + (": every source the same total weight, classes equal within a source"
                                              + (" and overall" if weighting == "classes" else "")),
                      "cells_by_source": by_source, "logit_limit": limit},
@@ -135,7 +141,8 @@ def refit(data: Path, network: str, out: Path, augment_copies: int = 0, exclude:
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "allscope_blast_int8.tflite", model)
     np.savez(out / "head.npz", weights=weights, bias=bias)
-    fit = {"network": network, "augment_copies": augment_copies, "weighting": weighting, "excluded": list(exclude),
+    fit = {"network": network, "augment_copies": augment_copies, "look_copies": looks, "weighting": weighting,
+           "excluded": list(exclude),
            "cells": len(samples), "logit_limit": limit, "float_p_blast_mean": float(sigmoid(logits).mean()),
            "bytes": len(model), **checks}
     (out / "fit.json").write_text(json.dumps(fit, indent=1))

@@ -75,6 +75,23 @@ def _grey_stretched(rgb: np.ndarray, mask: np.ndarray | None = None) -> np.ndarr
     return cv2.cvtColor(out, cv2.COLOR_GRAY2RGB)
 
 
+_LOOKS: dict = {}
+
+
+def _in_look(field: np.ndarray, sample: Sample, target: str) -> np.ndarray:
+    """The field rendered in source ``target``'s look (``model_conversion.looks``); C-NMC cells unchanged."""
+    from model_conversion.looks import UNCHANGED_SOURCES, load_looks, recolour
+    from model_conversion.prepare import default_cache_dir
+    from model_conversion.sources import SOURCE_OF
+
+    if SOURCE_OF.get(sample.source, sample.source) in UNCHANGED_SOURCES:
+        return field
+    if not _LOOKS:
+        _LOOKS.update(load_looks(default_cache_dir()))
+    look = _LOOKS[target]
+    return recolour(field, np.array(look["mean"]), np.array(look["std"]))
+
+
 def _masked(field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mask, _ = segment_cell(field)
     return normalise_stain(field, mask), mask
@@ -89,6 +106,8 @@ def prepare(name: str, rgb: np.ndarray, sample: Sample, size: int) -> np.ndarray
     field = physical_field(rgb, sample, size)
     if name == "field":
         return field
+    if name.startswith("field>look:"):
+        return _in_look(field, sample, name.split(":", 1)[1])
     if name == "field-grey":
         return _grey_stretched(field)
     if name == "field-masked":

@@ -321,4 +321,7 @@ def test_fhir_module_is_the_export(app, client, auth):
     with app.app_context():
         direct = fhir.fhir_diagnostic_report(Report.get_by_id(report_id))
     assert direct["contained"][-1]["resourceType"] == "Device"
-    assert direct["extension"][1]["valueString"].startswith("Model allscope_blast_int8 (int8, version 2.0.0")
+    from model_conversion.frozen_fit import FROZEN_MODEL_VERSION
+
+    assert direct["extension"][1]["valueString"].startswith(
+        f"Model allscope_blast_int8 (int8, version {FROZEN_MODEL_VERSION}")

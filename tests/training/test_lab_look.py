@@ -1,0 +1,60 @@
+"""The laboratory-look tools of the cross-source protocol: NAP, Reinhard look transfer, look copies per fold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from device.core.imageio import load_image
+from model_conversion.crosssource import LEARNERS, leave_one_source_out
+from model_conversion.looks import lab_stats, recolour
+from model_conversion.nap import nuisance_directions, project_out
+from tests.training.test_crosssource import _synthetic
+
+DEMO = Path(__file__).resolve().parents[2] / "device" / "demo"
+
+
+def test_nap_finds_and_removes_the_direction_along_which_laboratories_differ():
+    rng = np.random.default_rng(3)
+    sources = ["a"] * 50 + ["b"] * 50 + ["c"] * 50
+    z = rng.normal(0, 1, (150, 6))
+    z[:, 4] += np.repeat([-3.0, 0.0, 3.0], 50)  # the labs' shift, along feature 4 only
+    y = np.zeros(150, int)
+    directions = nuisance_directions(z, y, sources, ["lymphocyte"] * 150, k=1)
+    assert directions.shape == (6, 1) and abs(directions[4, 0]) > 0.95
+    cleaned = project_out(z, directions)
+    means = [cleaned[i * 50:(i + 1) * 50].mean(0) for i in range(3)]
+    assert np.ptp([m[4] for m in means]) < 0.5  # was 6
+    assert np.allclose(project_out(z, nuisance_directions(z, y, sources, [""] * 150, k=0)), z)
+
+
+def test_recolour_gives_the_target_look_and_keeps_the_picture():
+    image = load_image(DEMO / "BloodImage_00000.jpg")[:200, :200].copy()
+    other = load_image(DEMO / "BloodImage_00101.jpg")[:200, :200]
+    target_mean, target_std = lab_stats(other)
+    out = recolour(image, target_mean, target_std)
+    mean, std = lab_stats(out)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert np.all(np.abs(mean - target_mean) < 3.0) and np.all(np.abs(std - target_std) < 3.0)
+    grey_in = image.mean(2).ravel()
+    grey_out = out.mean(2).ravel()
+    assert np.corrcoef(grey_in, grey_out)[0, 1] > 0.9  # the same cells, another colour
+
+
+def test_a_fold_never_trains_on_copies_in_its_own_left_out_look():
+    samples, x = _synthetic(shift_cnmc=0.0)
+    seen: list[int] = []
+    base = LEARNERS["centroid"]
+
+    def recording(xt, yt, wt):
+        seen.append(len(xt))
+        return base(xt, yt, wt)
+
+    looks = {"pbc": x + 0.01, "tecom": x - 0.01}
+    rows = leave_one_source_out(samples, x, recording, looks=looks, log=lambda *_: None)
+    by_name = {r.left_out: n for r, n in zip(rows, seen)}
+    n = len(samples)
+    assert by_name["pbc"] == 2 * (n - 60)  # itself + the tecom look only
+    assert by_name["tecom"] == 2 * (n - 40)
+    assert by_name["all-idb"] == 3 * (n - 80)  # both looks
