@@ -170,6 +170,13 @@ def test_the_readme_takes_a_new_admin_from_nothing_to_a_first_record_on_postgres
     # the admin UI, as nginx would reach it, shows the record of the clinic
     page = _admin_page(world, "/records")
     assert "clinic-a-01" in page and "MRN-0001" in page
+    # /metrics (loopback: allowed by default) counts the receiver systemd started, from its heartbeat
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{world.web_port}/metrics", timeout=30).read().decode()
+    running = [sample.value for family in text_string_to_metric_families(metrics) for sample in family.samples
+               if sample.name == "allscope_central_receivers" and sample.labels["state"] == "running"]
+    assert running == [1.0]
 
 
 def _admin_page(world: kit.World, path: str) -> str:
