@@ -33,6 +33,7 @@ TABLE = {
     "monitoring.healthz": ANON,   # no authentication
     "monitoring.metrics": ANON,   # by network, not by role (tests/central/test_central_monitoring.py)
     "people.user_list": ADMIN_ONLY,
+    "people.user_create": ADMIN_ONLY,
     "people.user_disable": ADMIN_ONLY,
     "people.user_enable": ADMIN_ONLY,
     "people.user_password": ADMIN_ONLY,

@@ -50,7 +50,7 @@ def issue_device(pki: Pki, device_id: str) -> Issued:
 
     with _issue_lock:
         path = pki.cert_path(device_id)
-        if path.exists():
+        if path.exists() and pki.key_path(device_id).exists():  # an enrolment bundle took the key away
             cert = load_certificate(path)
             if cert.serial_number not in revoked_serials(pki):
                 return Issued(device_id, path, pki.key_path(device_id), cert.serial_number, cert_fingerprint(cert))
@@ -189,8 +189,11 @@ def _postgres_user() -> str | None:
 
 
 class PostgresServer:
-    def __init__(self, bindir: Path, user: str | None):
-        self.bindir, self.user = bindir, user
+    """``superuser``: the role initdb creates (the tests' own server: "allscope"; the admin walkthrough's:
+    "postgres", as Debian's)."""
+
+    def __init__(self, bindir: Path, user: str | None, superuser: str = "allscope"):
+        self.bindir, self.user, self.superuser = bindir, user, superuser
         self.root = Path(tempfile.mkdtemp(prefix="allscope-pg-"))  # not under pytest's 0700 root-only tmp
         self.data, self.sockets, self.log = self.root / "data", self.root / "run", self.root / "postgres.log"
         self.port = free_port()
@@ -209,8 +212,8 @@ class PostgresServer:
             entry = pwd.getpwnam(self.user)
             for path in (self.root, self.sockets):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
-        init = subprocess.run([str(self.bindir / "initdb"), "-D", str(self.data), "-U", "allscope", "-A", "trust",
-                               "-E", "UTF8", "--locale=C", "--no-sync"], capture_output=True, text=True,
+        init = subprocess.run([str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.superuser, "-A",
+                               "trust", "-E", "UTF8", "--locale=C", "--no-sync"], capture_output=True, text=True,
                               timeout=120, cwd=self.root, **self._run_as())
         if init.returncode != 0:
             pytest.skip(f"initdb failed: {(init.stderr or init.stdout).strip().splitlines()[-1:]}")
@@ -226,7 +229,7 @@ class PostgresServer:
             if self.process.poll() is not None:
                 pytest.skip(f"postgres exited at start: {self.log.read_text(errors='replace')[-300:]}")
             try:
-                psycopg2.connect(host="127.0.0.1", port=self.port, user="allscope", dbname="postgres").close()
+                psycopg2.connect(host="127.0.0.1", port=self.port, user=self.superuser, dbname="postgres").close()
                 return
             except psycopg2.OperationalError:
                 if time.monotonic() > deadline:

@@ -50,7 +50,7 @@ from sync.agent.connection import backoff_delays, connect_properties, make_clien
 from sync.agent.media import FileIndex, MediaFile, file_names
 from sync.agent.outbox import backlog
 from sync.agent.sealer import Sealer
-from sync.agent.status_info import latest_model, software_version
+from sync.agent.status_info import StatusPacer, latest_model, software_version
 from sync.agent.window import SendWindow, due
 from sync.wire import acks as acks_mod
 from sync.wire import envelope as env_mod
@@ -86,7 +86,7 @@ class SyncAgent:
         # A plaintext up to this size always seals within max_message_bytes; larger ones are measured first.
         self.safe_plaintext = env_mod.max_plaintext_bytes(config.max_message_bytes)
         self.hello_sent_at = 0.0
-        self.status_sent_at = 0.0
+        self.status = StatusPacer(config.status_interval_s)
         self.counts = {"sent": 0, "acked": 0, "rejected": 0, "chunks": 0, "bad_acks": 0, "connects": 0,
                        "quarantined": 0}
         self.client = make_client(config, CHUNK_WINDOW, on_connect=self._on_connect,
@@ -209,8 +209,9 @@ class SyncAgent:
         """Called between network loop passes: acks, status, hello, resends, then fill the window."""
         self.flush_acks()
         now, window = self.clock(), self.window
-        if due(now, self.status_sent_at, self.config.status_interval_s):
-            self._publish_status()
+        status_backlog = self.status.due(now, backlog)
+        if status_backlog is not None:
+            self._publish_status(status_backlog)
         if not self.hello_confirmed:
             if due(now, self.hello_sent_at, self.config.ack_timeout_s):
                 self._send_hello()
@@ -312,10 +313,11 @@ class SyncAgent:
         self._publish(self.sealer.hello({"backlog": backlog()}))
         self.hello_sent_at = self.clock()
 
-    def _publish_status(self) -> None:
+    def _publish_status(self, count: int | None = None) -> None:
+        count = backlog() if count is None else count
         self.client.publish(topics.status(self.config.device_id),
-                            make_status("online", backlog(), software_version(), latest_model()), qos=1, retain=True)
-        self.status_sent_at = self.clock()
+                            make_status("online", count, software_version(), latest_model()), qos=1, retain=True)
+        self.status.sent(self.clock(), count)
 
     # --- acknowledgements --------------------------------------------------------------------------------
 

@@ -31,9 +31,11 @@ def register(group: str, commands) -> None:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
+    from device.config.schema import apply_central_config
     from sync.central.backup import create_backup, restore_backup
     from sync.central.web.app import resolve_central_db, resolve_data_dir
 
+    apply_central_config(args)  # [central] data_dir and database of the configuration file, for flags not given
     data = resolve_data_dir(getattr(args, "data_dir", None))
     database = resolve_central_db(getattr(args, "central_db", None), data)
     if args.central_backup_command == "create":
@@ -49,13 +51,14 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def _audit(database: str, action: str, name: str, detail: str) -> None:
+    from device.services.actor import cli_actor_name
     from device.store.records import audit, db_proxy
     from sync.central.db import open_central_database
 
     db = open_central_database(database)  # also migrates a backup made by an older version
     try:
         with db_proxy.atomic():
-            audit(action, "backup", name[:64], username=f"cli:{os.environ.get('USER', 'unknown')}",
+            audit(action, "backup", name[:64], username=cli_actor_name(),
                   detail=detail[:500])
     finally:
         db.close()

@@ -51,6 +51,35 @@ def enrol_device(device_id: str, *, out: Path, pki_dir: Path | str | None, broke
     return Enrolment(device_id, Path(out), fingerprint, again)
 
 
+def renew_device(device_id: str, *, out: Path, pki_dir: Path | str | None, broker_host: str,
+                 broker_port: int = DEFAULT_BROKER_PORT) -> Enrolment:
+    """A new certificate and bundle for an enrolled device that keeps its identity (the central database must be
+    open; audit is the caller's).
+
+    The old certificate goes on the CRL (superseded); the pinned signing key and a registered fingerprint stay,
+    so the device, which keeps its signing key when it installs the bundle, goes on without a new hello
+    proof. A revoked device is refused: renewing must not readmit it (``enrol --force`` does, on purpose).
+    """
+    from device.store.records import db_proxy
+    from sync.central.models import Device
+
+    check_device_name(device_id)
+    device = Device.get_or_none(Device.device_id == device_id)
+    if device is None:
+        raise AllscopeError(f"no enrolled device {device_id!r}: enrol it first (allscope central enrol)")
+    if device.state == "revoked":
+        raise AllscopeError(f"{device_id} is revoked: renewing would readmit it (enrol it again with --force if "
+                            f"that is what you want)")
+    pki = open_pki(pki_dir)
+    if not pki.cert_path(device_id).exists():
+        raise AllscopeError(f"no certificate for {device_id} in {pki.root}: is this the PKI it was enrolled with?")
+    fingerprint = write_bundle(pki, device_id, Path(out), broker_host=broker_host, broker_port=broker_port,
+                               clinic=device.clinic)
+    with db_proxy.atomic():
+        Device.update(cert_fingerprint=fingerprint).where(Device.id == device.id).execute()
+    return Enrolment(device_id, Path(out), fingerprint, True)
+
+
 @dataclass(frozen=True)
 class KeyRegistration:
     device_id: str

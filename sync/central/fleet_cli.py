@@ -76,6 +76,16 @@ def register(group: str, commands) -> None:
     _add_central_args(enrol)
     enrol.set_defaults(func=cmd_enrol)
 
+    renew = commands.add_parser("renew", help="a new certificate and bundle for an enrolled device before its "
+                                              "certificate expires (keeps its pinned signing key; the old "
+                                              "certificate is revoked)")
+    renew.add_argument("device_id")
+    renew.add_argument("--out", required=True, type=Path, help="bundle directory to create")
+    renew.add_argument("--broker", default=None, help="HOST:PORT the device connects to (default: $ALLSCOPE_BROKER "
+                                                      f"or {DEFAULT_BROKER})")
+    _add_central_args(renew)
+    renew.set_defaults(func=cmd_renew)
+
     revoke = commands.add_parser("revoke", help="refuse a device's envelopes and put its certificate on the CRL; "
                                                 "its open connection closes when the broker restarts")
     revoke.add_argument("device_id")
@@ -84,8 +94,6 @@ def register(group: str, commands) -> None:
                              "the device's open connection is closed and its certificate refused")
     revoke.add_argument("--restart-command", default=None, help="the command that restarts mosquitto (default: "
                         "[central] broker_restart_command of the configuration file)")
-    revoke.add_argument("--config", default=None, help="configuration file (default: $ALLSCOPE_CONFIG, else "
-                                                      "/etc/allscope/allscope.toml)")
     _add_central_args(revoke)
     revoke.set_defaults(func=cmd_revoke)
 
@@ -103,20 +111,28 @@ def _add_central_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--central-db", default=None, help="SQLite path or postgresql:// URL (default: "
                         "$ALLSCOPE_CENTRAL_DB or central.db in the data directory)")
     parser.add_argument("--data-dir", default=None,
-                        help="central data directory (default: $ALLSCOPE_CENTRAL_DATA_DIR or ./var-central)")
+                        help="central data directory (default: [central] data_dir of the configuration file, "
+                             "$ALLSCOPE_CENTRAL_DATA_DIR or ./var-central)")
+    parser.add_argument("--config", default=None, help="configuration file whose [central] gives the defaults of "
+                        "--data-dir and --central-db (default: $ALLSCOPE_CONFIG, else /etc/allscope/allscope.toml)")
 
 
 def _pki_dir(args) -> Path:
     """Same default as `central run` and `central serve`: $ALLSCOPE_PKI, else pki/ in the central data directory."""
+    from device.config.schema import apply_central_config
     from sync.central.web.app import resolve_data_dir
 
+    apply_central_config(args)
     return Path(args.pki or os.environ.get("ALLSCOPE_PKI") or resolve_data_dir(args.data_dir).root / "pki")
 
 
 def _open_central(args):
+    """The central database of ``--central-db``, else of [central] in the configuration file (as `central run`)."""
+    from device.config.schema import apply_central_config
     from sync.central.db import open_central_database
     from sync.central.web.app import resolve_central_db, resolve_data_dir
 
+    apply_central_config(args)
     return open_central_database(resolve_central_db(args.central_db, resolve_data_dir(args.data_dir)))
 
 
@@ -128,7 +144,8 @@ def cmd_pki_init(args) -> int:
     pki = init_pki(args.dir, broker_hosts=args.broker_host or ("localhost", "127.0.0.1"), force=args.force)
     print(f"fleet PKI in {pki.root}")
     print(f"CA certificate  {pki.ca_cert}  SHA-256 {cert_fingerprint(load_certificate(pki.ca_cert))}")
-    print(f"keep {pki.ca_key} offline when you can: it is needed only to enrol and revoke")
+    print(f"{pki.ca_key} signs enrolments and revocations: keep it here (0600, the service user's) for web "
+          f"enrolment, or offline and enrol/revoke with the CLI where it is")
     return 0
 
 
@@ -204,6 +221,27 @@ def cmd_enrol(args) -> int:
     print(f"{'re-enrolled' if done.re_enrolled else 'enrolled'} {done.device_id}: bundle in {done.bundle}")
     print(f"certificate SHA-256 {done.cert_fingerprint}")
     print(f"on the device: allscope device enrol {done.bundle}  (device.key in it is secret: carry it safely)")
+    return 0
+
+
+def cmd_renew(args) -> int:
+    from device.store.records import audit, db_proxy
+    from sync.central.enrolment import renew_device
+    from sync.fleet.enrol import check_device_name, parse_broker
+    from sync.fleet.pki import load_certificate, open_pki
+
+    check_device_name(args.device_id)
+    host, port = parse_broker(args.broker or os.environ.get("ALLSCOPE_BROKER") or DEFAULT_BROKER)
+    _open_central(args)
+    with db_proxy.atomic():
+        done = renew_device(args.device_id, out=args.out, pki_dir=_pki_dir(args), broker_host=host, broker_port=port)
+        audit("renew", "device", args.device_id, username=_actor(),
+              after={"broker": f"{host}:{port}", "cert_fingerprint": done.cert_fingerprint})
+    expiry = load_certificate(open_pki(_pki_dir(args)).cert_path(done.device_id)).not_valid_after_utc
+    print(f"renewed {done.device_id}: bundle in {done.bundle}, certificate valid until {expiry:%Y-%m-%d}")
+    print(f"certificate SHA-256 {done.cert_fingerprint}; the old certificate is on the CRL (refused once the broker "
+          f"restarts)")
+    print(f"on the device: allscope device enrol {done.bundle}  (it keeps its signing key)")
     return 0
 
 

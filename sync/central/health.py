@@ -13,9 +13,8 @@ processes, and the database is what they share. So:
 * ingest latency = ``received_at - created_at`` of the most recent ``LATENCY_WINDOW`` record versions
   (the device's clock at the start: a device offline for a day adds a day, which is what an admin wants to see).
 
-The number of running receivers is not known to the database (they hold no
-row and the broker's shared subscription does not name its members), so it is
-not exported.
+* receivers by state = the ``receiver`` rows (``sync/central/receivers.py``): ``running`` while their
+  heartbeat is fresh, ``not_responding`` once it is older than ``STALE_AFTER_S``, ``stopped`` after a clean stop.
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ class CentralFigures:
     devices_online: int
     backlog_by_device: dict[str, int]
     ingest_latencies_s: list[float]
+    receivers_by_state: dict[str, int]
 
 
 def central_figures(online_minutes: int = 10, now: dt.datetime | None = None) -> CentralFigures:
@@ -59,4 +59,16 @@ def central_figures(online_minutes: int = 10, now: dt.datetime | None = None) ->
     recent = (ReceivedRecord.select(ReceivedRecord.created_at, ReceivedRecord.received_at)
               .order_by(ReceivedRecord.id.desc()).limit(LATENCY_WINDOW).tuples())
     latencies = [max(0.0, (received - created).total_seconds()) for created, received in recent]
-    return CentralFigures(records, errors, states, online.count(), backlog, latencies)
+    return CentralFigures(records, errors, states, online.count(), backlog, latencies, receivers_by_state(now))
+
+
+def receivers_by_state(now: dt.datetime) -> dict[str, int]:
+    from sync.central.receivers import listing
+
+    counts = dict.fromkeys(RECEIVER_STATES, 0)
+    for view in listing(now):
+        counts[view.state.replace(" ", "_")] += 1
+    return counts
+
+
+RECEIVER_STATES = ("running", "not_responding", "stopped")

@@ -94,7 +94,9 @@ def write_bundle(pki: Pki, device_id: str, out: Path, *, broker_host: str, broke
     """Issue (or re-issue) the device certificate and write the bundle to ``out``; returns its fingerprint.
 
     The bundle is assembled in a temporary sibling directory and renamed into place, so ``out`` either
-    holds a complete bundle or does not exist.
+    holds a complete bundle or does not exist. The device's TLS key then exists only in the bundle: the
+    PKI keeps the certificate (``issued/<id>.crt``: expiry, revocation) but deletes ``issued/<id>.key``,
+    so a copy of the central's PKI cannot connect as any device.
     """
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -117,7 +119,9 @@ def write_bundle(pki: Pki, device_id: str, out: Path, *, broker_host: str, broke
         os.replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        issued.key.unlink(missing_ok=True)
         raise
+    issued.key.unlink(missing_ok=True)
     return issued.fingerprint
 
 

@@ -5,7 +5,8 @@ Layout of a PKI directory (``allscope central pki init --dir PKI``)::
     ca.crt / ca.key                         ECDSA P-256 fleet CA (10 years)
     broker.crt / broker.key                 mosquitto's server certificate (SAN: the broker's names and IPs)
     central.crt / central.key               the central server's client certificate (CN "central")
-    issued/<device>.crt / .key              device client certificates (CN = device id)
+    issued/<device>.crt                     device client certificates (CN = device id); the key goes into the
+                                            enrolment bundle only (``write_bundle`` deletes issued/<device>.key)
     crl.pem                                 revoked client certificates (mosquitto ``crlfile``)
     central_enc_x25519.key / .pub           central's envelope decryption key (devices encrypt to it)
     central_sign_ed25519.key / .pub         central's acknowledgement signing key (devices verify with it)
@@ -13,8 +14,9 @@ Layout of a PKI directory (``allscope central pki init --dir PKI``)::
 Private keys are PKCS#8 PEM, mode 0600, written atomically; public keys are
 SubjectPublicKeyInfo PEM. Client certificates carry only the clientAuth usage
 and the broker's only serverAuth, so OpenSSL refuses one in the other's place.
-The CA key should live offline in a real deployment; the central server needs
-only ``central.*``, ``central_*``, ``ca.crt`` and (to enrol) ``ca.key``.
+The receivers need only ``central.*``, ``central_*`` and ``ca.crt``. ``ca.key`` signs enrolments and
+revocations: on the central host (0600, the service user's) for web enrolment, or kept offline and brought
+to the CLI for each enrolment and revocation (README, "Keys and certificates").
 """
 
 from __future__ import annotations

@@ -49,6 +49,19 @@ def _fill(now: dt.datetime):
     assert latest.received_at >= latest.created_at
     for reason in ("bad_signature", "bad_signature", "unknown_device"):
         IngestError.create(device_id="x", reason=reason, detail="test")
+    _receivers(now)
+
+
+def _receivers(now: dt.datetime):
+    """Two receivers with a fresh heartbeat, one killed (silent for a minute), one stopped cleanly."""
+    from sync.central import receivers
+    from sync.central.models import ReceiverBeat
+
+    for client_id in ("central-a", "central-b", "central-killed", "central-old"):
+        receivers.register(client_id, "host", 100)
+    ReceiverBeat.update(last_seen_at=now - dt.timedelta(seconds=receivers.STALE_AFTER_S + 30)).where(
+        ReceiverBeat.client_id == "central-killed").execute()
+    receivers.stopped("central-old", handled=5)
 
 
 def test_metrics_match_the_database(central_any):
@@ -78,6 +91,11 @@ def test_metrics_match_the_database(central_any):
     assert _value(families, latency, latency + "_count") == 4
     assert _value(families, latency, latency + "_bucket", le="1.0") == 0
     assert _value(families, latency, latency + "_bucket", le="30.0") == 1  # the report, 20 s; the rest are 2024's
+    receivers = "allscope_central_receivers"
+    assert families[receivers].type == "gauge"
+    assert _value(families, receivers, receivers, state="running") == 2
+    assert _value(families, receivers, receivers, state="not_responding") == 1
+    assert _value(families, receivers, receivers, state="stopped") == 1
 
 
 def test_online_minutes_come_from_the_monitoring_section(tmp_path):

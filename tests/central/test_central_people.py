@@ -159,3 +159,41 @@ def test_account_rules_work_on_postgresql(postgres_url):
             raise AssertionError("the last administrator was demoted")
     finally:
         database.close()
+
+
+def test_new_users_are_created_from_the_ui_with_the_cli_rules_csrf_and_audit(central, admin):
+    from device.store.records import AuditEvent, User
+
+    page = admin.get("/users").get_data(as_text=True)
+    assert "New user" in page and 'action="/users/new"' in page
+    fields = {"new-username": "Reporter", "new-full_name": "Rita Reporter", "new-roles": ["pathologist"],
+              "new-password": NEW_PASSWORD, "new-confirm": NEW_PASSWORD}
+    assert admin.post("/users/new", data=fields).status_code == 400  # no CSRF token: nothing created
+    with central.app_context():
+        assert not User.select().where(User.username == "reporter").exists()
+
+    short = _post(admin, "/users/new", **{**fields, "new-password": "short", "new-confirm": "short"})
+    assert short.status_code == 400 and "at least 10 characters" in short.get_data(as_text=True)
+    bad_name = _post(admin, "/users/new", **{**fields, "new-username": "no spaces allowed"})
+    assert bad_name.status_code == 400 and "lower-case letters" in bad_name.get_data(as_text=True)
+    no_role = _post(admin, "/users/new", **{k: v for k, v in fields.items() if k != "new-roles"})
+    assert no_role.status_code == 400 and "Choose at least one role" in no_role.get_data(as_text=True)
+    foreign = _post(admin, "/users/new", **{**fields, "new-roles": ["technician"]})
+    assert foreign.status_code == 400 and "Traceback" not in foreign.get_data(as_text=True)
+    with central.app_context():
+        assert not User.select().where(User.username == "reporter").exists()
+
+    done = _post(admin, "/users/new", **fields)
+    assert done.status_code == 302
+    assert "User reporter created (pathologist)" in admin.get(done.location).get_data(as_text=True)
+    again = _post(admin, "/users/new", **fields)
+    assert again.status_code == 400 and "already exists" in again.get_data(as_text=True)
+    with central.app_context():
+        user = _user("reporter")
+        assert (user.roles, user.full_name, user.disabled) == ("pathologist", "Rita Reporter", False)
+        (event,) = [e for e in AuditEvent.select().where((AuditEvent.action == "create") & (AuditEvent.entity == "user"))
+                    if e.after.get("username") == "reporter"]
+        assert event.username == "boss" and event.after == {"username": "reporter", "roles": ["pathologist"]}
+    reporter = central.test_client()
+    assert Auth(reporter).login("reporter", NEW_PASSWORD).status_code == 302
+    assert reporter.get("/export").status_code == 200 and reporter.get("/devices").status_code == 403

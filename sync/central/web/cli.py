@@ -74,9 +74,11 @@ def register(group: str, commands) -> None:
 
 
 def _open(args: argparse.Namespace):
+    from device.config.schema import apply_central_config
     from sync.central.db import open_central_database
     from sync.central.web.app import resolve_central_db, resolve_data_dir
 
+    apply_central_config(args)  # [central] data_dir and database of the configuration file, for flags not given
     data = resolve_data_dir(args.data_dir)
     return data, open_central_database(resolve_central_db(args.central_db, data))
 

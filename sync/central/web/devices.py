@@ -107,6 +107,10 @@ def register_key(device_id: str):
 @allow(ADMIN)
 def enrol():
     form = EnrolForm()
+    unavailable = fleet.ca_key_missing(central().pki_dir)
+    if unavailable:
+        return render_template("central/enrol.html", form=form, error="", unavailable=unavailable), \
+            (409 if request.method == "POST" else 200)
     if request.method == "GET":  # "Enrol again" on a device page pre-fills its id and clinic
         form.device_id.data = request.args.get("device_id", "")
         form.clinic.data = request.args.get("clinic", "")
@@ -159,6 +163,10 @@ def revoke(device_id: str):
         abort(400)
     if device.state == "revoked":
         flash(f"{device_id} was already revoked.", "info")
+        return redirect(url_for("devices.device_page", device_id=device_id))
+    unavailable = fleet.ca_key_missing(central().pki_dir, "revocation")
+    if unavailable:
+        flash(unavailable, "error")
         return redirect(url_for("devices.device_page", device_id=device_id))
     try:
         with db_proxy.atomic():

@@ -35,6 +35,25 @@ def signing_key_fingerprint(pem: str) -> str:
         return "unreadable key"
 
 
+def ca_key_missing(pki_dir: str | Path, action: str = "enrolment") -> str:
+    """One line when the PKI is here but the fleet CA's key is not usable (kept offline), else "".
+
+    Enrolment and revocation sign with ``ca.key``: web enrolment needs it on this server (mode 0600, owned by
+    the service user); with the key kept offline, enrol and revoke with the CLI where the key is.
+    """
+    key = Path(pki_dir) / "ca.key"
+    if not (Path(pki_dir) / "ca.crt").exists():
+        return ""  # no PKI at all: enrolment says so itself (run allscope central pki init)
+    if not key.exists():
+        return (f"Web {action} is off: the CA key ({key}) is not on this server (kept offline). Use "
+                f"`allscope central {'enrol' if action == 'enrolment' else 'revoke'}` where the CA key is.")
+    try:
+        with open(key, "rb"):
+            return ""
+    except OSError as error:
+        return f"Web {action} is off: the CA key {key} cannot be read by this service ({error.strerror})."
+
+
 def zip_directory(directory: Path, prefix: str) -> bytes:
     """The files of ``directory`` under ``prefix/`` in a zip; private keys keep mode 0600 when unpacked."""
     buffer = io.BytesIO()
@@ -53,7 +72,7 @@ def enrol_bundle(device_id: str, *, clinic: str, broker_host: str, broker_port: 
     """Enrol ``device_id`` (certificate, bundle, Device row) and return the bundle as zip bytes.
 
     The bundle directory is made in a private temporary directory and removed once zipped: the device's
-    TLS key exists on the server only inside the download and the PKI's own ``issued/`` folder.
+    TLS key exists on the server only inside the download (``write_bundle`` keeps no copy in ``issued/``).
     """
     from sync.central.enrolment import enrol_device
 

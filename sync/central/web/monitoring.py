@@ -8,6 +8,8 @@ Metrics (``sync/central/health.py`` reads them from the database at each scrape)
     allscope_central_devices_online                   enrolled devices seen within monitoring.online_minutes
     allscope_central_device_backlog{device}           outbox entries each device last reported
     allscope_central_ingest_latency_seconds           histogram: made on the device -> stored here
+    allscope_central_receivers{state}                 receivers (allscope central run): running (heartbeat
+                                                      fresh), not_responding, stopped
 
 The broker check is a TCP connection to the broker address the server was given
 (``--broker`` / $ALLSCOPE_BROKER): it shows the broker is listening, without the
@@ -62,8 +64,11 @@ class CentralCollector:
         yield histogram_family("allscope_central_ingest_latency_seconds",
                                "Time from a record version being made on its device to being stored here "
                                "(recent versions)", figures.ingest_latencies_s, LATENCY_BUCKETS_S)
-        # No receiver count: receivers keep no row in the database, and the broker's shared subscription
-        # does not name its members, so this process cannot know how many run.
+        receivers = GaugeMetricFamily("allscope_central_receivers", "Receivers (allscope central run) by state: "
+                                      "running while their heartbeat is fresh", labels=["state"])
+        for state, count in figures.receivers_by_state.items():
+            receivers.add_metric([state], count)
+        yield receivers
 
 
 def broker_check(address: str) -> str:

@@ -3,8 +3,9 @@
 The rules are the device's own (``device.services.account_rules``): nobody disables or
 demotes themselves, the last active administrator stays one; every change is audited in
 its transaction. Central roles: ``admin`` (everything) and ``pathologist`` (the
-per-clinic export only, for the people who report upwards). Accounts are created with
-``allscope central users create`` or the first set-up page.
+per-clinic export only, for the people who report upwards). Accounts are created here (*New user*: the
+CLI's rules, ``device.services.accounts.create_user``, audited as "create"), with ``allscope central users
+create``, or on the first set-up page.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import math
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
+from wtforms import StringField
 from wtforms.fields.choices import SelectChoice
+from wtforms.validators import InputRequired, Length, Optional
 
-from device.services import account_rules
+from device.services import account_rules, accounts
 from device.services.accounts import AccountError
 from device.store.records import AuditEvent, User
 from sync.central.roles import CENTRAL_ROLE_CHOICES, central_roles
@@ -37,6 +40,16 @@ class PasswordForm(FlaskForm):
     password, confirm = password_fields()
 
 
+class CreateUserForm(FlaskForm):
+    username = StringField("Username", validators=[InputRequired(message="Enter a username."), Length(max=64)],
+                           description="2-64 characters: lower-case letters, digits, '.', '_' or '-'.",
+                           render_kw={"autocapitalize": "none", "autocomplete": "off"})
+    full_name = StringField("Full name", validators=[Optional(), Length(max=200)])
+    roles = CheckboxesField("Roles", choices=[SelectChoice(r, r.capitalize()) for r in CENTRAL_ROLE_CHOICES],
+                            validators=[InputRequired(message="Choose at least one role.")])
+    password, confirm = password_fields("Password")
+
+
 def _line(error: Exception) -> str:
     text = str(error)
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
@@ -49,20 +62,44 @@ def _target(user_id: int) -> User:
     return user
 
 
-def _render(status: int = 200, open_user: int | None = None, failed: FlaskForm | None = None, kind: str = ""):
+def _render(status: int = 200, open_user: int | None = None, failed: FlaskForm | None = None, kind: str = "",
+            create: CreateUserForm | None = None):
     users = list(User.select().order_by(User.username))
     forms = {u.id: {"roles": RolesForm(formdata=None, prefix=f"r{u.id}", data={"roles": sorted(u.role_set)}),
                     "password": PasswordForm(formdata=None, prefix=f"p{u.id}")} for u in users}
     if failed is not None and open_user in forms:
         forms[open_user][kind] = failed
     return render_template("central/users.html", users=users, forms=forms, action=ActionForm(formdata=None),
-                           open_user=open_user), status
+                           open_user=open_user, create=create or CreateUserForm(formdata=None, prefix="new"),
+                           create_open=create is not None), status
 
 
 @bp.get("/users")
 @allow(ADMIN)
 def user_list():
     return _render()
+
+
+@bp.post("/users/new")
+@allow(ADMIN)
+def user_create():
+    """A new central account: the CLI's username, password and role rules; audited ("create") in its transaction."""
+    form = CreateUserForm(prefix="new")
+    if form.validate_on_submit():
+        try:
+            roles = central_roles(form.roles.data or [])
+            user = accounts.create_user(form.username.data or "", form.password.data or "", roles,
+                                        full_name=form.full_name.data or "", actor=current_user.username)
+        except AccountError as error:
+            message = str(error)
+            field = form.password if "password" in message else form.roles if "role" in message else form.username
+            field.errors = [_line(error)]
+        else:
+            flash(f"User {user.username} created ({user.roles.replace(',', ', ')}).", "info")
+            return redirect(url_for("people.user_list"))
+    elif not form.errors:
+        form.username.errors = ["The form expired: reload the page and try again."]
+    return _render(400, create=form)
 
 
 def _enabled(user_id: int, enabled: bool):
