@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="training weights (model_conversion/crosssource.py training_weights; default classes)")
     x.add_argument("--look-copies", action="store_true",
                    help="add each smear cell rendered in every other training source's look (looks.py)")
+    x.add_argument("--res-copies", type=float, action="append", default=[],
+                   help="add every smear cell as seen at this red-cell radius in px (repeatable, e.g. 5 and 8)")
     x.add_argument("--look-shift", action="store_true",
                    help="also score held-out ALL-IDB cells rendered in each left-out lab's look (look_shift.py)")
 
@@ -122,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     ff.add_argument("--augment-copies", type=int, default=0)
     ff.add_argument("--weighting", choices=("classes", "sources"), default="classes")
     ff.add_argument("--look-copies", action="store_true", help="add every smear cell in each source's look")
+    ff.add_argument("--res-copies", type=float, action="append", default=[],
+                    help="add every smear cell as seen at this red-cell radius in px (repeatable)")
     ff.add_argument("--exclude", action="append", default=[], help="source left out of the fit (repeatable)")
     ff.add_argument("--out", required=True, type=Path)
 
@@ -145,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "frozenfit":
         from model_conversion.frozen_fit import refit as frozen_refit
         frozen_refit(Path(args.data), args.network, args.out, args.augment_copies, tuple(args.exclude),
-                     weighting=args.weighting, look_copies=args.look_copies)
+                     weighting=args.weighting, look_copies=args.look_copies, res_copies=tuple(args.res_copies))
         return 0
     if args.command == "crosscard":
         from model_conversion.cross_card import write_card
@@ -206,7 +210,7 @@ def _analysis_command(args) -> int:
         from model_conversion.embed import DEFAULT_NETWORK
         run(data, args.preparation or ["cellprep"], args.learner, args.exclude_variant, args.out,
             args.network or DEFAULT_NETWORK, args.threads, augment_copies=args.augment_copies, weighting=args.weighting,
-            look_copies=args.look_copies, look_shift=args.look_shift)
+            look_copies=args.look_copies, look_shift=args.look_shift, res_copies=tuple(args.res_copies))
     return 0
 
 

@@ -51,7 +51,8 @@ def choose(results: dict[str, dict]) -> str:
 
 def run(data: Path, preparations: list[str], learner: str, exclude_variants: list[str], out: Path,
         network: str, threads: int, cache_dir: Path | None = None, log=print, augment_copies: int = 0,
-        weighting: str = "classes", look_copies: bool = False, look_shift: bool = False) -> dict:
+        weighting: str = "classes", look_copies: bool = False, look_shift: bool = False,
+        res_copies: tuple[float, ...] = ()) -> dict:
     from model_conversion.embed import embed_samples
     from model_conversion.prepare import default_cache_dir
     from model_conversion.sources import load_all_sources
@@ -77,9 +78,14 @@ def run(data: Path, preparations: list[str], learner: str, exclude_variants: lis
             for unit in source_looks(samples, cache_dir or default_cache_dir(), log=log):
                 looks[unit] = embed_samples(samples, f"{preparation}>look:{unit}", cache_dir or default_cache_dir(),
                                             network, threads, log)
+        radii = sorted(set(res_copies) | ({5.0, 8.0} if look_shift else set()))
+        at_res = {r: embed_samples(samples, f"{preparation}>res:{r:g}", cache_dir or default_cache_dir(), network,
+                                   threads, log) for r in radii}
+        augmented = augmented + tuple(at_res[r] for r in res_copies)
         log(f"{preparation}: features {x.shape} (+{augment_copies} augmented copies) in "
             f"{time.perf_counter() - started:.0f} s")
         shown = (preparation + (f"+lab×{augment_copies}" if augment_copies else "") + ("+looks" if look_copies else "")
+                 + ("+res " + "/".join(f"{r:g}" for r in res_copies) if res_copies else "")
                  + (f" (weights: {weighting})" if weighting != "classes" else ""))
         for variant in [()] + [(v,) for v in exclude_variants]:
             name = f"{shown} | {learner} | " + ("all sources" if not variant else f"without {variant[0]}")
@@ -88,14 +94,18 @@ def run(data: Path, preparations: list[str], learner: str, exclude_variants: lis
                                                      augmented=augmented, weighting=weighting,
                                                      looks=looks if look_copies else None))
             results[name] = {"preparation": preparation, "augment_copies": augment_copies, "weighting": weighting,
-                             "look_copies": sorted(looks) if look_copies else [],
+                             "look_copies": sorted(looks) if look_copies else [], "res_copies": list(res_copies),
                              "learner": learner,
                              "network": network,
                              "excluded_from_training": list(variant), "rows": rows, "rule": rule_score(rows)}
             if look_shift and not variant:
-                from model_conversion.look_shift import look_shift_rows
+                from model_conversion.look_shift import look_shift_rows, res_shift_rows
+                coarse = tuple(at_res[r] for r in res_copies)
                 results[name]["look_shift"] = look_shift_rows(samples, x, looks, LEARNERS[learner], weighting,
-                                                              look_copies)
+                                                              look_copies, res_copies=coarse)
+                results[name]["res_shift"] = res_shift_rows(samples, x, {r: at_res[r] for r in (5.0, 8.0)},
+                                                            LEARNERS[learner], weighting,
+                                                            (tuple(looks.values()) if look_copies else ()) + coarse)
             _write(out, results)
     if results:
         chosen = choose(results)
@@ -131,4 +141,8 @@ def _write(out: Path, results: dict) -> None:
             from model_conversion.look_shift import look_shift_markdown
             parts += ["", f"Held-out ALL-IDB cells in a left-out laboratory's look ({name.replace(' | ', ' / ')}):", "",
                       look_shift_markdown(r["look_shift"]), ""]
+        if r.get("res_shift"):
+            from model_conversion.look_shift import res_shift_markdown
+            parts += ["", f"Held-out ALL-IDB cells at a lower resolution ({name.replace(' | ', ' / ')}):", "",
+                      res_shift_markdown(r["res_shift"]), ""]
     (out / "results.md").write_text("\n".join(parts))

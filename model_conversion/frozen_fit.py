@@ -49,7 +49,8 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def refit(data: Path, network: str, out: Path, augment_copies: int = 0, exclude: tuple[str, ...] = (),
-          cache_dir: Path | None = None, log=print, weighting: str = "classes", look_copies: bool = False) -> dict:
+          cache_dir: Path | None = None, log=print, weighting: str = "classes", look_copies: bool = False,
+          res_copies: tuple[float, ...] = ()) -> dict:
     from device.core.decision import DecisionSettings
     from device.core.fieldprep import FIELD_ID, FIELD_RADII
     from device.store.atomic import write_atomic
@@ -76,6 +77,8 @@ def refit(data: Path, network: str, out: Path, augment_copies: int = 0, exclude:
         from model_conversion.looks import source_looks
         looks = [u for u in source_looks(load_all_sources(data), cache_dir, log=log) if u in units]
         copies += [embed_samples(samples, f"field>look:{u}", cache_dir, extractor, 1, log) for u in looks]
+    # every smear cell again as a coarser camera would show it (red-cell radius in px; views._at_radius)
+    copies += [embed_samples(samples, f"field>res:{r:g}", cache_dir, extractor, 1, log) for r in res_copies]
     y = np.array([s.label for s in samples])
     n = 1 + len(copies)
     w = training_weights(units, y, weighting) / n
@@ -108,14 +111,15 @@ def refit(data: Path, network: str, out: Path, augment_copies: int = 0, exclude:
         "input": FIELD_INPUT, "input_encoding": "raw-uint8",
         "pretrained": f"../shared/pretrained/{EXTRACTORS[network]} (ImageNet, Apache-2.0, Google coral test_data "
                       "104342d), used frozen",
-        "candidate": network + (f"+lab×{augment_copies}" if augment_copies else "") + ("+looks" if looks else ""),
+        "candidate": network + (f"+lab×{augment_copies}" if augment_copies else "") + ("+looks" if looks else "")
+        + ("+res " + "/".join(f"{r:g}" for r in res_copies) if res_copies else ""),
         "decision": {"threshold": decision.threshold, "review_low": decision.review_low,
                      "review_high": decision.review_high},
         "training": {"head": f"L2 logistic regression on features standardised with a std floor (0.25 x median), "
                              f"C={HEAD_C}, folded into the 1x1 convolution",
                      "augment": bool(augment_copies), "augment_recipe": "lab" if augment_copies else None,
                      "augment_copies": augment_copies, "excluded_sources": list(exclude),
-                     "look_copies": looks,
+                     "look_copies": looks, "res_copies_rbc_radius_px": list(res_copies),
                      "weights": weighting + (": every source the same total weight, classes equal within a source"
                                              + (" and overall" if weighting == "classes" else "")),
                      "cells_by_source": by_source, "logit_limit": limit},
@@ -141,7 +145,8 @@ def refit(data: Path, network: str, out: Path, augment_copies: int = 0, exclude:
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "allscope_blast_int8.tflite", model)
     np.savez(out / "head.npz", weights=weights, bias=bias)
-    fit = {"network": network, "augment_copies": augment_copies, "look_copies": looks, "weighting": weighting,
+    fit = {"network": network, "augment_copies": augment_copies, "look_copies": looks,
+           "res_copies": list(res_copies), "weighting": weighting,
            "excluded": list(exclude),
            "cells": len(samples), "logit_limit": limit, "float_p_blast_mean": float(sigmoid(logits).mean()),
            "bytes": len(model), **checks}

@@ -92,6 +92,24 @@ def _in_look(field: np.ndarray, sample: Sample, target: str) -> np.ndarray:
     return recolour(field, np.array(look["mean"]), np.array(look["std"]))
 
 
+def _at_radius(field: np.ndarray, sample: Sample, radius: float) -> np.ndarray:
+    """The field as a camera whose red cells are ``radius`` px across would give it (coarser only).
+
+    The field spans 2 x FIELD_RADII red-cell radii: at ``radius`` px that is 14 x radius px of real detail,
+    area-averaged down and brought back with the device's own interpolation (fieldprep.resize_field).
+    """
+    from device.core.fieldprep import resize_field
+    from model_conversion.looks import UNCHANGED_SOURCES
+    from model_conversion.sources import SOURCE_OF
+
+    detail = int(round(2 * FIELD_RADII * radius))
+    if SOURCE_OF.get(sample.source, sample.source) in UNCHANGED_SOURCES or (sample.rbc_radius or 0) <= radius \
+            or detail >= field.shape[0]:
+        return field
+    small = cv2.resize(field, (detail, detail), interpolation=cv2.INTER_AREA)
+    return resize_field(small, field.shape[0])
+
+
 def _masked(field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mask, _ = segment_cell(field)
     return normalise_stain(field, mask), mask
@@ -108,6 +126,8 @@ def prepare(name: str, rgb: np.ndarray, sample: Sample, size: int) -> np.ndarray
         return field
     if name.startswith("field>look:"):
         return _in_look(field, sample, name.split(":", 1)[1])
+    if name.startswith("field>res:"):
+        return _at_radius(field, sample, float(name.split(":", 1)[1]))
     if name == "field-grey":
         return _grey_stretched(field)
     if name == "field-masked":

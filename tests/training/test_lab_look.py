@@ -58,3 +58,30 @@ def test_a_fold_never_trains_on_copies_in_its_own_left_out_look():
     assert by_name["pbc"] == 2 * (n - 60)  # itself + the tecom look only
     assert by_name["tecom"] == 2 * (n - 40)
     assert by_name["all-idb"] == 3 * (n - 80)  # both looks
+
+
+def test_a_field_at_a_coarser_red_cell_radius_loses_detail_and_keeps_its_size():
+    from model_conversion.data import Sample
+    from model_conversion.views import _at_radius
+
+    field = load_image(DEMO / "BloodImage_00022.jpg")[100:228, 100:228].copy()
+    fine = Sample(DEMO / "x.jpg", 0, "pbc-normal", None, "lymphocyte", "g", rbc_radius=35.5)
+    coarse = _at_radius(field, fine, 5.0)
+    assert coarse.shape == field.shape and coarse.dtype == np.uint8
+    sharpness = [float(np.abs(np.diff(im.astype(float), axis=1)).mean()) for im in (field, coarse)]
+    assert sharpness[1] < 0.8 * sharpness[0]
+    already = Sample(DEMO / "x.jpg", 0, "tecom", None, "lymphocyte", "g", rbc_radius=4.0)
+    assert _at_radius(field, already, 5.0) is field
+    cnmc = Sample(DEMO / "x.jpg", 1, "c-nmc-2019", "p1", "blast", "g", rbc_radius=62.5)
+    assert _at_radius(field, cnmc, 5.0) is field
+
+
+def test_resolution_shift_rows_score_the_held_out_cells_as_seen_coarser():
+    from model_conversion.look_shift import res_shift_rows
+
+    samples, x = _synthetic(shift_cnmc=0.0)
+    blurred = x.copy()
+    blurred[:, 0] *= 0.0  # the blast signal gone at the coarse radius
+    rows = res_shift_rows(samples, x, {5.0: blurred}, LEARNERS["logreg"], "sources", ())
+    assert rows[0]["radius_px"] == 5.0 and rows[0]["blasts"] > 0
+    assert rows[0]["auc_as_is"] > 0.9 and rows[0]["auc_low"] < 0.75
