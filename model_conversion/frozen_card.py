@@ -47,7 +47,7 @@ def candidate_rows(table: Path) -> list[dict]:
             rows.append({"backbone": results.parent.name, "configuration": name.replace(" | ", " / "),
                          "rule": r["rule"], "all_idb_auc": by["all-idb"]["blast_auc"],
                          "cnmc_auc": (held or by["c-nmc"])["blast_auc"], "cnmc_f1": held.get("weighted_f1"),
-                         "look_shift": r.get("look_shift"),
+                         "look_shift": r.get("look_shift"), "res_shift": r.get("res_shift"),
                          **{s: by[s]["normal_called_blast"] for s in NORMAL_ONLY_SOURCES}})
     return rows
 
@@ -91,7 +91,8 @@ def write_card(fit_dir: Path, table: Path, models: Path, shipped: str, chosen_by
                          "shipped_model_before (paper's network), never-seen labs": SHIPPED_REFERENCE,
                          "command": "python -m model_conversion crosssource --learner logreg-floor --network NAME "
                                     "--preparation field --exclude-variant c-nmc [--weighting sources] "
-                                    "[--augment-copies 2] [--look-copies] [--look-shift] --out runs/fz4/NAME"},
+                                    "[--augment-copies 2] [--look-copies] [--res-copies 5 --res-copies 8] "
+                                    "[--look-shift] --out runs/fz4/NAME"},
         "cell_level": {"int8": validation,
                        "holdout_run": {"validation_subjects": validation.get("validation_subjects", []),
                                        "description": "C-NMC subjects held out of the head's fit"},
@@ -117,8 +118,18 @@ def _look_shift_part(rows: list[dict], shipped: str) -> list[str]:
                     "ALL-IDB is the only laboratory with smear blasts, so the row above that leaves it out measures "
                     "only what C-NMC teaches. Here 30 % of ALL-IDB's frames and crops are held out of the head, "
                     "with laboratory L, and scored as they are and rendered in L's look (`--look-shift`):", "",
-                    look_shift_markdown(r["look_shift"]), ""]
+                    look_shift_markdown(r["look_shift"]), ""] + _res_shift_part(r)
     return []
+
+
+def _res_shift_part(row: dict) -> list[str]:
+    from model_conversion.look_shift import res_shift_markdown
+
+    if not row.get("res_shift"):
+        return []
+    return ["### Blasts photographed at a lower magnification", "",
+            "The same held-out ALL-IDB cells as a camera with smaller red cells (R px radius) would show them:", "",
+            res_shift_markdown(row["res_shift"]), ""]
 
 
 def render(card: dict, rows: list[dict]) -> str:
@@ -147,7 +158,8 @@ def render(card: dict, rows: list[dict]) -> str:
         f"- Head: {t.get('head')}; weights `{t.get('weights')}`; augmentation: "
         f"{t.get('augment_recipe') or 'none'}; look copies (every smear cell again in the look of "
         f"{', '.join(t.get('look_copies') or []) or 'no other source'}: Reinhard L*a*b* transfer, "
-        "model_conversion/looks.py).",
+        "model_conversion/looks.py); resolution copies (every smear cell again as seen with red cells of "
+        f"{', '.join(f'{r:g}' for r in t.get('res_copies_rbc_radius_px') or []) or 'no other'} px).",
         "- Cells by source: " + "; ".join(f"{k}: {x['blast']} blast, {x['normal']} normal"
                                         for k, x in t.get("cells_by_source", {}).items()), "",
         "## Device figures (this machine)", "",

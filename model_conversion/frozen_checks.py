@@ -56,7 +56,7 @@ def heldout_validation(samples, units, x, copies, y, classifier: bytes, size: in
     w = training_weights([units[i] for i in np.flatnonzero(train)], y[train], weighting) / n
     weights, bias = fit_head(np.concatenate([x[train]] + [c[train] for c in copies]), np.tile(y[train], n),
                              np.tile(w, n))
-    model = with_logistic_head(classifier, weights, bias, limit)
+    model = with_logistic_head(classifier, weights, bias, limit, calibration=x[train])
     held_samples = [s for s, t in zip(samples, test) if t]
     p = run_tflite(model, prepared(held_samples, size))
     metrics = binary_metrics(y[test], p)

@@ -85,7 +85,7 @@ def refit(data: Path, network: str, out: Path, augment_copies: int = 0, exclude:
     weights, bias = fit_head(np.concatenate([x, *copies]), np.tile(y, n), np.tile(w, n))
     logits = x @ weights + bias
     limit = float(np.clip(1.1 * np.abs(logits).max(), *LOGIT_LIMIT_RANGE))
-    tflite = with_logistic_head(classifier_bytes(network), weights, bias, limit)
+    tflite = with_logistic_head(classifier_bytes(network), weights, bias, limit, calibration=x)
     size = int(network.split("-")[1])
     checks = {}
     if "c-nmc" in units:
