@@ -38,7 +38,6 @@ import argparse
 import json
 import sys
 import time
-import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
 
@@ -48,8 +47,10 @@ import numpy as np
 from device.core.detect import CellCandidate, DetectionParams, find_cells
 from device.core.imageio import load_image
 from model_conversion.data import find_shared_data
+from model_conversion.detection_annotations import MATCH_FACTOR, match_points, read_points, read_voc_boxes
 
-MATCH_FACTOR = 0.6
+__all__ = ["MATCH_FACTOR", "evaluate_all_idb1", "evaluate_bccd", "match_points", "read_points", "read_voc_boxes"]
+
 # Cell finding across laboratories (issue 12): the degradations and the target.
 DEGRADATIONS = ("original", "cast_green", "cast_blue", "cast_yellow", "scale_0.75", "scale_0.5", "scale_0.25",
                 "blur_2", "white_background", "thin_smear_low_mag")
@@ -58,61 +59,10 @@ TARGET_EXTRA_PER_FRAME = 0.5
 
 
 
-def read_points(path: Path) -> list[tuple[float, float]]:
-    """``x y`` pairs (tab or space separated), one per line; missing file -> []."""
-    if not path.is_file():
-        return []
-    points = []
-    for line in path.read_text().splitlines():
-        parts = line.split()
-        if len(parts) >= 2:
-            points.append((float(parts[0]), float(parts[1])))
-    return points
-
-
-def read_voc_boxes(path: Path, name: str = "WBC") -> list[tuple[float, float, float, float]]:
-    """(xmin, ymin, xmax, ymax) of every object called ``name``."""
-    boxes = []
-    for obj in ET.parse(path).getroot().iter("object"):
-        if (obj.findtext("name") or "").strip() != name:
-            continue
-        box = obj.find("bndbox")
-        boxes.append(tuple(float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")))
-    return boxes
-
-
 def timed_find(rgb: np.ndarray, params: DetectionParams) -> tuple[list[CellCandidate], float]:
     start = time.perf_counter()
     cells = find_cells(rgb, params)
     return cells, (time.perf_counter() - start) * 1000.0
-
-
-def match_points(points: list[tuple[float, float]], cells: list[CellCandidate], radius: float,
-                 taken: set[int] | None = None) -> tuple[list[bool], set[int]]:
-    """One-to-one matching of listed centres to detected cells.
-
-    A centre can match a cell whose centre lies within ``radius`` or whose
-    box holds it; pairs are taken nearest first and each cell serves one
-    centre only, so two blasts merged into one detection count as one miss.
-    Cells in ``taken`` are not available. Returns (found per point, cells used).
-    """
-    taken = set() if taken is None else set(taken)
-    pairs = []
-    for j, (px, py) in enumerate(points):
-        for i, c in enumerate(cells):
-            d = float(np.hypot(c.x - px, c.y - py))
-            inside = abs(px - c.x) <= c.w / 2 and abs(py - c.y) <= c.h / 2
-            if d <= radius or inside:
-                pairs.append((d, j, i))
-    pairs.sort()
-    found = [False] * len(points)
-    used: set[int] = set()
-    for _, j, i in pairs:
-        if found[j] or i in used or i in taken:
-            continue
-        found[j] = True
-        used.add(i)
-    return found, used
 
 
 def _iou(box: tuple[float, float, float, float], cell: CellCandidate) -> float:
