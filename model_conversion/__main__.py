@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
 
     m = sub.add_parser("maskiou", help="IoU of the preparation's cell mask against the expert masks")
     m.add_argument("--data", default=_default_data())
+    m.add_argument("--preprocessing", default="cellprep-v3", choices=("cellprep-v3", "cellprep-v2"),
+                   help="whose mask: the whole cell (v3, default) or the paper network's (v2)")
 
     cc = sub.add_parser("cnncross", help="leave-one-source-out table of the int8 device network, per candidate")
     cc.add_argument("--data", default=_default_data())
@@ -204,7 +206,7 @@ def _analysis_command(args) -> int:
         run_domain_check(data, args.preparation or ["cellprep"], args.network or DEFAULT_NETWORK, args.threads)
     elif args.command == "maskiou":
         from model_conversion.maskiou import print_mask_iou
-        print_mask_iou(data)
+        print_mask_iou(data, args.preprocessing)
     else:
         from model_conversion.crosssource_run import run
         from model_conversion.embed import DEFAULT_NETWORK

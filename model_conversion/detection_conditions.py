@@ -48,7 +48,7 @@ from device.core.imageio import load_image
 from device.core.quality import QualityThresholds, assess_quality
 from model_conversion import frame_variants as fv
 from model_conversion.data import find_shared_data
-from model_conversion.eval_detection import MATCH_FACTOR, match_points, read_points, read_voc_boxes
+from model_conversion.detection_annotations import MATCH_FACTOR, match_points, read_points, read_voc_boxes
 
 
 @dataclass(frozen=True)

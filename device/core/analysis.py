@@ -142,7 +142,7 @@ class Analyzer:
             return batch
         excludes = excludes or [None] * len(crops)
         for i, (crop, exclude) in enumerate(zip(crops, excludes)):
-            batch[i] = prepare_cell(crop, size, exclude).image
+            batch[i] = prepare_cell(crop, size, exclude, self.preprocessing_id).image
         return batch
 
     def prepare_crops(self, crops: list[np.ndarray]) -> tuple[np.ndarray, list[dict]]:

@@ -7,7 +7,9 @@ model sees one kind of picture whatever the source:
 1. find the stained nucleus nearest the centre (May-Grünwald-Giemsa / Wright
    stains make chromatin purple: blue well above green);
 2. grow it into a cell mask (nucleus plus surrounding cytoplasm, never into
-   the bright smear background);
+   the bright smear background or the red cells around): ``cellprep-v3``
+   the whole cell (``cellmask``), ``cellprep-v2`` nucleus plus bluish
+   cytoplasm (what the paper's network was trained on; see PREPROCESSING_ID);
 3. blank everything outside the mask to black, so that neither a smear
    background nor C-NMC's black background can become a cue;
 4. crop the cell's bounding square and resize it so the cell fills the input
@@ -23,14 +25,23 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from device.core.cellmask import grow_cell
+
 # Target Lab statistics (OpenCV 8-bit Lab scale) for the cell's pixels: a
 # typical MGG-stained lymphoblast. Fixed, so device and training agree.
 TARGET_LAB_MEAN = (95.0, 155.0, 95.0)
 TARGET_LAB_STD = (35.0, 12.0, 14.0)
 
 # Identifies this preprocessing; stored in the model so a device refuses a
-# model trained with a different one.
+# model trained with a different one. "cellprep-v2" masks the cell as the
+# paper's network (models/paper) was trained on: nucleus plus bluish
+# cytoplasm, pale or pink cytoplasm lost. "cellprep-v3" is the same
+# preparation on the whole-cell mask of ``cellmask.grow_cell`` (issue 12:
+# mask IoU 0.86 against expert masks on two unseen laboratories, 0.52-0.65
+# for v2); a network must be trained on it to use it.
 PREPROCESSING_ID = "cellprep-v2"
+WHOLE_CELL_ID = "cellprep-v3"
+PREPROCESSING_IDS = (PREPROCESSING_ID, WHOLE_CELL_ID)
 
 # Minimum nucleus score (blue minus green, 0-255) to count as stained at all.
 MIN_STAIN_THRESHOLD = 18.0
@@ -89,14 +100,16 @@ def _grow(mask: np.ndarray, radius: int) -> np.ndarray:
     return (distance <= radius).astype(np.uint8)
 
 
-def segment_cell(rgb: np.ndarray, exclude: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+def segment_cell(rgb: np.ndarray, exclude: np.ndarray | None = None,
+                 preprocessing: str = WHOLE_CELL_ID) -> tuple[np.ndarray, bool]:
     """Mask (uint8 0/1) of the white cell nearest the centre of ``rgb``.
 
     ``exclude`` (0/1, same size) marks pixels that belong to other cells, e.g.
     the touching neighbours that cell finding separated in a crowded frame;
     they never become part of this cell. Returns (mask, found_nucleus).
     Without a stained nucleus the mask is a centred disc, so the caller still
-    gets a well-defined input.
+    gets a well-defined input. ``preprocessing``: the whole cell
+    (``WHOLE_CELL_ID``, default) or the v2 mask (``PREPROCESSING_ID``).
     """
     h, w = rgb.shape[:2]
     score = cv2.GaussianBlur(nucleus_score(rgb), (0, 0), max(1.0, min(h, w) / 150))
@@ -125,6 +138,16 @@ def segment_cell(rgb: np.ndarray, exclude: np.ndarray | None = None) -> tuple[np
     keep[labels[(near > 0) & (stained > 0)]] = 1
     keep[0] = 0
     nucleus = keep[labels] | nucleus
+    if preprocessing == PREPROCESSING_ID:
+        return _v2_cell(rgb, nucleus, near, score, threshold, exclude, k), True
+    # Cytoplasm: grown from the nucleus by the crop's own colours (device.core.cellmask).
+    return grow_cell(rgb, nucleus, exclude), True
+
+
+def _v2_cell(rgb: np.ndarray, nucleus: np.ndarray, near: np.ndarray, score: np.ndarray, threshold: float,
+             exclude: np.ndarray | None, k: int) -> np.ndarray:
+    """The cellprep-v2 mask: nucleus plus bluish cytoplasm within ``near`` (kept unchanged for its models)."""
+    h, w = rgb.shape[:2]
     # Cytoplasm: a ring around the nucleus, excluding bright background
     # (glass/plasma) and black background (pre-segmented crops).
     # Cytoplasm of lymphocytes and blasts is blue-grey (blue at or above red);
@@ -141,14 +164,14 @@ def segment_cell(rgb: np.ndarray, exclude: np.ndarray | None = None) -> tuple[np
     cell = cv2.morphologyEx(cell, cv2.MORPH_OPEN, opening) | nucleus
     cell = _central_component(cell) if cell.any() else None
     if cell is None:
-        return nucleus, True
+        return nucleus
     contours, _ = cv2.findContours(cell, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     filled = np.zeros_like(cell)
     cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
     # Drop the blurred rim, whose colours normalise badly.
     rim = max(1, int(round(min(h, w) * 0.006)))
     filled = cv2.erode(filled, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rim + 1, 2 * rim + 1)))
-    return (filled if filled.any() else nucleus), True
+    return filled if filled.any() else nucleus
 
 
 def normalise_stain(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -169,7 +192,8 @@ def normalise_stain(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return result
 
 
-def prepare_cell(rgb: np.ndarray, size: int, exclude: np.ndarray | None = None) -> PreparedCell:
+def prepare_cell(rgb: np.ndarray, size: int, exclude: np.ndarray | None = None,
+                 preprocessing: str = PREPROCESSING_ID) -> PreparedCell:
     """Canonical ``size``×``size`` RGB input for the classifier (see module doc).
 
     Segmentation runs on a copy whose longest side is at most 2.5×``size``
@@ -177,9 +201,12 @@ def prepare_cell(rgb: np.ndarray, size: int, exclude: np.ndarray | None = None) 
     on the final small image: both keep the cost to a few milliseconds.
     ``exclude`` (0/1 mask of ``rgb``'s size) marks other cells' nuclei, as
     given by cell finding (``CellCandidate.neighbours``); see segment_cell.
+    ``preprocessing`` picks the mask (one of ``PREPROCESSING_IDS``; the model names it).
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError("prepare_cell expects an RGB image of shape (H, W, 3)")
+    if preprocessing not in PREPROCESSING_IDS:
+        raise ValueError(f"prepare_cell: unknown preprocessing {preprocessing!r}")
     work_max = max(int(2.5 * size), 64)
     if max(rgb.shape[:2]) > work_max:
         scale = work_max / max(rgb.shape[:2])
@@ -189,7 +216,7 @@ def prepare_cell(rgb: np.ndarray, size: int, exclude: np.ndarray | None = None) 
             exclude = cv2.resize(exclude.astype(np.uint8), new_size, interpolation=cv2.INTER_NEAREST)
     if exclude is not None and exclude.shape != rgb.shape[:2]:
         raise ValueError("prepare_cell: exclude mask must have the image's height and width")
-    mask, found = segment_cell(rgb, exclude)
+    mask, found = segment_cell(rgb, exclude, preprocessing)
     h, w = mask.shape
     bx, by, bw, bh = cv2.boundingRect(mask)
     if bw == 0 or bh == 0:

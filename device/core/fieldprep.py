@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 
 from device.core.cellprep import PREPROCESSING_ID as CELLPREP_ID
-from device.core.cellprep import nucleus_score, stain_threshold
+from device.core.cellprep import WHOLE_CELL_ID, nucleus_score, stain_threshold
 from device.core.detect import DetectionParams, estimate_rbc_radius
 
 FIELD_ID = "field-v1"
@@ -151,7 +151,7 @@ def prepare_crop_field(rgb: np.ndarray, size: int, radii: float = FIELD_RADII) -
 
 
 # Preprocessing ids a model may name -> kind of preparation the device runs.
-PREPARATIONS = {CELLPREP_ID: "cellprep", FIELD_ID: "field"}
+PREPARATIONS = {CELLPREP_ID: "cellprep", WHOLE_CELL_ID: "cellprep", FIELD_ID: "field"}
 
 
 def preparation_for(provenance: dict) -> str:

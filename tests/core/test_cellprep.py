@@ -110,3 +110,49 @@ def test_touching_neighbour_is_kept_out_when_cell_finding_marks_it():
         h, w = own.shape
         assert own[h // 2, w // 2]  # its own nucleus
         assert own.sum() < 0.75 * merged.sum()  # not both cells
+
+
+def test_pale_pink_cytoplasm_joins_the_cell_and_touching_red_cells_do_not():
+    """A neutrophil-like cell: lobed nucleus, pale pink-lilac cytoplasm, a red cell pressed against it."""
+    img = np.full((240, 240, 3), (236, 228, 222), np.uint8)  # glass
+    cv2.circle(img, (200, 120), 30, (222, 160, 170), -1)  # red cell: pink, touching the cell
+    cv2.circle(img, (120, 120), 62, (214, 188, 205), -1)  # pale pink-lilac cytoplasm (red above blue)
+    for cx, cy in ((95, 105), (130, 95), (140, 135), (100, 140)):
+        cv2.circle(img, (cx, cy), 17, (120, 60, 150), -1)  # nuclear lobes
+    mask, found = segment_cell(img)
+    truth = np.zeros((240, 240), np.uint8)
+    cv2.circle(truth, (120, 120), 62, 1, -1)
+    assert found
+    inter = float((mask & truth).sum())
+    assert inter / float((mask | truth).sum()) > 0.85  # the whole cell, not just its lobes
+    assert mask[120, 215] == 0 and mask[100, 205] == 0  # the red cell stays out
+
+
+def test_black_background_crop_keeps_the_whole_cell():
+    """C-NMC crops are cut out on black: the cell is everything stained, never the black."""
+    img = np.zeros((200, 200, 3), np.uint8)
+    cv2.circle(img, (100, 100), 70, (150, 110, 170), -1)  # cytoplasm
+    cv2.circle(img, (100, 100), 50, (90, 40, 130), -1)  # nucleus
+    mask, found = segment_cell(img)
+    truth = np.zeros((200, 200), np.uint8)
+    cv2.circle(truth, (100, 100), 70, 1, -1)
+    assert found and mask[5, 5] == 0
+    assert float((mask & truth).sum()) / float((mask | truth).sum()) > 0.85
+
+
+def test_v2_mask_is_kept_for_the_paper_network_and_v3_is_the_whole_cell():
+    """cellprep-v2 (what models/paper was trained on) keeps its nucleus-and-bluish mask; v3 takes the cell."""
+    from device.core.cellprep import PREPROCESSING_ID, WHOLE_CELL_ID
+    from device.core.fieldprep import preparation_for
+
+    img = np.full((240, 240, 3), (236, 228, 222), np.uint8)
+    cv2.circle(img, (120, 120), 62, (214, 188, 205), -1)  # pale pink cytoplasm
+    cv2.circle(img, (120, 120), 30, (120, 60, 150), -1)  # nucleus
+    v2, _ = segment_cell(img, preprocessing=PREPROCESSING_ID)
+    v3, _ = segment_cell(img, preprocessing=WHOLE_CELL_ID)
+    assert v3.sum() > 2.5 * v2.sum()  # v2 loses the pink cytoplasm, v3 keeps it
+    assert np.array_equal(prepare_cell(img, 64).image, prepare_cell(img, 64, None, PREPROCESSING_ID).image)
+    assert not np.array_equal(prepare_cell(img, 64).image, prepare_cell(img, 64, None, WHOLE_CELL_ID).image)
+    assert preparation_for({"preprocessing": WHOLE_CELL_ID}) == "cellprep"
+    with pytest.raises(ValueError):
+        prepare_cell(img, 64, None, "cellprep-v9")

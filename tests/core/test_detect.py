@@ -314,3 +314,23 @@ def test_real_frames_under_other_laboratories_conditions(real_frames, condition)
             extra, n_bccd = extra + s["extra"], n_bccd + 1
     assert found / targets >= (0.9 if condition == "blur_2" else 0.95), (condition, found, targets)
     assert extra / n_bccd <= 0.5, (condition, extra, n_bccd)
+
+
+def test_degradation_table_marks_each_row_against_the_target(shared_data):
+    """Issue 12: cell finding under colour casts, scale 0.25-1 and blur (a subset of the frames)."""
+    import io
+
+    from model_conversion.eval_detection import DEGRADATIONS, degradation_table
+
+    out = io.StringIO()
+    results = degradation_table(shared_data, bccd_step=30, idb_step=9, out=out)
+    assert {r["condition"] for r in results.values()} == set(DEGRADATIONS)
+    assert {k.split("|")[0] for k in results} == {"all-idb1", "bccd"}
+    for key, row in results.items():
+        assert row["meets_target"] == (row["recall"] >= 0.97 and row["extra_per_frame"] <= 0.5), key
+        if key.startswith("bccd|") and row["condition"] != "blur_2":
+            assert row["recall"] >= 0.95 and row["extra_per_frame"] <= 0.3, (key, row)
+        if key.startswith("all-idb1|") and row["condition"].startswith(("cast_", "scale_")):
+            assert row["recall"] >= 0.95, (key, row)
+    text = out.getvalue()
+    assert "scale_0.25" in text and "cast_yellow" in text and "target" in text
