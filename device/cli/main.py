@@ -143,11 +143,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_records(data_dir):
+def _open_records(data_dir, config=None):
     from device.store.datadir import DataDir
     from device.store.records import open_database
 
-    data = DataDir.resolve(data_dir)
+    data = DataDir.configured(data_dir, config)
     open_database(data.database)
     return data
 
@@ -156,7 +156,7 @@ def cmd_users(args: argparse.Namespace) -> int:
     from device.services import accounts
     from device.store.records import User
 
-    _open_records(args.data_dir)
+    _open_records(args.data_dir, args.config)
     if args.users_command == "create":
         user = accounts.create_user(args.username, accounts.read_new_password(), args.role, full_name=args.full_name or "",
                                     actor=cli_actor_name())
@@ -238,7 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     users = sub.add_parser("users", help="manage accounts (passwords are read from stdin)")
-    users.add_argument("--data-dir", default=None, help="records and images (default: $ALLSCOPE_DATA_DIR or ./var)")
+    users.add_argument("--data-dir", default=None, help="records and images (default: device.data_dir of the "
+                       "configuration, else $ALLSCOPE_DATA_DIR or ./var)")
+    users.add_argument("--config", default=None, help="configuration file (default: $ALLSCOPE_CONFIG, else "
+                       "/etc/allscope/allscope.toml if it exists)")
     users_sub = users.add_subparsers(dest="users_command", required=True)
     create = users_sub.add_parser("create", help="create an account; the password is read from stdin")
     create.add_argument("username")
@@ -246,13 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="technician, pathologist or admin; several as a comma-separated list")
     create.add_argument("--full-name", default="")
     create.add_argument("--data-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    users_sub.add_parser("list", help="list accounts").add_argument("--data-dir", default=argparse.SUPPRESS,
-                                                                    help=argparse.SUPPRESS)
+    create.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    listing = users_sub.add_parser("list", help="list accounts")
+    listing.add_argument("--data-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    listing.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     for verb, text in (("disable", "disable an account"), ("enable", "enable an account"),
                        ("unlock", "clear the log-in delays of an account (every address)")):
         sub_verb = users_sub.add_parser(verb, help=text)
         sub_verb.add_argument("username")
         sub_verb.add_argument("--data-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        sub_verb.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     users.set_defaults(func=cmd_users)
     _add_module_commands(sub)
     return parser

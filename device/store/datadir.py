@@ -35,6 +35,20 @@ class DataDir:
         private_dir(chosen)  # 0700 when created here (outside systemd the umask would make it 0755)
         return cls(chosen)
 
+    @classmethod
+    def configured(cls, path: str | Path | None, config_path: str | Path | None) -> "DataDir":
+        """For a CLI command: ``--data-dir``, else ``device.data_dir`` of the configuration, else as ``resolve``.
+
+        Also applies the configuration's at-rest storage settings to this process, so a command opens the
+        same (possibly encrypted) database the service does.
+        """
+        from device.config.schema import load_config
+        from device.store import atrest
+
+        config = load_config(config_path)
+        atrest.configure(config.storage)
+        return cls.resolve(path or config.device.data_dir)
+
     @property
     def database(self) -> Path:
         return self.root / "allscope.db"

@@ -16,7 +16,10 @@ def register(group: str, commands) -> None:
     enrol = commands.add_parser("enrol", help="install an enrolment bundle (directory or zip) and generate "
                                               "this device's signing key")
     enrol.add_argument("bundle", type=Path, help="bundle directory or zip from `allscope central enrol`")
-    enrol.add_argument("--data-dir", default=None, help="records and images (default: $ALLSCOPE_DATA_DIR or ./var)")
+    enrol.add_argument("--data-dir", default=None, help="records and images (default: device.data_dir of the "
+                       "configuration, else $ALLSCOPE_DATA_DIR or ./var)")
+    enrol.add_argument("--config", default=None, help="configuration file (default: $ALLSCOPE_CONFIG, else "
+                       "/etc/allscope/allscope.toml if it exists)")
     enrol.add_argument("--new-key", action="store_true",
                        help="replace an existing signing key (the central admin must then re-enrol the device)")
     enrol.set_defaults(func=cmd_device_enrol)
@@ -27,7 +30,7 @@ def cmd_device_enrol(args) -> int:
     from device.store.records import audit, db_proxy, open_database
     from sync.fleet.enrol import install_bundle
 
-    data = DataDir.resolve(args.data_dir)
+    data = DataDir.configured(args.data_dir, args.config)
     done = install_bundle(args.bundle, data.root, new_key=args.new_key)
     database = open_database(data.database)
     try:

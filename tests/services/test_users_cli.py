@@ -43,3 +43,17 @@ def test_the_last_administrator_cannot_be_disabled(tmp_path):
     assert refused.returncode == 2 and "last active administrator" in refused.stderr
     users(tmp_path, "create", "deputy", "--role", "admin", stdin=TEST_PASSWORD + "\n")
     assert users(tmp_path, "disable", "boss").returncode == 0
+
+
+def test_the_data_directory_comes_from_the_configuration_file(tmp_path):
+    """As on the appliance: `allscope users --config /etc/allscope/allscope.toml create …` with no --data-dir."""
+    data = tmp_path / "lib" / "allscope"
+    config = tmp_path / "allscope.toml"
+    config.write_text(f'[device]\ndata_dir = "{data}"\n')
+    env_free = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-m", "device.cli", "users", "create", "boss", "--role", "admin",
+                          "--config", str(config)], input=TEST_PASSWORD + "\n", text=True, capture_output=True,
+                         cwd=tmp_path, timeout=60, env={**env_free, "PYTHONPATH": str(REPO_ROOT)})
+    assert run.returncode == 0, run.stderr
+    assert (data / "allscope.db").is_file() and not (tmp_path / "var").exists()
+    assert "boss\tadmin\tactive" in users(data, "list").stdout
