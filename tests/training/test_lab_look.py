@@ -85,3 +85,12 @@ def test_resolution_shift_rows_score_the_held_out_cells_as_seen_coarser():
     rows = res_shift_rows(samples, x, {5.0: blurred}, LEARNERS["logreg"], "sources", ())
     assert rows[0]["radius_px"] == 5.0 and rows[0]["blasts"] > 0
     assert rows[0]["auc_as_is"] > 0.9 and rows[0]["auc_low"] < 0.75
+
+
+def test_frame_scales_runs_the_device_pipeline_on_shrunk_blast_frames(shared_data):
+    from model_conversion.frame_scales import scale_rows
+
+    model = DEMO.parents[1] / "models" / "allscope_blast_int8.tflite"
+    rows = scale_rows(model, shared_data, scales=(0.5,))
+    assert rows[0]["frames"] == 21 and rows[0]["blasts"] == 226
+    assert rows[0]["found"] > 200 and 0 < rows[0]["called_blast"] <= rows[0]["called_or_review"] <= rows[0]["found"]
