@@ -1,0 +1,141 @@
+#!/bin/bash
+# allscope on arm64, checked on an x86_64 Debian/Ubuntu host under qemu-user emulation (`make arm64-check`).
+#
+#   sudo firmware_config/arm64/verify.sh [--root DIR] [--host-python PY] [--frames N] [--mirror URL]
+#
+# 1. an arm64 Debian bookworm root made by debootstrap in DIR (default /var/tmp/allscope-arm64root; reused when
+#    it is already there; never inside the repository), run through qemu-aarch64 registered with binfmt_misc;
+# 2. a clean `git clone` of this repository's HEAD inside it (committed files only) and `make run`'s install
+#    step there (`make .venv/.device-installed`: python3 -m venv, then pip install -e '.[device]' from PyPI,
+#    aarch64 wheels); the wheel tags of what pip installed are printed;
+# 3. `allscope analyze --json` on the bundled demo frames, plus the N (default 3) most crowded-named ALL-IDB1
+#    frames when the data set is at $ALLSCOPE_DATA or ../shared/data, both in the arm64 root and on the host
+#    (PY, default .venv/bin/python, else python3; run in the same clone, so the same code);
+# 4. firmware_config/arm64/compare_analyze.py: cells, boxes, labels, flags and p_blast of the two.
+#
+# Needs root (debootstrap, chroot, mounts), debootstrap, qemu-user-static and binfmt-support (installed with
+# apt-get when missing) and access to the Debian mirror and PyPI. Takes long: the first debootstrap and pip
+# install under emulation are tens of minutes on a small machine. Results and logs go to DIR/allscope-check/.
+# Emulation proves the install and the results on the arm64 instruction set, nothing about a Pi's speed.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+ROOT=/var/tmp/allscope-arm64root
+HOST_PY=""
+NFRAMES=3
+MIRROR=""
+die() { echo "arm64 check: $*" >&2; exit 2; }
+step() { printf '\n== %s\n' "$*"; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --root) ROOT="${2:?--root needs a directory}"; shift 2 ;;
+        --host-python) HOST_PY="${2:?--host-python needs a path}"; shift 2 ;;
+        --frames) NFRAMES="${2:?--frames needs a number}"; shift 2 ;;
+        --mirror) MIRROR="${2:?--mirror needs a URL}"; shift 2 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown option $1 (see --help)" ;;
+    esac
+done
+[ "$(id -u)" = 0 ] || die "run as root (debootstrap, chroot and mounts need it)"
+case "$ROOT" in /*) ;; *) die "--root must be an absolute path (got '$ROOT')" ;; esac
+case "$ROOT/" in "$REPO"/*) die "--root must be outside the repository ($REPO)" ;; esac
+[[ "$NFRAMES" =~ ^[0-9]+$ ]] || die "--frames must be a number (got '$NFRAMES')"
+if [ -z "$HOST_PY" ]; then
+    if [ -x "$REPO/.venv/bin/python" ]; then HOST_PY="$REPO/.venv/bin/python"; else HOST_PY=python3; fi
+fi
+case "$HOST_PY" in */*) HOST_PY="$(cd "$(dirname "$HOST_PY")" && pwd)/$(basename "$HOST_PY")" ;; esac  # the host runs in the clone
+"$HOST_PY" -c 'import cv2, numpy' 2>/dev/null || die "$HOST_PY lacks the device extra (make .venv/.device-installed)"
+if [ -z "$MIRROR" ]; then
+    MIRROR="$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p; s/^deb  *\(\[[^]]*\]  *\)\{0,1\}\(http[^ ]*\) .*/\2/p' \
+        /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | grep -v security | head -1)"
+    [ -n "$MIRROR" ] || MIRROR=http://deb.debian.org/debian
+fi
+
+step "tools"
+missing=()
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+[ -x /usr/bin/qemu-aarch64-static ] || missing+=(qemu-user-static)
+command -v update-binfmts >/dev/null || missing+=(binfmt-support)
+if [ "${#missing[@]}" -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+[ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc \
+    || die "binfmt_misc cannot be mounted here (a container without it?)"
+[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64
+grep -q '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64 || die "qemu-aarch64 is not enabled in binfmt_misc"
+echo "qemu-aarch64 registered ($(sed -n 's/^flags: //p' /proc/sys/fs/binfmt_misc/qemu-aarch64)), mirror $MIRROR"
+
+step "arm64 root $ROOT"
+if [ -x "$ROOT/usr/bin/python3" ] && [ -x "$ROOT/usr/bin/make" ] && [ -x "$ROOT/usr/bin/git" ]; then
+    echo "reused (remove it to start from scratch)"
+else
+    start=$SECONDS
+    debootstrap --arch=arm64 --variant=minbase \
+        --include=python3,python3-venv,python3-pip,make,git,ca-certificates bookworm "$ROOT" "$MIRROR"
+    echo "debootstrap: $((SECONDS - start)) s"
+fi
+echo "uname -m in the root: $(chroot "$ROOT" uname -m); $(chroot "$ROOT" python3 --version)"
+
+OUT="$ROOT/allscope-check"
+SRC=/opt/allscope-src
+mounted=()
+cleanup() { local m; for m in "${mounted[@]}"; do umount -l "$m" 2>/dev/null || true; done; }
+trap cleanup EXIT
+for m in proc dev; do
+    if ! mountpoint -q "$ROOT/$m"; then
+        if [ "$m" = proc ]; then mount -t proc proc "$ROOT/proc"; else mount --bind /dev "$ROOT/dev"; fi
+        mounted=("$ROOT/$m" "${mounted[@]}")
+    fi
+done
+cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+rm -rf "$OUT" && mkdir -p "$OUT"
+
+step "clean clone of $(git -C "$REPO" rev-parse --short HEAD) into $SRC (committed files only)"
+rm -rf "${ROOT:?}$SRC"
+git clone --quiet --no-local "$REPO" "$ROOT$SRC"
+frames=()
+for f in "$ROOT$SRC"/device/demo/*.jpg; do frames+=("device/demo/$(basename "$f")"); done
+DATA="${ALLSCOPE_DATA:-$REPO/../shared/data}"
+if [ "$NFRAMES" -gt 0 ] && [ -d "$DATA/all-idb1" ]; then
+    mkdir -p "$ROOT$SRC/arm64-frames"
+    # ALL-IDB1's crowded frames (the bench's Im052_1 with 30 cells, Im048_1, Im060_1), then others
+    for name in Im052_1 Im048_1 Im060_1 Im034_0 Im039_0 Im079_0 Im090_0 Im108_0; do
+        [ "${#frames[@]}" -lt $((4 + NFRAMES)) ] || break
+        [ -f "$DATA/all-idb1/$name.jpg" ] || continue
+        cp "$DATA/all-idb1/$name.jpg" "$ROOT$SRC/arm64-frames/"
+        frames+=("arm64-frames/$name.jpg")
+    done
+fi
+echo "frames: ${frames[*]}"
+
+step "make run's install step in the arm64 root (make .venv/.device-installed)"
+start=$SECONDS
+chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
+    bash -c "cd $SRC && make .venv/.device-installed" 2>&1 | tee "$OUT/install.log"
+install_s=$((SECONDS - start))
+echo "install: $install_s s under emulation"
+# Which distributions came as wheels, and for which platform (the WHEEL file's Tag lines).
+chroot "$ROOT" bash -c "cd $SRC/.venv/lib/python3*/site-packages && for d in *.dist-info; do
+    printf '%s %s\n' \"\${d%.dist-info}\" \"\$(sed -n 's/^Tag: //p' \$d/WHEEL 2>/dev/null | tr '\n' ' ')\"; done" \
+    | tee "$OUT/wheels.txt"
+
+step "allscope analyze --json: arm64 (emulated)"
+start=$SECONDS
+chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/bin:/bin LANG=C.UTF-8 \
+    bash -c "cd $SRC && .venv/bin/allscope analyze --json ${frames[*]}" >"$OUT/arm64.json" 2>"$OUT/arm64.err" \
+    || { cat "$OUT/arm64.err" >&2; die "analyze failed in the arm64 root"; }
+analyze_s=$((SECONDS - start))
+echo "analyze: $analyze_s s under emulation for ${#frames[@]} frames (including start-up)"
+
+step "allscope analyze --json: host $(uname -m) ($HOST_PY)"
+(cd "$ROOT$SRC" && "$HOST_PY" -m device.cli analyze --json "${frames[@]}") >"$OUT/host.json" 2>"$OUT/host.err" \
+    || { cat "$OUT/host.err" >&2; die "analyze failed on the host"; }
+
+step "compare (reference: host)"
+python3 "$REPO/firmware_config/arm64/compare_analyze.py" --json "$OUT/host.json" "$OUT/arm64.json" \
+    >"$OUT/compare.json" || true
+status=0
+python3 "$REPO/firmware_config/arm64/compare_analyze.py" "$OUT/host.json" "$OUT/arm64.json" || status=$?
+echo "install $install_s s, analyze $analyze_s s (emulated); outputs in $OUT"
+exit "$status"
