@@ -48,7 +48,7 @@ case "$HOST_PY" in */*) HOST_PY="$(cd "$(dirname "$HOST_PY")" && pwd)/$(basename
 "$HOST_PY" -c 'import cv2, numpy' 2>/dev/null || die "$HOST_PY lacks the device extra (make .venv/.device-installed)"
 if [ -z "$MIRROR" ]; then
     MIRROR="$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p; s/^deb  *\(\[[^]]*\]  *\)\{0,1\}\(http[^ ]*\) .*/\2/p' \
-        /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | grep -v security | head -1)"
+        /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | grep -v security | head -1 || true)"
     [ -n "$MIRROR" ] || MIRROR=http://deb.debian.org/debian
 fi
 
@@ -89,6 +89,17 @@ for m in proc dev; do
     fi
 done
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# Certificates this host trusts beyond Debian's (e.g. a TLS-inspecting proxy's CA) are trusted in the root too,
+# and pip there uses the system bundle (its own certifi bundle would not hold them); proxy settings pass through.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    mkdir -p "$ROOT/usr/local/share/ca-certificates"
+    cp /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/"
+    chroot "$ROOT" update-ca-certificates >/dev/null 2>&1
+fi
+CHROOT_ENV=(HOME=/root PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 PIP_CERT=/etc/ssl/certs/ca-certificates.crt)
+for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+    [ -z "${!v:-}" ] || CHROOT_ENV+=("$v=${!v}")
+done
 rm -rf "$OUT" && mkdir -p "$OUT"
 
 step "clean clone of $(git -C "$REPO" rev-parse --short HEAD) into $SRC (committed files only)"
@@ -111,8 +122,7 @@ echo "frames: ${frames[*]}"
 
 step "make run's install step in the arm64 root (make .venv/.device-installed)"
 start=$SECONDS
-chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
-    bash -c "cd $SRC && make .venv/.device-installed" 2>&1 | tee "$OUT/install.log"
+chroot "$ROOT" /usr/bin/env -i "${CHROOT_ENV[@]}" bash -c "cd $SRC && make .venv/.device-installed" 2>&1 | tee "$OUT/install.log"
 install_s=$((SECONDS - start))
 echo "install: $install_s s under emulation"
 # Which distributions came as wheels, and for which platform (the WHEEL file's Tag lines).
@@ -122,8 +132,7 @@ chroot "$ROOT" bash -c "cd $SRC/.venv/lib/python3*/site-packages && for d in *.d
 
 step "allscope analyze --json: arm64 (emulated)"
 start=$SECONDS
-chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/bin:/bin LANG=C.UTF-8 \
-    bash -c "cd $SRC && .venv/bin/allscope analyze --json ${frames[*]}" >"$OUT/arm64.json" 2>"$OUT/arm64.err" \
+chroot "$ROOT" /usr/bin/env -i "${CHROOT_ENV[@]}" bash -c "cd $SRC && .venv/bin/allscope analyze --json ${frames[*]}" >"$OUT/arm64.json" 2>"$OUT/arm64.err" \
     || { cat "$OUT/arm64.err" >&2; die "analyze failed in the arm64 root"; }
 analyze_s=$((SECONDS - start))
 echo "analyze: $analyze_s s under emulation for ${#frames[@]} frames (including start-up)"
