@@ -1,7 +1,7 @@
 #!/bin/bash
 # allscope on arm64, checked on an x86_64 Debian/Ubuntu host under qemu-user emulation (`make arm64-check`).
 #
-#   sudo firmware_config/arm64/verify.sh [--root DIR] [--host-python PY] [--frames N] [--mirror URL]
+#   sudo firmware_config/arm64/verify.sh [--root DIR] [--host-python PY] [--frames N] [--mirror URL] [--reuse]
 #
 # 1. an arm64 Debian bookworm root made by debootstrap in DIR (default /var/tmp/allscope-arm64root; reused when
 #    it is already there; never inside the repository), run through qemu-aarch64 registered with binfmt_misc;
@@ -11,7 +11,11 @@
 # 3. `allscope analyze --json` on the bundled demo frames, plus the N (default 3) most crowded-named ALL-IDB1
 #    frames when the data set is at $ALLSCOPE_DATA or ../shared/data, both in the arm64 root and on the host
 #    (PY, default .venv/bin/python, else python3; run in the same clone, so the same code);
-# 4. firmware_config/arm64/compare_analyze.py: cells, boxes, labels, flags and p_blast of the two.
+# 4. firmware_config/arm64/compare_analyze.py: cells, boxes, labels, flags and p_blast of the two;
+# 5. firmware_config/arm64/kernels.py: the int8 model on the same prepared cells (made on the host) on both, with
+#    XNNPACK, the built-in kernels and the reference kernels, to tell the model's kernels from the image steps.
+# --reuse keeps the clone and venv of an earlier run in the root, moved to this HEAD (make reinstalls only when
+# pyproject.toml changed): minutes instead of a fresh install's ten.
 #
 # Needs root (debootstrap, chroot, mounts), debootstrap, qemu-user-static and binfmt-support (installed with
 # apt-get when missing) and access to the Debian mirror and PyPI. Takes long: the first debootstrap and pip
@@ -24,6 +28,7 @@ ROOT=/var/tmp/allscope-arm64root
 HOST_PY=""
 NFRAMES=3
 MIRROR=""
+REUSE=no
 die() { echo "arm64 check: $*" >&2; exit 2; }
 step() { printf '\n== %s\n' "$*"; }
 
@@ -33,6 +38,7 @@ while [ $# -gt 0 ]; do
         --host-python) HOST_PY="${2:?--host-python needs a path}"; shift 2 ;;
         --frames) NFRAMES="${2:?--frames needs a number}"; shift 2 ;;
         --mirror) MIRROR="${2:?--mirror needs a URL}"; shift 2 ;;
+        --reuse) REUSE=yes; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
@@ -102,9 +108,14 @@ for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
 done
 rm -rf "$OUT" && mkdir -p "$OUT"
 
-step "clean clone of $(git -C "$REPO" rev-parse --short HEAD) into $SRC (committed files only)"
-rm -rf "${ROOT:?}$SRC"
-git clone --quiet --no-local "$REPO" "$ROOT$SRC"
+if [ "$REUSE" = yes ] && [ -f "$ROOT$SRC/.venv/.device-installed" ]; then
+    step "the clone in $SRC moved to $(git -C "$REPO" rev-parse --short HEAD) (--reuse; committed files only)"
+    git -C "$ROOT$SRC" fetch --quiet "$REPO" HEAD && git -C "$ROOT$SRC" reset --quiet --hard FETCH_HEAD
+else
+    step "clean clone of $(git -C "$REPO" rev-parse --short HEAD) into $SRC (committed files only)"
+    rm -rf "${ROOT:?}$SRC"
+    git clone --quiet --no-local "$REPO" "$ROOT$SRC"
+fi
 frames=()
 for f in "$ROOT$SRC"/device/demo/*.jpg; do frames+=("device/demo/$(basename "$f")"); done
 DATA="${ALLSCOPE_DATA:-$REPO/../shared/data}"
@@ -122,7 +133,8 @@ echo "frames: ${frames[*]}"
 
 step "make run's install step in the arm64 root (make .venv/.device-installed)"
 start=$SECONDS
-chroot "$ROOT" /usr/bin/env -i "${CHROOT_ENV[@]}" bash -c "cd $SRC && make .venv/.device-installed" 2>&1 | tee "$OUT/install.log"
+chroot "$ROOT" /usr/bin/env -i "${CHROOT_ENV[@]}" bash -c "cd $SRC && make .venv/.device-installed" 2>&1 \
+    | tee "$OUT/install.log" || die "make .venv/.device-installed failed in the arm64 root (log: $OUT/install.log)"
 install_s=$((SECONDS - start))
 echo "install: $install_s s under emulation"
 # Which distributions came as wheels, and for which platform (the WHEEL file's Tag lines).
@@ -145,6 +157,18 @@ step "compare (reference: host)"
 python3 "$REPO/firmware_config/arm64/compare_analyze.py" --json "$OUT/host.json" "$OUT/arm64.json" \
     >"$OUT/compare.json" || true
 status=0
-python3 "$REPO/firmware_config/arm64/compare_analyze.py" "$OUT/host.json" "$OUT/arm64.json" || status=$?
+python3 "$REPO/firmware_config/arm64/compare_analyze.py" "$OUT/host.json" "$OUT/arm64.json" | tee "$OUT/compare.txt" \
+    || status=$?
+
+step "the int8 model on the same prepared cells, three kernel sets (raw outputs, steps of 1/256)"
+(cd "$ROOT$SRC" && "$HOST_PY" -m firmware_config.arm64.kernels prepare "${frames[@]}" --out "$OUT/cells.npz") \
+    2>/dev/null
+(cd "$ROOT$SRC" && "$HOST_PY" -m firmware_config.arm64.kernels run "$OUT/cells.npz") >"$OUT/kernels-host.json" \
+    2>/dev/null
+chroot "$ROOT" /usr/bin/env -i "${CHROOT_ENV[@]}" bash -c \
+    "cd $SRC && .venv/bin/python -m firmware_config.arm64.kernels run /allscope-check/cells.npz" \
+    >"$OUT/kernels-arm64.json" 2>/dev/null
+(cd "$ROOT$SRC" && "$HOST_PY" -m firmware_config.arm64.kernels compare "$OUT/kernels-host.json" \
+    "$OUT/kernels-arm64.json") | grep '^all frames' | tee "$OUT/kernels.txt"
 echo "install $install_s s, analyze $analyze_s s (emulated); outputs in $OUT"
 exit "$status"
