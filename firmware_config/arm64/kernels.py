@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The int8 model on the same prepared cells under LiteRT's three kernel sets, to tell apart where an arm64 run
 differs from an x86_64 one: in the image steps before the model (OpenCV, numpy) or in the model's kernels.
 

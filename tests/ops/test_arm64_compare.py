@@ -132,3 +132,30 @@ def test_verify_script_parses_and_refuses_a_root_inside_the_repository():
     assert expected in done.stderr and done.stderr.count("\n") == 1
     done = subprocess.run(["bash", str(script), "--bogus"], capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 2 and "unknown option --bogus" in done.stderr
+
+
+def test_kernels_script_gives_the_model_outputs_analyze_reports(reference, tmp_path):
+    """kernels.py on the demo frames: every cell under the three kernel sets, XNNPACK's output = analyze's p_blast."""
+    from firmware_config.arm64 import kernels
+
+    frames = sorted(str(p) for p in DEMO.glob("*.jpg"))
+    kernels.prepare(frames, tmp_path / "cells.npz")
+    from device.resources import DEFAULT_MODEL
+
+    report = kernels.run(tmp_path / "cells.npz", DEFAULT_MODEL)
+    by_name = {os.path.basename(f["path"]): f for f in reference}
+    assert set(report) == set(by_name)
+    for name, raw in report.items():
+        assert set(raw) == set(kernels.RESOLVERS)
+        cells = by_name[name]["cells"]
+        assert all(len(raw[kind]) == len(cells) for kind in kernels.RESOLVERS)
+        assert all(0 <= v <= 255 for kind in kernels.RESOLVERS for v in raw[kind])
+        assert [round(v / 256, 4) for v in raw["xnnpack"]] == [c["p_blast"] for c in cells]
+    lines = kernels.compare(report, report)
+    assert lines[-1] == f"all frames, reference: {sum(len(f['cells']) for f in reference)} of " \
+                        f"{sum(len(f['cells']) for f in reference)} cells identical, largest difference 0 output steps"
+    other = copy.deepcopy(report)
+    name = next(n for n in other if other[n]["reference"])
+    other[name]["reference"][0] = (other[name]["reference"][0] + 3) % 256
+    assert any(line.startswith(f"{name} reference:") and "largest difference 3 output steps" in line
+               for line in kernels.compare(report, other))
