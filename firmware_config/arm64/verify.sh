@@ -97,10 +97,11 @@ done
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
 # Certificates this host trusts beyond Debian's (e.g. a TLS-inspecting proxy's CA) are trusted in the root too,
 # and pip there uses the system bundle (its own certifi bundle would not hold them); proxy settings pass through.
-if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null \
+        && ! diff -rq /usr/local/share/ca-certificates "$ROOT/usr/local/share/ca-certificates" >/dev/null 2>&1; then
     mkdir -p "$ROOT/usr/local/share/ca-certificates"
     cp /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/"
-    chroot "$ROOT" update-ca-certificates >/dev/null 2>&1
+    chroot "$ROOT" update-ca-certificates >/dev/null 2>&1  # minutes under emulation: only when they changed
 fi
 CHROOT_ENV=(HOME=/root PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 PIP_CERT=/etc/ssl/certs/ca-certificates.crt)
 for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
