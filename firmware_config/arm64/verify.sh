@@ -8,9 +8,10 @@
 # 2. a clean `git clone` of this repository's HEAD inside it (committed files only) and `make run`'s install
 #    step there (`make .venv/.device-installed`: python3 -m venv, then pip install -e '.[device]' from PyPI,
 #    aarch64 wheels); the wheel tags of what pip installed are printed;
-# 3. `allscope analyze --json` on the bundled demo frames, plus the N (default 3) most crowded-named ALL-IDB1
-#    frames when the data set is at $ALLSCOPE_DATA or ../shared/data, both in the arm64 root and on the host
-#    (PY, default .venv/bin/python, else python3; run in the same clone, so the same code);
+# 3. `allscope analyze --json` on the bundled demo frames, plus N (default 3) crowded ALL-IDB1 frames (the
+#    bench's Im052_1, Im048_1, Im060_1, ...) when the data set is at $ALLSCOPE_DATA or ../shared/data, both in the
+#    arm64 root and on the host (PY, default .venv/bin/python, else python3; run in the same clone, so the same
+#    code, and both with the shipped model: $ALLSCOPE_MODEL is not passed on);
 # 4. firmware_config/arm64/compare_analyze.py: cells, boxes, labels, flags and p_blast of the two;
 # 5. firmware_config/arm64/kernels.py: the int8 model on the same prepared cells (made on the host) on both, with
 #    XNNPACK, the built-in kernels and the reference kernels, to tell the model's kernels from the image steps.
@@ -145,13 +146,13 @@ chroot "$ROOT" bash -c "cd $SRC/.venv/lib/python3*/site-packages && for d in *.d
 
 step "allscope analyze --json: arm64 (emulated)"
 start=$SECONDS
-chroot "$ROOT" /usr/bin/env -i "${CHROOT_ENV[@]}" bash -c "cd $SRC && .venv/bin/allscope analyze --json ${frames[*]}" >"$OUT/arm64.json" 2>"$OUT/arm64.err" \
-    || { cat "$OUT/arm64.err" >&2; die "analyze failed in the arm64 root"; }
+chroot "$ROOT" /usr/bin/env -i "${CHROOT_ENV[@]}" bash -c "cd $SRC && .venv/bin/allscope analyze --json ${frames[*]}" \
+    >"$OUT/arm64.json" 2>"$OUT/arm64.err" || { cat "$OUT/arm64.err" >&2; die "analyze failed in the arm64 root"; }
 analyze_s=$((SECONDS - start))
 echo "analyze: $analyze_s s under emulation for ${#frames[@]} frames (including start-up)"
 
 step "allscope analyze --json: host $(uname -m) ($HOST_PY)"
-(cd "$ROOT$SRC" && "$HOST_PY" -m device.cli analyze --json "${frames[@]}") >"$OUT/host.json" 2>"$OUT/host.err" \
+(cd "$ROOT$SRC" && env -u ALLSCOPE_MODEL "$HOST_PY" -m device.cli analyze --json "${frames[@]}") >"$OUT/host.json" 2>"$OUT/host.err" \
     || { cat "$OUT/host.err" >&2; die "analyze failed on the host"; }
 
 step "compare (reference: host)"
@@ -162,9 +163,9 @@ python3 "$REPO/firmware_config/arm64/compare_analyze.py" "$OUT/host.json" "$OUT/
     || status=$?
 
 step "the int8 model on the same prepared cells, three kernel sets (raw outputs, steps of 1/256)"
-(cd "$ROOT$SRC" && "$HOST_PY" -m firmware_config.arm64.kernels prepare "${frames[@]}" --out "$OUT/cells.npz") \
+(cd "$ROOT$SRC" && env -u ALLSCOPE_MODEL "$HOST_PY" -m firmware_config.arm64.kernels prepare "${frames[@]}" --out "$OUT/cells.npz") \
     2>/dev/null
-(cd "$ROOT$SRC" && "$HOST_PY" -m firmware_config.arm64.kernels run "$OUT/cells.npz") >"$OUT/kernels-host.json" \
+(cd "$ROOT$SRC" && env -u ALLSCOPE_MODEL "$HOST_PY" -m firmware_config.arm64.kernels run "$OUT/cells.npz") >"$OUT/kernels-host.json" \
     2>/dev/null
 chroot "$ROOT" /usr/bin/env -i "${CHROOT_ENV[@]}" bash -c \
     "cd $SRC && .venv/bin/python -m firmware_config.arm64.kernels run /allscope-check/cells.npz" \
