@@ -51,7 +51,8 @@ case "$ROOT/" in "$REPO"/*) die "--root must be outside the repository ($REPO)" 
 if [ -z "$HOST_PY" ]; then
     if [ -x "$REPO/.venv/bin/python" ]; then HOST_PY="$REPO/.venv/bin/python"; else HOST_PY=python3; fi
 fi
-case "$HOST_PY" in */*) HOST_PY="$(cd "$(dirname "$HOST_PY")" && pwd)/$(basename "$HOST_PY")" ;; esac  # the host runs in the clone
+# absolute: the host's analyze runs in the clone
+case "$HOST_PY" in */*) HOST_PY="$(cd "$(dirname "$HOST_PY")" && pwd)/$(basename "$HOST_PY")" ;; esac
 "$HOST_PY" -c 'import cv2, numpy' 2>/dev/null || die "$HOST_PY lacks the device extra (make .venv/.device-installed)"
 if [ -z "$MIRROR" ]; then
     MIRROR="$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p; s/^deb  *\(\[[^]]*\]  *\)\{0,1\}\(http[^ ]*\) .*/\2/p' \
@@ -152,7 +153,8 @@ analyze_s=$((SECONDS - start))
 echo "analyze: $analyze_s s under emulation for ${#frames[@]} frames (including start-up)"
 
 step "allscope analyze --json: host $(uname -m) ($HOST_PY)"
-(cd "$ROOT$SRC" && env -u ALLSCOPE_MODEL "$HOST_PY" -m device.cli analyze --json "${frames[@]}") >"$OUT/host.json" 2>"$OUT/host.err" \
+(cd "$ROOT$SRC" && env -u ALLSCOPE_MODEL "$HOST_PY" -m device.cli analyze --json "${frames[@]}") \
+    >"$OUT/host.json" 2>"$OUT/host.err" \
     || { cat "$OUT/host.err" >&2; die "analyze failed on the host"; }
 
 step "compare (reference: host)"
@@ -163,10 +165,10 @@ python3 "$REPO/firmware_config/arm64/compare_analyze.py" "$OUT/host.json" "$OUT/
     || status=$?
 
 step "the int8 model on the same prepared cells, three kernel sets (raw outputs, steps of 1/256)"
-(cd "$ROOT$SRC" && env -u ALLSCOPE_MODEL "$HOST_PY" -m firmware_config.arm64.kernels prepare "${frames[@]}" --out "$OUT/cells.npz") \
-    2>/dev/null
-(cd "$ROOT$SRC" && env -u ALLSCOPE_MODEL "$HOST_PY" -m firmware_config.arm64.kernels run "$OUT/cells.npz") >"$OUT/kernels-host.json" \
-    2>/dev/null
+(cd "$ROOT$SRC" && env -u ALLSCOPE_MODEL "$HOST_PY" -m firmware_config.arm64.kernels prepare "${frames[@]}" \
+    --out "$OUT/cells.npz") 2>/dev/null
+(cd "$ROOT$SRC" && env -u ALLSCOPE_MODEL "$HOST_PY" -m firmware_config.arm64.kernels run "$OUT/cells.npz") \
+    >"$OUT/kernels-host.json" 2>/dev/null
 chroot "$ROOT" /usr/bin/env -i "${CHROOT_ENV[@]}" bash -c \
     "cd $SRC && .venv/bin/python -m firmware_config.arm64.kernels run /allscope-check/cells.npz" \
     >"$OUT/kernels-arm64.json" 2>/dev/null
