@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: run test bench screenshots system-deps clean-venv
+.PHONY: run test bench screenshots system-deps clean-venv arm64-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,14 @@ bench: $(VENV)/.device-installed
 # demo sample analysed from the shipped demo frames by a real `allscope serve` on a temporary data directory.
 screenshots: $(VENV)/.test-installed
 	$(PY) -m webui.screenshots --out webui/screenshots
+
+# allscope on arm64 under qemu-user emulation, from this x86_64 host (root; long, so not part of `make test`): an
+# arm64 Debian bookworm root by debootstrap (outside the repository), a clean clone of HEAD in it, this file's
+# .venv/.device-installed step there, then `allscope analyze --json` on the demo (and ALL-IDB1) frames there and
+# here, compared by firmware_config/arm64/compare_analyze.py (make arm64-check ARM64_ARGS="--root DIR").
+ARM64_ARGS ?=
+arm64-check: $(VENV)/.device-installed
+	firmware_config/arm64/verify.sh --host-python $(PY) $(ARM64_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
