@@ -102,7 +102,7 @@ def test_a_window_resized_into_a_batch_slot_is_the_plain_resize():
 
 
 def test_crops_are_read_only_views_of_the_frame():
-    rgb = load_image(sorted(DEMO_FRAMES.glob("*.jpg"))[0])
+    rgb = load_image(min(DEMO_FRAMES.glob("*.jpg")))
     cells = find_cells(rgb)
     assert cells
     for cell in cells:
