@@ -120,11 +120,28 @@ def run_bench(args) -> dict:
                        "total": _stats(totals),
                        "parts_median_ms": {k: round(float(np.median([p.get(k, 0) for p in parts])), 1)
                                            for k in ("quality", "detect", "prepare", "classify")}}
+    report["frame"].update(per_cell_ratios(report["frame"], report["per_cell"]["int8_1t"]["median_ms"]))
     if args.json:
         print(json.dumps(report, indent=1))
     else:
         print_report(report)
     return report
+
+
+def per_cell_ratios(frame: dict, int8_ms: float) -> dict:
+    """The frame's cost per cell against the int8 classification of one cell (1 thread) of the same run.
+
+    One frame has no slope, so two figures: the work that grows with the cells (preparing + classifying)
+    per cell, and the whole frame per cell (fixed costs included). ``bench all`` fits the slope over frames.
+    """
+    cells = frame["cells"]
+    if not cells or not int8_ms:
+        return {}
+    parts = frame["parts_median_ms"]
+    per_cell = (parts["prepare"] + parts["classify"]) / cells
+    whole = frame["total"]["median_ms"] / cells
+    return {"per_cell_ms": round(per_cell, 3), "per_cell_over_int8": round(per_cell / int8_ms, 2),
+            "total_per_cell_ms": round(whole, 3), "total_per_cell_over_int8": round(whole / int8_ms, 2)}
 
 
 def print_report(report: dict) -> None:
@@ -138,3 +155,7 @@ def print_report(report: dict) -> None:
     f = report["frame"]
     print(f"whole frame {f['size']} ({f['source']}): {f['total']['median_ms']:.0f} ms median "
           f"({f['total']['p10_ms']:.0f}-{f['total']['p90_ms']:.0f}), {f['cells']} cells; parts {f['parts_median_ms']}")
+    if "per_cell_ms" in f:
+        print(f"frame cost per cell ÷ int8 per cell (1 thread): {f['per_cell_over_int8']}x "
+              f"(preparing + classifying {f['per_cell_ms']:.2f} ms a cell); whole frame ÷ cells "
+              f"{f['total_per_cell_ms']:.2f} ms = {f['total_per_cell_over_int8']}x")

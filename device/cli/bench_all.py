@@ -43,6 +43,7 @@ import numpy as np
 
 DEFAULT_REPEATS = 3
 DEFAULT_OUT = Path("bench-results")
+CONCURRENT_UPLOADS = 4  # frames posted at the same moment in the memory section (issue 15: peak <= 300 MB)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ def section_per_cell(repeats: int, sizes: Sizes, model: Path, float_model: Path 
                     runs[f"float32_{threads}t_ms"][-1] / runs[f"int8_{threads}t_ms"][-1])
     figures = {name: spread(values) for name, values in runs.items()}
     return {"figures": figures, "inferences_per_run": sizes.inferences, "model": model.name,
-            "float32_model": float_model.name if "float32" in kinds else None}
+            "float32_model": float_model.name if "float32" in kinds else None,
+            "int8_1t_ms_runs": runs["int8_1t_ms"]}
 
 
 def section_frames(repeats: int, sizes: Sizes, model: Path) -> dict:
@@ -104,7 +106,19 @@ def section_frames(repeats: int, sizes: Sizes, model: Path) -> dict:
     table = [{"frame": r["frame"], "cells": r["cells"], **spread(r["ms"]), "parts_median_ms": r["parts_median_ms"]}
              for r in raw["rows"]]
     return {"figures": {"slope_ms_per_cell": spread(raw["slope_ms_per_cell"]), "fixed_ms": spread(raw["fixed_ms"])},
-            "table": table, **{k: raw[k] for k in ("source", "size", "backend", "candidates")}}
+            "table": table, "slope_ms_per_cell_runs": raw["slope_ms_per_cell"],
+            **{k: raw[k] for k in ("source", "size", "backend", "candidates")}}
+
+
+def add_frame_ratio(report: dict) -> None:
+    """The frame's cost per cell (fitted slope) ÷ the int8 classification of one cell (1 thread), run by run
+    (issue 15's target: at most 2), into the frames section's figures when both sections ran."""
+    sections = report["sections"]
+    int8 = sections.get("per_cell", {}).get("int8_1t_ms_runs")
+    slopes = sections.get("frames", {}).get("slope_ms_per_cell_runs")
+    if int8 and slopes and "figures" in sections["frames"]:
+        sections["frames"]["figures"]["slope_over_int8_1t"] = spread(
+            [s / i for s, i in zip(slopes, int8) if i])
 
 
 def section_web(repeats: int, sizes: Sizes, model: Path) -> dict:
@@ -153,9 +167,11 @@ def section_memory(repeats: int, sizes: Sizes, model: Path, work_root: Path) -> 
     from device.cli.bench_memory import run_memory_once
 
     frames = upload_files(sizes.memory_frames)
-    runs = [run_memory_once(work_root, frames, model) for _ in range(repeats)]
+    burst = upload_files(CONCURRENT_UPLOADS)
+    runs = [run_memory_once(work_root, frames, model, burst) for _ in range(repeats)]
     return {"figures": {key: spread([r[key] for r in runs]) for key in runs[0] if key != "frames"},
-            "frames_per_run": len(frames), "frame_names": [name for name, _ in frames]}
+            "frames_per_run": len(frames), "frame_names": [name for name, _ in frames],
+            "concurrent_uploads": len(burst)}
 
 
 SECTIONS = ("per_cell", "frames", "web", "sync", "memory")
@@ -197,6 +213,7 @@ def run_all(repeats: int = DEFAULT_REPEATS, out_dir: Path = DEFAULT_OUT, sizes: 
             report["sections"][name]["seconds"] = round(time.monotonic() - started, 1)
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
+    add_frame_ratio(report)
     report["problems"] = problems(report)
     from device.bench.report import markdown
 

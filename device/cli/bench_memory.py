@@ -8,7 +8,11 @@ subprocess (the real service: waitress, analysis worker, camera), then
   worker loads the model on its first job; a blank frame has no cell, so this
   is the model and the pipeline, not a frame's work);
 * after K frames: K distinct real frames uploaded through the API one by one,
-  each waited for until its analysis is done.
+  each waited for until its analysis is done;
+* 4 concurrent uploads: the peak (VmHWM, reset first through /proc/<pid>/clear_refs
+  where the kernel allows it) while four frames are posted at the same moment to
+  another sample, each from its own connection, and analysed. An upload refused
+  because every decoding slot stayed taken (503, one line) is counted, not retried.
 
 Writes: ``write_bytes`` counts pages when they are dirtied, ``cancelled_write_bytes``
 those of files deleted or truncated before write-back (waitress and werkzeug
@@ -114,14 +118,54 @@ def _login(base: str, password: str) -> _Api:
     return _Api(client, match.group(1).decode())
 
 
+def reset_peak(pid: int) -> bool:
+    """Reset the process's VmHWM to its current RSS (Linux >= 4.0: ``5`` into clear_refs); False if refused."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def concurrent_uploads(api: _Api, sample_id: int, frames: list[tuple[str, bytes]]) -> dict:
+    """Post every frame at the same moment (one thread and connection each), wait for the analyses."""
+    import threading
+
+    start = threading.Barrier(len(frames))
+    outcome: list = [None] * len(frames)
+
+    def one(i: int, name: str, data: bytes) -> None:
+        start.wait()
+        try:  # urllib opens a connection per request; the cookie jar is shared (and locked)
+            outcome[i] = api.upload(sample_id, name, data)
+        except RuntimeError as error:
+            outcome[i] = error
+
+    threads = [threading.Thread(target=one, args=(i, name, data)) for i, (name, data) in enumerate(frames)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    refused = [o for o in outcome if isinstance(o, RuntimeError)]
+    unexpected = [str(o) for o in refused if "HTTP 503" not in str(o)]
+    if unexpected:
+        raise RuntimeError(f"concurrent upload failed: {unexpected[0]}")
+    for capture_id in outcome:
+        if not isinstance(capture_id, RuntimeError):
+            api.wait_done(capture_id)
+    return {"uploads": len(frames), "refused_busy": len(refused)}
+
+
 def _blank_png() -> bytes:
     from device.services.jobs import encode_png
 
     return encode_png(np.full((480, 640, 3), 200, np.uint8))
 
 
-def run_memory_once(work_root: Path, frames: list[tuple[str, bytes]], model: Path | None) -> dict:
-    """One fresh service: memory at three points and storage writes per analysed frame."""
+def run_memory_once(work_root: Path, frames: list[tuple[str, bytes]], model: Path | None,
+                    concurrent: list[tuple[str, bytes]] | None = None) -> dict:
+    """One fresh service: memory at three points and storage writes per analysed frame, then the peak
+    while the ``concurrent`` frames (4 in ``bench all``) arrive at once."""
     from webui.bench.web import free_port, memory_mb, start_server, stop_server
 
     data_dir = Path(tempfile.mkdtemp(prefix="allscope-bench-memory-", dir=work_root))
@@ -148,6 +192,13 @@ def run_memory_once(work_root: Path, frames: list[tuple[str, bytes]], model: Pat
             cells += int(api.wait_done(api.upload(sample_id, name, data)).get("cell_count") or 0)
         io_after, disk_after = proc_io(process.pid), disk_usage(data_dir)
         after = memory_mb(process.pid)
+        burst: dict = {}
+        if concurrent:
+            _s, other = api.call("POST", f"/api/patients/{patient['patient']['id']}/samples", b"{}")
+            reset = reset_peak(process.pid)
+            burst = concurrent_uploads(api, other["sample"]["id"], concurrent)
+            burst["peak_rss_mb"] = memory_mb(process.pid).get("peak_rss_mb")
+            burst["peak_reset"] = reset
     finally:
         if process is not None:
             stop_server(process)
@@ -157,6 +208,8 @@ def run_memory_once(work_root: Path, frames: list[tuple[str, bytes]], model: Pat
     cancelled = io_after["cancelled_write_bytes"] - io_before["cancelled_write_bytes"]  # dirtied, then deleted
     stored = {kind: (disk_after[kind] - disk_before[kind]) / count for kind in disk_after}
     return {
+        **({f"concurrent{len(concurrent)}_peak_rss_mb": burst.get("peak_rss_mb"),
+            f"concurrent{len(concurrent)}_refused_busy": burst.get("refused_busy")} if concurrent else {}),
         "idle_rss_mb": idle.get("rss_mb"), "idle_peak_rss_mb": idle.get("peak_rss_mb"),
         "model_loaded_rss_mb": model_loaded.get("rss_mb"), "model_loaded_peak_rss_mb": model_loaded.get("peak_rss_mb"),
         "after_frames_rss_mb": after.get("rss_mb"), "after_frames_peak_rss_mb": after.get("peak_rss_mb"),

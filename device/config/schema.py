@@ -167,8 +167,9 @@ class UISection(_Section):
                                                      "50 %). Checked from the header, before any pixel is decoded.")
     decode_memory_mb: int = Field(0, ge=0, le=1024 * 1024,
                                   description="Memory uploads may take while they are decoded at once, in MB (0: a "
-                                              "quarter of this machine's memory); with max_upload_megapixels it "
-                                              "sets how many images are decoded at a time.")
+                                              "quarter of this machine's memory, at most 128 MB: one 2592x1944 "
+                                              "frame at a time); each image reserves 16 bytes a pixel of its own "
+                                              "size, read from its header, and waits until it fits.")
     max_parallel_decodes: int = Field(2, ge=1, le=16, description="Images decoded at a time at most, whatever the "
                                                                   "memory allows.")
     decode_wait_seconds: float = Field(15.0, ge=0, le=300,

@@ -8,7 +8,9 @@ classified.
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from device.core.fieldprep import (
     preparation_for,
     resize_field,
 )
+from device.core.morphology import Halvings
 from device.core.quality import QualityThresholds, assess_quality
 from device.errors import ModelLoadError
 
@@ -37,6 +40,9 @@ FLAG_NO_BLASTS_SEEN = "no_blasts_seen"
 FLAG_NEEDS_REVIEW = "needs_review"
 FLAG_UNUSABLE_IMAGE = "unusable_image"
 FLAG_NO_CELLS_FOUND = "no_cells_found"
+
+# Field windows resized per hand-over to the classifier (see Analyzer._classify_fields).
+CHUNK = 4
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,8 @@ class Analyzer:
             raise ModelLoadError(f"{classifier.info.path}: {exc}") from None
         self.preprocessing_id = provenance.get("preprocessing", CELLPREP_ID)
         self.field_radii = float(provenance.get("field_radii", Scale(1.0, "").field_radii))
+        self._helper_pool: ThreadPoolExecutor | None = None
+        self._helper_lock = threading.Lock()
 
     def prepare(self, crops: list[np.ndarray], excludes: list[np.ndarray | None] | None = None) -> np.ndarray:
         """Canonical model inputs under the model's preparation.
@@ -172,21 +180,70 @@ class Analyzer:
         windows = [field_window(rgb, c.x, c.y, scale.rbc_radius_px, scale.field_radii) for c in candidates]
         return self.prepare(windows), self._scale_dict(scale)
 
+    def on_classifying(self, count: int) -> None:
+        """Called once per frame before its ``count`` cells are prepared and classified (a progress hook)."""
+
+    def _helper(self) -> ThreadPoolExecutor:
+        """One helper thread per analyzer: the red-cell scale while cells are found, crops while others
+        are classified (OpenCV and LiteRT release the GIL; the results are those of the serial path)."""
+        with self._helper_lock:
+            if self._helper_pool is None:
+                self._helper_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="allscope-prep")
+            return self._helper_pool
+
+    def _classify_fields(self, rgb: np.ndarray, candidates, radius: Future) -> tuple[np.ndarray, dict, float]:
+        """p_blast of the field preparation, the scale, and when the crops were cut (perf_counter).
+
+        The same inputs as ``prepare_frame`` (bit for bit): the windows are views of the frame, resized
+        CHUNK at a time on the helper thread into one preallocated batch while the main thread classifies
+        the chunk before.
+        """
+        scale = Scale(radius.result(), "frame-estimate", self.field_radii)
+        windows = [field_window(rgb, c.x, c.y, scale.rbc_radius_px, scale.field_radii) for c in candidates]
+        cut = time.perf_counter()
+        size = self.classifier.input_size
+        batch = np.empty((len(windows), size, size, 3), np.uint8)
+
+        def resize(lo: int, hi: int) -> None:
+            for i in range(lo, hi):
+                resize_field(windows[i], size, out=batch[i])
+
+        chunks = [(lo, min(lo + CHUNK, len(windows))) for lo in range(0, len(windows), CHUNK)]
+        pending = [self._helper().submit(resize, lo, hi) for lo, hi in chunks]
+        probabilities = np.zeros((len(windows),), np.float32)
+        try:
+            for (lo, hi), done in zip(chunks, pending):
+                done.result()
+                probabilities[lo:hi] = self.classifier.predict(batch[lo:hi])
+        finally:
+            for future in pending:
+                future.cancel()
+        return probabilities, self._scale_dict(scale), cut
+
     def analyze_frame(self, rgb: np.ndarray, path: str | Path = "") -> FrameResult:
         started = time.perf_counter()
         height, width = rgb.shape[:2]
-        report = assess_quality(rgb, self.quality)
+        halvings = Halvings(rgb)  # quality and cell finding start from the same halved copy
+        report = assess_quality(rgb, self.quality, halvings)
         result = FrameResult(path=str(path), width=width, height=height, quality=report.to_dict())
         t_quality = time.perf_counter()
         if not report.usable:
             result.flag = FLAG_UNUSABLE_IMAGE
             result.timings_ms = {"quality": _ms(started, t_quality), "total": _ms(started, t_quality)}
             return result
-        candidates = find_cells(rgb, self.detection)
+        field = self.preparation == "field"
+        # The red-cell scale of the field preparation is measured on the helper thread while cells are found.
+        radius = self._helper().submit(frame_rbc_radius, rgb, self.detection) if field else None
+        candidates = find_cells(rgb, self.detection, halvings)
+        del halvings
         t_detect = time.perf_counter()
-        batch, result.scale = self.prepare_frame(rgb, candidates)
-        t_prepare = time.perf_counter()
-        probabilities = self.classifier.predict(batch) if len(batch) else np.zeros((0,), np.float32)
+        self.on_classifying(len(candidates))
+        if field:
+            probabilities, result.scale, t_prepare = self._classify_fields(rgb, candidates, radius)
+        else:
+            batch, result.scale = self.prepare_frame(rgb, candidates)
+            t_prepare = time.perf_counter()
+            probabilities = self.classifier.predict(batch) if len(batch) else np.zeros((0,), np.float32)
         t_classify = time.perf_counter()
         for candidate, p in zip(candidates, probabilities):
             label, review = verdict_label(float(p), self.decision)
@@ -194,6 +251,8 @@ class Analyzer:
                                             float(candidate.h), float(p), label, review,
                                             bool(candidate.touches_edge)))
         result.flag = frame_flag(result, usable=True)
+        # Field preparation: "prepare" is waiting for the scale and cutting the windows; their resizing runs
+        # on the helper thread alongside "classify".
         result.timings_ms = {"quality": _ms(started, t_quality), "detect": _ms(t_quality, t_detect),
                              "prepare": _ms(t_detect, t_prepare), "classify": _ms(t_prepare, t_classify),
                              "total": _ms(started, t_classify)}

@@ -125,10 +125,16 @@ def field_window(rgb: np.ndarray, cx: float, cy: float, rbc_radius: float, radii
     return square_window(rgb, cx, cy, radii * rbc_radius)
 
 
-def resize_field(window: np.ndarray, size: int) -> np.ndarray:
-    """A field window resized to the ``size`` x ``size`` network input."""
+def resize_field(window: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """A field window resized to the ``size`` x ``size`` network input (into ``out`` when given: a
+    contiguous ``size`` x ``size`` x 3 uint8 array, e.g. one slot of a batch)."""
     interp = cv2.INTER_AREA if window.shape[0] > size else cv2.INTER_LINEAR
-    return cv2.resize(window, (size, size), interpolation=interp)
+    if out is None:
+        return cv2.resize(window, (size, size), interpolation=interp)
+    resized = cv2.resize(window, (size, size), dst=out, interpolation=interp)
+    if resized is not out and not np.shares_memory(resized, out):  # OpenCV made a new array: copy it in
+        out[...] = resized
+    return out
 
 
 def prepare_field(rgb: np.ndarray, cx: float, cy: float, rbc_radius: float, size: int,

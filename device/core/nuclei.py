@@ -59,9 +59,8 @@ def _pieces(mask: np.ndarray, lines: np.ndarray, r: float, params: DetectionPara
         blob = (labels[y:y + h, x:x + w] == i).astype(np.uint8)
         cut = fill_holes(blob & (1 - lines[y:y + h, x:x + w]))
         for part in split_component(blob, cut, r, params):
-            ys, xs = np.nonzero(part)
-            px0, py0 = int(xs.min()), int(ys.min())
-            sub = part[py0:int(ys.max()) + 1, px0:int(xs.max()) + 1]
+            px0, py0, pw, ph = cv2.boundingRect(part)  # of its non-zero pixels (np.nonzero: 10x slower)
+            sub = part[py0:py0 + ph, px0:px0 + pw]
             pieces.append(_Piece(sub, x + px0, y + py0, i))
     return pieces
 

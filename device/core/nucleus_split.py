@@ -19,10 +19,19 @@ def _cores(dist: np.ndarray, min_peak: float, min_depth: float, step: float) -> 
     shares with another survivor. 0 = no core; 1..n = cores; all 0 when
     fewer than two maxima survive.
     """
-    seeds: list[list] = []  # [x, y, height, alive, first shared saddle]
-    level = float(dist.max()) - step
+    full = dist
+    # Every level flooded below, and every core level (a flooded level + step, give or take rounding), is
+    # above min_peak - step: work inside the box of those pixels only. Cropping keeps the raster order of
+    # the pixels, so components, their labels and argmax ties are those of the whole (issue 15: same cores).
+    ys, xs = np.nonzero(full >= min_peak - 1e-6 - step)
+    if ys.size == 0:
+        return np.zeros(full.shape, np.int32)
+    y0, x0 = int(ys.min()), int(xs.min())
+    dist = np.ascontiguousarray(full[y0:int(ys.max()) + 1, x0:int(xs.max()) + 1])
+    seeds: list[list] = []  # [x, y, height, alive, first shared saddle] (x, y in the box)
+    level = float(full.max()) - step
     while level >= min_peak - 1e-6:
-        count, labels = cv2.connectedComponents((dist >= level).astype(np.uint8), connectivity=8)
+        count, labels = cv2.connectedComponents((dist >= level).view(np.uint8), connectivity=8)
         members: dict[int, list[int]] = {}
         for k, seed in enumerate(seeds):
             if seed[3]:
@@ -30,7 +39,7 @@ def _cores(dist: np.ndarray, min_peak: float, min_depth: float, step: float) -> 
         for lab in range(1, count):
             inside = members.get(lab, [])
             if not inside:
-                region = np.where(labels == lab, dist, -1.0)
+                region = np.where(labels == lab, dist, np.float32(-1.0))
                 y, x = np.unravel_index(int(np.argmax(region)), region.shape)
                 seeds.append([int(x), int(y), float(dist[y, x]), True, None])
                 continue
@@ -44,9 +53,10 @@ def _cores(dist: np.ndarray, min_peak: float, min_depth: float, step: float) -> 
                     if seeds[k][4] is None:
                         seeds[k][4] = level
         level -= step
-    cores = np.zeros(dist.shape, np.int32)
+    cores = np.zeros(full.shape, np.int32)
     if sum(seed[3] for seed in seeds) <= 1:
         return cores
+    box = cores[y0:y0 + dist.shape[0], x0:x0 + dist.shape[1]]  # every core level is >= min_peak: inside it
     n = 0
     for x, y, _, alive, saddle in seeds:
         if not alive:
@@ -54,9 +64,9 @@ def _cores(dist: np.ndarray, min_peak: float, min_depth: float, step: float) -> 
         # Survivors that never met another above min_peak are joined only
         # by a thin neck (or not at all): their core is their lowest region.
         core_level = (saddle if saddle is not None else level) + step
-        _, labels = cv2.connectedComponents((dist >= core_level).astype(np.uint8), connectivity=8)
+        _, labels = cv2.connectedComponents((dist >= core_level).view(np.uint8), connectivity=8)
         n += 1
-        cores[(labels == labels[y, x]) & (cores == 0)] = n
+        box[(labels == labels[y, x]) & (box == 0)] = n
     return cores
 
 

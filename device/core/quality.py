@@ -57,6 +57,7 @@ import cv2
 import numpy as np
 
 from device.core.cellprep import nucleus_score, stain_threshold
+from device.core.morphology import Halvings, halved_below
 from device.core.stain import GLASS_LEVEL, glass_colour, white_balanced
 
 WORKING_SIZE = 640
@@ -188,8 +189,10 @@ class QualityReport:
         }
 
 
-def working_copy(rgb: np.ndarray) -> np.ndarray:
-    """RGB uint8 copy with the longer side at most WORKING_SIZE pixels (a gray frame is made RGB)."""
+def working_copy(rgb: np.ndarray, halvings: Halvings | None = None) -> np.ndarray:
+    """RGB uint8 copy with the longer side at most WORKING_SIZE pixels (a gray frame is made RGB).
+
+    ``halvings``: the RGB frame's halvings when cell finding shares them."""
     if not (rgb.ndim == 2 or (rgb.ndim == 3 and rgb.shape[2] == 3)):
         raise ValueError(f"expected an H×W×3 RGB or H×W gray image, got shape {rgb.shape}")
     if rgb.dtype != np.uint8:
@@ -199,9 +202,9 @@ def working_copy(rgb: np.ndarray) -> np.ndarray:
     h, w = rgb.shape[:2]
     if min(h, w) < 1:
         raise ValueError(f"empty image of shape {rgb.shape}")
-    out = np.ascontiguousarray(rgb)
-    while max(out.shape[:2]) >= 2 * WORKING_SIZE:  # halving with INTER_AREA is fast
-        out = cv2.resize(out, (max(1, out.shape[1] // 2), max(1, out.shape[0] // 2)), interpolation=cv2.INTER_AREA)
+    if halvings is None or halvings.levels[0] is not rgb:
+        halvings = Halvings(np.ascontiguousarray(rgb))
+    out = halved_below(rgb, WORKING_SIZE, halvings)  # halving with INTER_AREA is fast
     scale = WORKING_SIZE / max(out.shape[:2])
     if scale < 1.0:
         size = (max(1, round(out.shape[1] * scale)), max(1, round(out.shape[0] * scale)))
@@ -241,9 +244,12 @@ def focus_score(gray: np.ndarray, objects: np.ndarray, excluded: np.ndarray, mar
     return float(lap[near].var())
 
 
-def assess_quality(rgb: np.ndarray, thresholds: QualityThresholds = QualityThresholds()) -> QualityReport:
-    """Measure exposure, colour, content and focus of an H×W×3 uint8 RGB frame and say whether it is usable."""
-    work = working_copy(rgb)
+def assess_quality(rgb: np.ndarray, thresholds: QualityThresholds = QualityThresholds(),
+                   halvings: Halvings | None = None) -> QualityReport:
+    """Measure exposure, colour, content and focus of an H×W×3 uint8 RGB frame and say whether it is usable.
+
+    ``halvings``: the frame's halvings (``morphology.Halvings``) when cell finding shares them."""
+    work = working_copy(rgb, halvings)
     gray = cv2.cvtColor(work, cv2.COLOR_RGB2GRAY)
     n = gray.size
     channels = cv2.split(work)

@@ -11,17 +11,23 @@ bytes it hands numpy, our RGB copy), about 0.8 GB, and eight such uploads at onc
   configured still size if larger) with 50 % margin, ~18 MP, not the 60 MP that whole-slide files may
   need on a workstation (``ui.max_upload_megapixels`` overrides it); it is checked from the header,
   before a pixel is decoded;
-* a slot is held from the decode until the frame is stored (the RGB array lives that long), and the number
-  of slots is what the memory budget (``ui.decode_memory_mb``, by default a quarter of the machine's memory)
-  holds at ``BYTES_PER_PIXEL`` a pixel of the largest image, at least one and at most
-  ``ui.max_parallel_decodes``;
-* an upload that finds no free slot within ``ui.decode_wait_seconds`` is refused with one line (503).
+* decodes share a memory budget (``ui.decode_memory_mb``; by default a quarter of the machine's memory,
+  at most ``AUTO_BUDGET_MB``): ``load`` reads the image's size from its header and waits until its
+  ``BYTES_PER_PIXEL`` a pixel fit beside the decodes in progress (an image alone always fits), and holds
+  them until the slot is left (the RGB array lives until the frame is stored). With the default, 2592 x 1944
+  frames (~81 MB each) are decoded one at a time while small ones go two at a time: four uploads arriving
+  at once keep the device service under ~300 MB (``allscope bench all``, memory section);
+* at most ``ui.max_parallel_decodes`` uploads hold a slot at once, whatever their size;
+* an upload that finds no free slot, or no room in the budget, within ``ui.decode_wait_seconds`` is
+  refused with one line (503: try again); nothing is stored for it.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +46,9 @@ MARGIN = 1.5
 # Peak resident bytes per pixel while one image is decoded and stored (measured: 13.6-13.9; rounded up).
 BYTES_PER_PIXEL = 16
 MB = 1024 * 1024
+# The budget when ui.decode_memory_mb is 0: a quarter of the machine's memory, at most this (one 2592 x 1944
+# frame, not two; a larger image is decoded alone).
+AUTO_BUDGET_MB = 128
 
 
 class Busy(Unavailable):
@@ -67,17 +76,35 @@ def default_max_pixels(camera_width: int = 0, camera_height: int = 0) -> int:
     return int(largest * MARGIN)
 
 
+def image_pixels(content: bytes) -> int | None:
+    """Width x height from the image's header (nothing decoded); None when Pillow cannot tell."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(content)) as image:
+            width, height = image.size
+    except Exception:  # noqa: BLE001 - the decoder proper reports an unreadable file, with its reason
+        return None
+    return int(width) * int(height)
+
+
 @dataclass
 class DecodeBudget:
     max_pixels: int
     slots: int
     wait_seconds: float = 15.0
-    _semaphore: threading.BoundedSemaphore = field(init=False, repr=False)
+    memory_bytes: int = 0  # decoded bytes at once (0: slots x the largest image, i.e. only ``slots`` counts)
+    _cond: threading.Condition = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.max_pixels < 1 or self.slots < 1:
             raise ValueError(f"max_pixels and slots must be positive, got {self.max_pixels} and {self.slots}")
-        self._semaphore = threading.BoundedSemaphore(self.slots)
+        if self.memory_bytes <= 0:
+            self.memory_bytes = self.slots * self.max_pixels * BYTES_PER_PIXEL
+        self._cond = threading.Condition()
+        self._inside = 0  # uploads holding a slot
+        self._reserved = 0  # bytes reserved by the decodes in progress
+        self._held = threading.local()  # this thread's slot: its deadline and reserved bytes
 
     @classmethod
     def from_config(cls, config: AllscopeConfig | None = None, memory_bytes: int | None = None) -> "DecodeBudget":
@@ -85,25 +112,57 @@ class DecodeBudget:
         ui = config.ui
         max_pixels = (int(ui.max_upload_megapixels * 1_000_000) if ui.max_upload_megapixels
                       else default_max_pixels(config.camera.width, config.camera.height))
-        budget = ui.decode_memory_mb * MB if ui.decode_memory_mb else (memory_bytes or machine_memory_bytes()) // 4
-        fits = budget // (max(max_pixels, 1) * BYTES_PER_PIXEL)
-        return cls(max(1, max_pixels), max(1, min(ui.max_parallel_decodes, fits)), ui.decode_wait_seconds)
+        budget = ui.decode_memory_mb * MB if ui.decode_memory_mb else \
+            min((memory_bytes or machine_memory_bytes()) // 4, AUTO_BUDGET_MB * MB)
+        return cls(max(1, max_pixels), ui.max_parallel_decodes, ui.decode_wait_seconds, max(1, budget))
+
+    def _busy(self, name: str) -> Busy:
+        return Busy(f"{name}: the device is busy reading other images ({self.slots} at a time): "
+                    f"try again in a moment")
 
     @contextmanager
     def slot(self, name: str) -> Iterator[None]:
         """Hold one decoding slot (from decode to stored frame); Busy after ``wait_seconds`` without one."""
-        if not self._semaphore.acquire(timeout=self.wait_seconds):
-            raise Busy(f"{name}: the device is busy reading other images ({self.slots} at a time): "
-                       f"try again in a moment")
+        deadline = time.monotonic() + self.wait_seconds
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._inside < self.slots, timeout=self.wait_seconds):
+                raise self._busy(name)
+            self._inside += 1
+        outer = getattr(self._held, "slot", None)
+        self._held.slot = [deadline, 0]
         try:
             yield
         finally:
-            self._semaphore.release()
+            _deadline, reserved = self._held.slot
+            self._held.slot = outer
+            with self._cond:
+                self._inside -= 1
+                self._reserved -= reserved
+                self._cond.notify_all()
+
+    def _reserve(self, name: str, pixels: int) -> None:
+        """Inside a slot: wait until ``pixels`` fit the memory budget beside the decodes in progress."""
+        held = getattr(self._held, "slot", None)
+        if held is None:
+            return  # a caller without a slot (scripts): nothing to share
+        need = pixels * BYTES_PER_PIXEL
+        with self._cond:
+            fits = self._cond.wait_for(lambda: self._reserved == 0 or self._reserved + need <= self.memory_bytes,
+                                       timeout=max(0.0, held[0] - time.monotonic()))
+            if not fits:
+                raise Busy(f"{name}: the device is busy reading other images (up to {self.memory_bytes // MB} MB "
+                           f"of them at a time): try again in a moment")
+            self._reserved += need
+            held[1] += need
 
     def load(self, content: bytes, name: str) -> np.ndarray:
-        """Decode under the pixel limit (ImageLoadError "image too large" before any pixel is decoded)."""
+        """Decode under the pixel limit (ImageLoadError "image too large" before any pixel is decoded), once the
+        image's decoded size fits the memory budget (Busy when it does not in time)."""
+        pixels = image_pixels(content)
+        if pixels is not None and pixels <= self.max_pixels:
+            self._reserve(name, pixels)
         return load_image_bytes(content, name, max_pixels=self.max_pixels)
 
     def describe(self) -> str:
-        return (f"uploads up to {self.max_pixels / 1e6:.1f} MP, {self.slots} decoded at a time "
-                f"(~{self.max_pixels * BYTES_PER_PIXEL * self.slots // MB} MB at most)")
+        return (f"uploads up to {self.max_pixels / 1e6:.1f} MP, at most {self.slots} decoded at a time "
+                f"within {self.memory_bytes // MB} MB")

@@ -60,9 +60,8 @@ class _ReportingAnalyzer(Analyzer):
 
     on_stage = staticmethod(lambda _stage: None)
 
-    def prepare(self, crops, excludes=None):
-        self.on_stage(f"classifying {len(crops)} cells")
-        return super().prepare(crops, excludes)
+    def on_classifying(self, count: int) -> None:
+        self.on_stage(f"classifying {count} cells")
 
 
 class JobAbandoned(Exception):

@@ -25,7 +25,7 @@ TINY = Sizes(inferences=10, frames=3, timed_per_frame=1, web_clients=4, web_dura
              sync_records=50, sync_live_s=0.2, memory_frames=2)
 EXPECTED = {  # figures each section must have
     "per_cell": {"int8_1t_ms", "int8_2t_ms"},  # + FLOAT_FIGURES when the model has a float32 twin
-    "frames": {"slope_ms_per_cell", "fixed_ms"},
+    "frames": {"slope_ms_per_cell", "fixed_ms", "slope_over_int8_1t"},
     "web": {f"{mode}_{key}" for mode in ("think1s", "saturated")
             for key in ("p50_ms", "p95_ms", "requests_per_s", "server_peak_rss_mb")},
     "sync": {"encrypted_records_per_s", "plaintext_records_per_s", "plaintext_over_encrypted",
@@ -33,7 +33,8 @@ EXPECTED = {  # figures each section must have
     "memory": {"idle_rss_mb", "idle_peak_rss_mb", "model_loaded_rss_mb", "model_loaded_peak_rss_mb",
                "after_frames_rss_mb", "after_frames_peak_rss_mb", "cells_per_frame", "net_written_kb_per_frame",
                "written_kb_per_frame", "cancelled_kb_per_frame", "stored_kb_per_frame", "stored_image_kb_per_frame",
-               "stored_crops_kb_per_frame", "stored_database_kb_per_frame"},
+               "stored_crops_kb_per_frame", "stored_database_kb_per_frame", "concurrent4_peak_rss_mb",
+               "concurrent4_refused_busy"},
 }
 
 FLOAT_FIGURES = {"float32_1t_ms", "float32_2t_ms", "float32_over_int8_1t", "float32_over_int8_2t"}
@@ -76,6 +77,9 @@ def test_sections_measure_what_they_say(smoke):
     sections = smoke[0]["sections"]
     frames = sections["frames"]
     assert 2 <= len(frames["table"]) <= TINY.frames
+    ratio = frames["figures"]["slope_over_int8_1t"]["median"]  # one run: that run's slope ÷ its int8 per cell
+    assert ratio == pytest.approx(frames["figures"]["slope_ms_per_cell"]["median"]
+                                  / sections["per_cell"]["figures"]["int8_1t_ms"]["median"], rel=1e-2)
     counts = [row["cells"] for row in frames["table"]]
     assert counts == sorted(set(counts)), "one frame per distinct cell count, fewest first"
     assert frames["size"] == "2592x1944" and frames["candidates"] >= len(counts)
@@ -146,3 +150,18 @@ def test_the_service_caps_malloc_arenas_unless_told_otherwise(monkeypatch):
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("no glibc malloc arenas here")
     assert limit_malloc_arenas() is True
+
+
+def test_the_service_maps_frame_sized_blocks_unless_told_otherwise(monkeypatch):
+    """Issue 15: with glibc's sliding mmap threshold, freed frame copies stayed resident (302 MB peak with four
+    uploads at once, 245 MB with the threshold fixed)."""
+    import platform
+
+    from webui.server import map_large_blocks
+
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert map_large_blocks() is False  # an operator's own setting wins
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("no glibc malloc here")
+    assert map_large_blocks() is True

@@ -21,7 +21,7 @@ from figures import report
 
 from device.config.schema import AllscopeConfig, parse_config
 from device.core.imageio import load_image_bytes
-from device.services.decode_budget import BYTES_PER_PIXEL, MB, DecodeBudget, default_max_pixels
+from device.services.decode_budget import AUTO_BUDGET_MB, BYTES_PER_PIXEL, MB, DecodeBudget, default_max_pixels
 from device.services.intake import DecodeBusy, UnreadableImage, store_upload
 from device.store.records import Capture, Patient, Sample
 
@@ -93,19 +93,21 @@ def test_a_png_declaring_7000_by_8000_pixels_is_refused_from_its_header_without_
                      result["page"])
 
 
-def test_the_pixel_limit_comes_from_the_largest_camera_and_the_slots_from_the_memory():
+def test_the_pixel_limit_comes_from_the_largest_camera_and_the_memory_budget_from_the_machine():
     default = DecodeBudget.from_config(AllscopeConfig(), memory_bytes=2 * 1024 * MB)  # a 2 GB Pi
     assert default.max_pixels == default_max_pixels() == int(4056 * 3040 * 1.5)  # ~18.5 MP, not 60
-    assert default.slots == 1  # a quarter of 2 GB holds one ~280 MB decode
-    assert DecodeBudget.from_config(AllscopeConfig(), memory_bytes=8 * 1024 * MB).slots == 2  # the setting's cap
+    assert default.slots == 2  # ui.max_parallel_decodes
+    assert default.memory_bytes == AUTO_BUDGET_MB * MB  # a quarter of 2 GB, at most 128 MB
+    assert DecodeBudget.from_config(AllscopeConfig(), memory_bytes=256 * MB).memory_bytes == 64 * MB  # a quarter
+    # 128 MB hold one 2592 x 1944 frame at 16 bytes a pixel, not two: four arriving at once go one by one
+    assert 2592 * 1944 * BYTES_PER_PIXEL <= AUTO_BUDGET_MB * MB < 2 * 2592 * 1944 * BYTES_PER_PIXEL
     bigger = parse_config("[camera]\nwidth = 6000\nheight = 4000\n")
     assert DecodeBudget.from_config(bigger).max_pixels == 36_000_000  # a larger configured still size wins
     explicit = parse_config("[ui]\nmax_upload_megapixels = 5.5\ndecode_memory_mb = 1024\n"
                             "max_parallel_decodes = 8\n")
     budget = DecodeBudget.from_config(explicit)
-    assert budget.max_pixels == 5_500_000 and 1024 * MB // (5_500_000 * BYTES_PER_PIXEL) == 12
-    assert budget.slots == 8  # what 1 GB holds (12), capped by max_parallel_decodes
-    assert "5.5 MP" in budget.describe()
+    assert budget.max_pixels == 5_500_000 and budget.memory_bytes == 1024 * MB and budget.slots == 8
+    assert "5.5 MP" in budget.describe() and "1024 MB" in budget.describe()
 
 
 @pytest.fixture
@@ -177,3 +179,111 @@ def test_concurrent_uploads_hold_at_most_the_slots(app, sample):
         assert Capture.select().count() == 8
     assert peak[0] == 2
     report("concurrent uploads held to the decoding slots", 8)
+
+
+def _distinct_pngs(count: int) -> list[bytes]:
+    """``count`` different 640 x 480-ish frames (the demo frame shifted), as PNG files."""
+    from PIL import Image
+
+    rgb = load_image_bytes(JPEG, "demo")
+    out = []
+    for i in range(count):
+        buffer = io.BytesIO()
+        Image.fromarray(rgb[i:]).save(buffer, "PNG")
+        out.append(buffer.getvalue())
+    return out
+
+
+def _api_upload(app, sample_id: int, name: str, content: bytes):
+    """One technician's own client (logged in through the form) posting one file to the JSON API, from a
+    thread of its own (as a browser's request would be served; the ``sample`` fixture's app context stays
+    out of it)."""
+    from conftest import Auth, csrf_from
+
+    answer = []
+
+    def run():
+        client = app.test_client()
+        Auth(client).login("tech")
+        token = csrf_from(client.get(f"/samples/{sample_id}/capture").get_data(as_text=True))
+        answer.append(client.post(f"/api/samples/{sample_id}/captures", headers={"X-CSRFToken": token},
+                                  content_type="multipart/form-data", data={"files": [(io.BytesIO(content), name)]}))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return answer[0]
+
+
+def test_four_uploads_arriving_at_once_are_decoded_within_the_memory_budget(app, sample, monkeypatch):
+    """Four API uploads at the same moment, a budget that holds one such image: all four are stored, and
+    never more than one image is decoded (and its bytes reserved) at a time, though four slots are free."""
+    from device.services import decode_budget
+
+    pngs = _distinct_pngs(4)
+    one_image = 640 * 480 * BYTES_PER_PIXEL
+    budget = DecodeBudget(max_pixels=1_000_000, slots=4, wait_seconds=120, memory_bytes=one_image + one_image // 2)
+    app.appliance.decode_budget = budget
+    inside, peak, reserved_peak, lock = [0], [0], [0], threading.Lock()
+    real_decode = decode_budget.load_image_bytes
+
+    def counting_decode(content, name, **limits):
+        with lock:
+            inside[0] += 1
+            peak[0] = max(peak[0], inside[0])
+            reserved_peak[0] = max(reserved_peak[0], budget._reserved)
+        try:
+            threading.Event().wait(0.05)  # widen the window in which a second decode could start
+            return real_decode(content, name, **limits)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(decode_budget, "load_image_bytes", counting_decode)
+    statuses = [None] * 4
+    start = threading.Barrier(4)
+
+    def one(i):
+        start.wait()
+        statuses[i] = _api_upload(app, sample.id, f"frame-{i}.png", pngs[i]).status_code
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [201] * 4
+    with app.app_context():
+        assert Capture.select().where(Capture.sample == sample.id).count() == 4
+    assert peak[0] == 1 and 0 < reserved_peak[0] <= budget.memory_bytes
+    assert budget._reserved == 0 and budget._inside == 0  # everything given back
+    report("4 concurrent API uploads stored, decoded one at a time within the budget", 4)
+
+
+def test_an_upload_finding_no_room_in_the_budget_is_a_one_line_503(app, sample):
+    png = _distinct_pngs(1)[0]
+    budget = DecodeBudget(max_pixels=1_000_000, slots=4, wait_seconds=0.2, memory_bytes=640 * 480 * BYTES_PER_PIXEL)
+    app.appliance.decode_budget = budget
+    held, release = threading.Event(), threading.Event()
+
+    def other_upload():  # another upload's decode in progress, holding the whole budget
+        with budget.slot("other.png"):
+            budget._reserve("other.png", 640 * 480)
+            held.set()
+            release.wait(60)
+
+    other = threading.Thread(target=other_upload)
+    other.start()
+    try:
+        assert held.wait(60)
+        refused = _api_upload(app, sample.id, "late.png", png)
+    finally:
+        release.set()
+        other.join()
+    assert refused.status_code == 503, refused.get_data(as_text=True)
+    assert refused.get_json()["error"] == ("late.png: the device is busy reading other images (up to 4 MB of them "
+                                           "at a time): try again in a moment")
+    with app.app_context():
+        assert Capture.select().count() == 0
+    # the budget is free again: the same upload goes through
+    assert _api_upload(app, sample.id, "late.png", png).status_code == 201
