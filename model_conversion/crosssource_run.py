@@ -75,7 +75,8 @@ def run(data: Path, preparations: list[str], learner: str, exclude_variants: lis
         looks = {}
         if look_copies or look_shift:
             from model_conversion.looks import source_looks
-            for unit in source_looks(samples, cache_dir or default_cache_dir(), log=log):
+            from model_conversion.views import physical_field
+            for unit in source_looks(samples, cache_dir or default_cache_dir(), physical_field, log=log):
                 looks[unit] = embed_samples(samples, f"{preparation}>look:{unit}", cache_dir or default_cache_dir(),
                                             network, threads, log)
         radii = sorted(set(res_copies) | ({5.0, 8.0} if look_shift else set()))

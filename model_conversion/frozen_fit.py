@@ -75,7 +75,8 @@ def refit(data: Path, network: str, out: Path, augment_copies: int = 0, exclude:
     looks = []
     if look_copies:  # every smear cell again in each training smear source's look (model_conversion/looks.py)
         from model_conversion.looks import source_looks
-        looks = [u for u in source_looks(load_all_sources(data), cache_dir, log=log) if u in units]
+        from model_conversion.views import physical_field
+        looks = [u for u in source_looks(load_all_sources(data), cache_dir, physical_field, log=log) if u in units]
         copies += [embed_samples(samples, f"field>look:{u}", cache_dir, extractor, 1, log) for u in looks]
     # every smear cell again as a coarser camera would show it (red-cell radius in px; views._at_radius)
     copies += [embed_samples(samples, f"field>res:{r:g}", cache_dir, extractor, 1, log) for r in res_copies]

@@ -46,15 +46,18 @@ def looks_path(cache_dir: Path) -> Path:
     return Path(cache_dir) / f"looks_{LOOKS_VERSION}.json"
 
 
-def source_looks(samples, cache_dir: Path, size: int = 128, log=print) -> dict[str, dict[str, list[float]]]:
-    """{source unit: {"mean": [L, a, b], "std": [L, a, b]}} of the smear sources, cached."""
+def source_looks(samples, cache_dir: Path, field_of, size: int = 128, log=print) -> dict[str, dict[str, list[float]]]:
+    """{source unit: {"mean": [L, a, b], "std": [L, a, b]}} of the smear sources, cached.
+
+    ``field_of(rgb, sample, size)``: the sample's field (``views.physical_field``; passed in, since the
+    views module renders looks with this one).
+    """
     path = looks_path(cache_dir)
     if path.is_file():
         return json.loads(path.read_text())
     from device.core.imageio import load_image
     from device.store.atomic import write_atomic
     from model_conversion.sources import SOURCE_OF
-    from model_conversion.views import physical_field
 
     by_file = defaultdict(list)
     for sample in samples:
@@ -65,7 +68,7 @@ def source_looks(samples, cache_dir: Path, size: int = 128, log=print) -> dict[s
     for path_, cells in by_file.items():
         rgb = load_image(path_)
         for unit, sample in cells:
-            stats[unit].append(np.concatenate(lab_stats(physical_field(rgb, sample, size))))
+            stats[unit].append(np.concatenate(lab_stats(field_of(rgb, sample, size))))
     looks = {unit: {"mean": np.median(v, 0)[:3].tolist(), "std": np.median(v, 0)[3:].tolist(), "cells": len(v)}
              for unit, v in sorted(stats.items())}
     path.parent.mkdir(parents=True, exist_ok=True)

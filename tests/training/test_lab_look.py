@@ -94,3 +94,17 @@ def test_frame_scales_runs_the_device_pipeline_on_shrunk_blast_frames(shared_dat
     rows = scale_rows(model, shared_data, scales=(0.5,))
     assert rows[0]["frames"] == 21 and rows[0]["blasts"] == 226
     assert rows[0]["found"] > 200 and 0 < rows[0]["called_blast"] <= rows[0]["called_or_review"] <= rows[0]["found"]
+
+
+def test_source_looks_are_measured_once_per_smear_source_and_cached(shared_data, tmp_path):
+    from model_conversion.looks import load_looks, source_looks
+    from model_conversion.sources import load_wbc_segmentation
+    from model_conversion.views import physical_field
+
+    samples = load_wbc_segmentation(shared_data, "tecom")[:6] + load_wbc_segmentation(shared_data,
+                                                                                      "cellavision-blog")[:6]
+    looks = source_looks(samples, tmp_path, physical_field, log=lambda *_: None)
+    assert set(looks) == {"tecom", "cellavision-blog"} and looks["tecom"]["cells"] == 6
+    assert all(len(v["mean"]) == 3 and min(v["std"]) > 0 for v in looks.values())
+    assert looks["tecom"]["mean"] != looks["cellavision-blog"]["mean"]
+    assert load_looks(tmp_path) == looks  # cached: read back, not measured again
