@@ -24,8 +24,7 @@ log = logging.getLogger("allscope.sync")
 
 
 class Batcher:
-    def __init__(self, sealer, *, limit: int, max_message_bytes: int):
-        self.sealer = sealer
+    def __init__(self, *, limit: int, max_message_bytes: int):
         self.limit = limit
         self.max_message_bytes = max_message_bytes
         self.enabled = limit > 1
@@ -48,9 +47,9 @@ class Batcher:
             groups.append(current)
         return groups
 
-    def seal(self, group: list) -> bytes | None:
-        """The batch envelope of ``group`` (two or more entries), or None when it would not fit (send singly)."""
-        sealer = self.sealer
+    def seal(self, group: list, sealer) -> bytes | None:
+        """The batch envelope of ``group`` (two or more entries) sealed by ``sealer`` (the agent's
+        ``sync.agent.sealer.Sealer``), or None when it would not fit (then each goes singly)."""
         try:
             data = batch_mod.seal_batch(((e.id, e.record, e.version, e.created_at, e.plaintext) for e in group),
                                         device_id=sealer.device_id, signing_key=sealer.signing_key,

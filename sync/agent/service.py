@@ -83,7 +83,7 @@ class SyncAgent:
         self.ack_batch: list[dict] = []                  # verified record acks not yet applied to the outbox
         self.unconfirmed: dict = {}     # window key (entry id, or (sha256, index)) -> paho info, until PUBACKed
         self.confirmed_at = 0.0
-        self.batcher = Batcher(self.sealer, limit=config.batch_records, max_message_bytes=config.max_message_bytes)
+        self.batcher = Batcher(limit=config.batch_records, max_message_bytes=config.max_message_bytes)
         self.connected = False
         self.lost = False
         self.hello_confirmed = outbox.get_state("hello_key") == self.key_fingerprint
@@ -245,7 +245,7 @@ class SyncAgent:
         """Publish the entries one pass collected, batched where possible; the ids sent."""
         sent: list[int] = []
         for group in self.batcher.groups(ready):
-            data = self.batcher.seal(group) if len(group) > 1 else None
+            data = self.batcher.seal(group, self.sealer) if len(group) > 1 else None
             if data is None:  # one entry, or a batch that does not fit after all: one envelope each
                 sent.extend(entry.id for entry in group if self._send_entry(entry))
                 continue

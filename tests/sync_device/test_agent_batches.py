@@ -23,21 +23,21 @@ def _entries() -> list:
 def test_groups_keep_outbox_order_within_the_count_and_size_limits(agent):  # noqa: F811
     entries = _entries()
     assert len(entries) >= 4
-    by_count = Batcher(agent.sealer, limit=3, max_message_bytes=256 * 1024).groups(entries)
+    by_count = Batcher(limit=3, max_message_bytes=256 * 1024).groups(entries)
     assert [e.id for group in by_count for e in group] == [e.id for e in entries]
     assert all(len(group) <= 3 for group in by_count) and len(by_count[0]) == 3
     largest = max(len(e.plaintext) for e in entries)
-    tight = Batcher(agent.sealer, limit=100, max_message_bytes=batch_mod.sealed_size_estimate(largest * 2, 2))
+    tight = Batcher(limit=100, max_message_bytes=batch_mod.sealed_size_estimate(largest * 2, 2))
     for group in tight.groups(entries):
         assert batch_mod.sealed_size_estimate(sum(len(e.plaintext) for e in group), len(group)) \
             <= tight.max_message_bytes or len(group) == 1
-    assert Batcher(agent.sealer, limit=1, max_message_bytes=256 * 1024).groups(entries) == [[e] for e in entries]
+    assert Batcher(limit=1, max_message_bytes=256 * 1024).groups(entries) == [[e] for e in entries]
 
 
 def test_a_sealed_batch_carries_every_entry_and_opens_with_the_central_key(pki, agent):  # noqa: F811
     entries = _entries()
-    batcher = Batcher(agent.sealer, limit=100, max_message_bytes=256 * 1024)
-    data = batcher.seal(entries)
+    batcher = Batcher(limit=100, max_message_bytes=256 * 1024)
+    data = batcher.seal(entries, agent.sealer)
     assert data is not None and len(data) <= 256 * 1024
     parsed = env_mod.parse(data)
     env_mod.verify(parsed, agent.sealer.signing_key.public_key())
@@ -46,8 +46,8 @@ def test_a_sealed_batch_carries_every_entry_and_opens_with_the_central_key(pki, 
     assert [(i["entry"], i["record"], i["version"]) for i in listed] == [(e.id, e.record, e.version) for e in entries]
     assert batch_mod.split(listed, plaintext) == [e.plaintext for e in entries]
     assert batcher.members == {entries[0].id: [e.id for e in entries]}
-    too_small = Batcher(agent.sealer, limit=100, max_message_bytes=len(data) - 1)
-    assert too_small.seal(entries) is None  # the caller then sends them one envelope each
+    too_small = Batcher(limit=100, max_message_bytes=len(data) - 1)
+    assert too_small.seal(entries, agent.sealer) is None  # the caller then sends them one envelope each
 
 
 def test_an_older_central_turns_batching_off_and_the_entries_go_again_singly(pki, agent):  # noqa: F811
