@@ -122,13 +122,18 @@ def _key(row: dict) -> tuple:
 def _existing(device: int, rows: list[dict]) -> dict[tuple, str]:
     """(entity, record_id, version) -> content_sha256 of those of ``rows`` the central already holds."""
     found: dict[tuple, str] = {}
-    ids = sorted({row["record_id"] for row in rows})
-    for start in range(0, len(ids), 500):
-        query = ReceivedRecord.select(ReceivedRecord.entity, ReceivedRecord.record_id, ReceivedRecord.version,
-                                      ReceivedRecord.content_sha256).where(
-            (ReceivedRecord.device == device) & ReceivedRecord.record_id.in_(ids[start:start + 500])).tuples()
-        for entity, record_id, version, sha in query:
-            found[(entity, record_id, version)] = sha
+    by_entity: dict[str, set[int]] = {}
+    for row in rows:
+        by_entity.setdefault(row["entity"], set()).add(row["record_id"])
+    for entity, id_set in by_entity.items():  # device, entity and record_id: the unique index's prefix, no scan
+        ids = sorted(id_set)
+        for start in range(0, len(ids), 500):
+            query = ReceivedRecord.select(ReceivedRecord.record_id, ReceivedRecord.version,
+                                          ReceivedRecord.content_sha256).where(
+                (ReceivedRecord.device == device) & (ReceivedRecord.entity == entity)
+                & ReceivedRecord.record_id.in_(ids[start:start + 500])).tuples()
+            for record_id, version, sha in query:
+                found[(entity, record_id, version)] = sha
     return found
 
 
