@@ -125,6 +125,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from device.cli.bench_all import cmd_bench_all
 
         return cmd_bench_all(args)
+    if args.what in ("thinlink", "fleet"):
+        from sync.bench.cli import cmd_link_bench
+
+        return cmd_link_bench(args)
     if args.what == "sync":
         from sync.bench.run import run_sync_bench
 
@@ -207,12 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="print speed figures: core (per-cell int8/float32, whole frame, model "
                            "size) or web (the served UI under concurrent clients)")
-    bench.add_argument("what", nargs="?", choices=["core", "web", "sync", "all"], default="core",
-                       help="core (default), web, sync, or all of them written to --out as bench.json + bench.md")
+    bench.add_argument("what", nargs="?", choices=["core", "web", "sync", "thinlink", "fleet", "all"], default="core",
+                       help="core (default), web, sync, thinlink (sync through a 256 kbit/s link), fleet (many "
+                            "devices, several receivers, PostgreSQL), or all of them written to --out")
     bench.add_argument("--out", type=Path, default=None, help="all: results directory (default ./bench-results)")
     bench.add_argument("--quick", action="store_true", help="all: shorter runs (fewer records, seconds, frames)")
     bench.add_argument("--records", type=int, default=10000,
                        help="sync: queued records sent through the broker to the central (default 10000)")
+    bench.add_argument("--frames", type=int, default=4, help="thinlink: analysed frames sent (default 4)")
+    bench.add_argument("--devices", type=int, default=200, help="fleet: simulated devices (default 200)")
+    bench.add_argument("--receivers", default="1,2,4", help="fleet: receiver counts to compare (default 1,2,4)")
     bench.add_argument("--clients", type=int, default=20, help="web: concurrent logged-in clients (default 20)")
     bench.add_argument("--duration", type=float, default=20.0, help="web: seconds of load (default 20)")
     bench.add_argument("--think", type=float, default=0.0,

@@ -27,7 +27,8 @@ from sync.wire.topics import check_device_id
 DEFAULTS = {
     "media": "crops",               # frames: full frames + crops; crops: crops only; none: records only
     "max_message_bytes": 256 * 1024,  # every published envelope, overhead included
-    "window": 200,                  # outbox entries in flight (sent, not yet acknowledged by central)
+    "window": 500,                  # outbox entries in flight (sent, not yet acknowledged by central)
+    "batch_records": 100,           # outbox entries per envelope at most (1: one envelope per entry)
     "backoff_initial_s": 1.0,       # first reconnect delay, doubled per failure ...
     "backoff_max_s": 60.0,          # ... up to this cap
     "backoff_jitter": 0.2,          # +-20 % random spread so a fleet does not reconnect in lock-step
@@ -51,6 +52,7 @@ class AgentConfig:
     media: str = DEFAULTS["media"]
     max_message_bytes: int = DEFAULTS["max_message_bytes"]
     window: int = DEFAULTS["window"]
+    batch_records: int = DEFAULTS["batch_records"]
     backoff_initial_s: float = DEFAULTS["backoff_initial_s"]
     backoff_max_s: float = DEFAULTS["backoff_max_s"]
     backoff_jitter: float = DEFAULTS["backoff_jitter"]
@@ -100,7 +102,7 @@ def _check(key: str, value, *, source: str):
         value = int(value)
     else:
         value = float(value)
-    limits = {"max_message_bytes": (8 * 1024, 256 * 1024 * 1024), "window": (1, 100_000),
+    limits = {"max_message_bytes": (8 * 1024, 256 * 1024 * 1024), "window": (1, 100_000), "batch_records": (1, 1000),
               "backoff_jitter": (0.0, 0.9), "keepalive_s": (5, 3600), "session_expiry_s": (60, 2**32 - 1)}
     low, high = limits.get(key, (0.001, 7 * 24 * 3600.0))
     if not low <= value <= high:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import ssl
+import time
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -12,6 +14,8 @@ from paho.mqtt.properties import Properties
 
 from sync.agent.config import AgentConfig
 from sync.wire import topics
+
+log = logging.getLogger("allscope.sync")
 
 
 def backoff_delays(initial: float, cap: float, jitter: float, rng: random.Random | None = None):
@@ -68,3 +72,16 @@ def tls_refusal(config: AgentConfig, timeout_s: float = 5.0) -> str:
     except OSError:
         return ""
     return ""
+
+
+def goodbye(client: mqtt.Client, status_topic: str, offline_status: bytes, timeout_s: float = 2.0) -> None:
+    """Publish the retained offline status (a clean DISCONNECT suppresses the will), then disconnect."""
+    try:
+        info = client.publish(status_topic, offline_status, qos=1, retain=True)
+        deadline = time.monotonic() + timeout_s
+        while not info.is_published() and time.monotonic() < deadline:
+            client.loop(timeout=0.05)
+        client.disconnect()
+        client.loop(timeout=0.2)
+    except Exception:  # noqa: BLE001 - stopping must not fail
+        log.exception("error while disconnecting")

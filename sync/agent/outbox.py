@@ -152,26 +152,45 @@ def remove_acked(acks: Iterable[dict]) -> int:
     :func:`mark_chunk_acked`. Also notes last_ack_at / last_error for the status.
     """
     removed, now, errors = 0, utc_timestamp(), []
-    with db_proxy.atomic():
-        for item in acks:
-            entity, _, key = item["record"].partition(":")
-            if entity == "file" or not key.isdigit():
-                continue
-            match = ((OutboxEntry.id == item["entry"]) & (OutboxEntry.entity == entity)
-                     & (OutboxEntry.record_id == int(key)) & (OutboxEntry.version == item["version"]))
+    done: dict[int, tuple[str, int, int]] = {}  # entry id -> (entity, record_id, version) acknowledged
+    rejected = []
+    for item in acks:
+        entity, _, key = item["record"].partition(":")
+        if entity != "file" and key.isdigit():
             if item["status"] in DONE:
-                if OutboxEntry.delete().where(match).execute():
-                    removed += 1
-                    SyncState.delete().where(SyncState.key == f"{QUARANTINE}{item['entry']}").execute()
+                done[item["entry"]] = (entity, int(key), item["version"])
             else:
-                message = f"{item['record']} v{item['version']}: rejected ({item.get('reason') or 'no reason'})"
-                if OutboxEntry.update(last_error=message).where(match).execute():
-                    errors.append(message)
+                rejected.append((item, entity, int(key)))
+    with db_proxy.atomic():
+        removed = _remove_done(done)
+        for item, entity, record_id in rejected:  # an entry removed above matches nothing here
+            match = ((OutboxEntry.id == item["entry"]) & (OutboxEntry.entity == entity)
+                     & (OutboxEntry.record_id == record_id) & (OutboxEntry.version == item["version"]))
+            message = f"{item['record']} v{item['version']}: rejected ({item.get('reason') or 'no reason'})"
+            if OutboxEntry.update(last_error=message).where(match).execute():
+                errors.append(message)
         set_state("last_ack_at", now)
         if errors:
             set_state("last_error", f"{now} {errors[-1]}")
         elif removed:  # the central stores what we send (online or by USB): an older error is stale
             set_state("last_error", "")
+    return removed
+
+
+def _remove_done(done: dict[int, tuple[str, int, int]]) -> int:
+    """Delete the entries whose id, record and version an ack named (a batch's acks: a few statements, not one
+    per entry), and their quarantine marks; in the caller's transaction. Returns how many left the outbox."""
+    removed = 0
+    ids = list(done)
+    for start in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
+        part = ids[start:start + 500]
+        rows = OutboxEntry.select(OutboxEntry.id, OutboxEntry.entity, OutboxEntry.record_id, OutboxEntry.version) \
+            .where(OutboxEntry.id.in_(part)).tuples()
+        matched = [entry_id for entry_id, *key in rows if tuple(key) == done[entry_id]]
+        if matched:
+            OutboxEntry.delete().where(OutboxEntry.id.in_(matched)).execute()
+            SyncState.delete().where(SyncState.key.in_([f"{QUARANTINE}{i}" for i in matched])).execute()
+            removed += len(matched)
     return removed
 
 

@@ -13,13 +13,16 @@ Delivery rules:
   keeps it, with the reason as its last error, and offers it again later. The
   broker's PUBACK only means "the broker has it".
 * At most ``window`` entries are in flight, sent in outbox-id order, so the
-  versions of one record leave in order. A capture waits until every file the
-  media policy sends with it is complete at the central (head of line).
+  versions of one record leave in order; what one pass may send goes as batch
+  envelopes of up to ``batch_records`` entries (``sync/agent/batches.py``). A capture
+  waits until every file the media policy sends with it is complete at the
+  central (head of line).
 * The MQTT session is persistent (clean_start False, session expiry): acks
   that arrive while the device is offline are queued by the broker. When the
   broker says the session is gone, every in-flight entry is sent again (the
-  central acknowledges a resend as "duplicate"); an entry without an ack after
-  ``ack_timeout_s`` is sent again too.
+  central acknowledges a resend as "duplicate"); an entry without an ack
+  ``ack_timeout_s`` after the broker took it (PUBACK) is sent again too. On a
+  thin link a message can wait minutes in the send queue: it is not resent then.
 * Reconnects use capped exponential back-off with jitter (our own loop, so a
   TLS refusal is counted and shown like any other failure).
 * An entry whose envelope cannot be sent (above the 4 MB envelope limit, or above
@@ -45,21 +48,22 @@ import paho.mqtt.client as mqtt
 
 from device.store.records import open_database
 from sync.agent import outbox
+from sync.agent.batches import Batcher
 from sync.agent.config import AgentConfig
-from sync.agent.connection import backoff_delays, connect_properties, make_client, tls_refusal
-from sync.agent.media import FileIndex, MediaFile, file_names
+from sync.agent.connection import backoff_delays, connect_properties, goodbye, make_client, tls_refusal
+from sync.agent.file_sender import CHUNK_WINDOW, FileSender
 from sync.agent.outbox import backlog
 from sync.agent.sealer import Sealer
 from sync.agent.status_info import StatusPacer, latest_model, software_version
 from sync.agent.window import SendWindow, due
 from sync.wire import acks as acks_mod
+from sync.wire import batch as batch_mod
 from sync.wire import envelope as env_mod
 from sync.wire import keys, topics
 from sync.wire.status import make_status
 
 log = logging.getLogger("allscope.sync")
 
-CHUNK_WINDOW = 32  # file chunks in flight (each up to max_message_bytes)
 # Rejections that can clear by themselves (the hello not yet processed by another receiver, a central
 # hiccup) are retried after ack_timeout_s, the others after retry_rejected_s (sync/agent/window.py).
 
@@ -71,14 +75,15 @@ class SyncAgent:
         self.sealer = Sealer.from_config(config)
         self.central_public = keys.load_ed25519_public(config.path("central_sign_ed25519.pub"))
         self.key_fingerprint = self.sealer.fingerprint
-        self.files = FileIndex(config.data_dir)
-        self.sending: dict[str, MediaFile] = {}        # sha256 -> file with chunks in flight
         self.stop_event = threading.Event()
         self.leaving = False  # set by _goodbye: the DISCONNECT that follows is ours
         self.clock = time.monotonic
         self.window = SendWindow(size=config.window, chunk_size=CHUNK_WINDOW, ack_timeout=config.ack_timeout_s,
                                  retry_rejected=config.retry_rejected_s)
         self.ack_batch: list[dict] = []                  # verified record acks not yet applied to the outbox
+        self.unconfirmed: dict = {}     # window key (entry id, or (sha256, index)) -> paho info, until PUBACKed
+        self.confirmed_at = 0.0
+        self.batcher = Batcher(limit=config.batch_records, max_message_bytes=config.max_message_bytes)
         self.connected = False
         self.lost = False
         self.hello_confirmed = outbox.get_state("hello_key") == self.key_fingerprint
@@ -88,7 +93,8 @@ class SyncAgent:
         self.hello_sent_at = 0.0
         self.status = StatusPacer(config.status_interval_s)
         self.counts = {"sent": 0, "acked": 0, "rejected": 0, "chunks": 0, "bad_acks": 0, "connects": 0,
-                       "quarantined": 0}
+                       "quarantined": 0, "batches": 0}
+        self.file_sender = FileSender(self)
         self.client = make_client(config, CHUNK_WINDOW, on_connect=self._on_connect,
                                   on_disconnect=self._on_disconnect, on_message=self._on_message)
 
@@ -104,6 +110,8 @@ class SyncAgent:
         if not flags.session_present:
             # Acks queued for the old session are gone: everything unacknowledged goes again.
             self.window.requeue_all()
+            self.batcher.forget()
+            self.unconfirmed.clear()
         client.subscribe(topics.ack(self.config.device_id), qos=1)
         self._send_hello()
         self._publish_status()
@@ -189,18 +197,8 @@ class SyncAgent:
         """Graceful stop: a retained offline status (a clean DISCONNECT suppresses the will), then disconnect."""
         self.leaving = True
         if self.connected:
-            try:
-                info = self.client.publish(topics.status(self.config.device_id),
-                                           make_status("offline", backlog(), software_version(),
-                                                       latest_model()), qos=1,
-                                           retain=True)
-                deadline = time.monotonic() + 2.0
-                while not info.is_published() and time.monotonic() < deadline:
-                    self.client.loop(timeout=0.05)
-                self.client.disconnect()
-                self.client.loop(timeout=0.2)
-            except Exception:  # noqa: BLE001 - stopping must not fail
-                log.exception("error while disconnecting")
+            goodbye(self.client, topics.status(self.config.device_id),
+                    make_status("offline", backlog(), software_version(), latest_model()))
         self.connected = False
 
     # --- sending -----------------------------------------------------------------------------------------
@@ -216,9 +214,10 @@ class SyncAgent:
             if due(now, self.hello_sent_at, self.config.ack_timeout_s):
                 self._send_hello()
             return
+        self._hold_unconfirmed(now)
         window.expire(now)
         free = window.free()
-        sent: list[int] = []
+        ready: list = []  # sendable entries of this pass, sent (batched) at its end
         try:
             while free > 0:
                 batch = outbox.pending(min(free, 500), after_id=window.cursor)
@@ -226,33 +225,66 @@ class SyncAgent:
                     return
                 for position, entry in enumerate(batch):
                     if window.may_offer(entry.id) and self._sendable(entry):
-                        if entry.entity == "capture" and not self._files_ready(entry):
+                        if entry.entity == "capture" and not self.file_sender.ready(entry):
                             # Head of line: later records wait for this capture's files, but the files
                             # of the captures behind it may already go (keeps the chunk window full).
                             for later in batch[position + 1:]:
                                 if not window.chunk_room():
                                     break
                                 if later.entity == "capture" and later.id not in self.quarantined:
-                                    self._files_ready(later)
+                                    self.file_sender.ready(later)
                             return
-                        if self._send_entry(entry):
-                            sent.append(entry.id)
-                            free -= 1
+                        ready.append(entry)
+                        free -= 1
                     window.passed(entry.id)
                     if free <= 0:
                         return
         finally:
-            outbox.mark_sent(sent)
+            outbox.mark_sent(self._send_ready(ready))
 
-    def _publish(self, payload: bytes) -> None:
-        self.client.publish(topics.up(self.config.device_id), payload, qos=1)
+    def _send_ready(self, ready: list) -> list[int]:
+        """Publish the entries one pass collected, batched where possible; the ids sent."""
+        sent: list[int] = []
+        for group in self.batcher.groups(ready):
+            data = self.batcher.seal(group, self.sealer) if len(group) > 1 else None
+            if data is None:  # one entry, or a batch that does not fit after all: one envelope each
+                sent.extend(entry.id for entry in group if self._send_entry(entry))
+                continue
+            info = self._publish(data)
+            now = self.clock()
+            for entry in group:
+                self.window.offered(entry.id, now)
+                self.unconfirmed[entry.id] = info
+            self.counts["sent"] += len(group)
+            self.counts["batches"] += 1
+            sent.extend(entry.id for entry in group)
+        return sent
+
+    def _publish(self, payload: bytes):
+        return self.client.publish(topics.up(self.config.device_id), payload, qos=1)
+
+    def _hold_unconfirmed(self, now: float) -> None:
+        """What the broker has not PUBACKed yet is still on its way (a thin link, a long queue): its ack timeout
+        starts again, so it is not sent a second time behind itself. Checked once a second."""
+        if now - self.confirmed_at < 1.0:
+            return
+        self.confirmed_at = now
+        for key, info in list(self.unconfirmed.items()):
+            try:
+                on_its_way = not info.is_published()
+            except (RuntimeError, ValueError):  # paho gave up on it (connection lost): the ack timeout decides
+                on_its_way = False
+            if on_its_way:
+                self.window.still_sending(key, now)
+            else:
+                del self.unconfirmed[key]
 
     def _send_entry(self, entry) -> bool:
         """Publish the entry's envelope; False (and the entry quarantined) when it cannot be sent."""
         data = self._seal_within_limit(entry)
         if data is None:
             return False
-        self._publish(data)
+        self.unconfirmed[entry.id] = self._publish(data)
         self.window.offered(entry.id, self.clock())
         self.counts["sent"] += 1
         return True
@@ -281,33 +313,6 @@ class SyncAgent:
         self.quarantined.add(entry.id)
         self.counts["quarantined"] += 1
         return None
-
-    def _files_ready(self, entry) -> bool:
-        """True when every file of this capture is complete at the central; else sends missing chunks."""
-        if self.config.media == "none":
-            return True
-        ready = True
-        for name in file_names(entry.data(), self.config.media):
-            media = self.files.describe(name)
-            if media is None:
-                log.warning("capture %s: file %s is missing; the record goes without it", entry.record_id, name)
-                continue
-            if outbox.file_complete(media.sha256):
-                continue
-            ready = False
-            progress = outbox.file_progress(media.sha256, name=media.name, size=media.size,
-                                            chunks=media.count(self.sealer.chunk))
-            self.sending[media.sha256] = media
-            for index in progress.missing():
-                key = (media.sha256, index)
-                if self.window.chunk_in_flight(key):
-                    continue
-                if not self.window.chunk_room():
-                    return False
-                self._publish(self.sealer.file_chunk(media, index, entry))
-                self.window.chunk_sent(key, self.clock())
-                self.counts["chunks"] += 1
-        return ready
 
     def _send_hello(self) -> None:
         self._publish(self.sealer.hello({"backlog": backlog()}))
@@ -344,8 +349,16 @@ class SyncAgent:
             if item["record"] == env_mod.HELLO_RECORD:
                 self._hello_ack(item)
             elif item["record"].startswith("file:"):
-                self._chunk_ack(item)
+                self.file_sender.acked(item)
+            elif item["record"] == batch_mod.RECORD:  # the central could not read a batch at all
+                self._error(f"central refused a batch of records: {item['reason'] or 'no reason'}")
+                for entry_id in self.batcher.refused(item):
+                    if self.batcher.enabled:
+                        self.window.record_acked(entry_id, False, item["reason"], now)
+                    else:  # an older central: offer them again at once, one envelope each
+                        self.window.release(entry_id)
             else:
+                self.batcher.acked(item["entry"])
                 records.append(item)
                 done = item["status"] in acks_mod.DONE
                 self.window.record_acked(item["entry"], done, item["reason"], now)
@@ -365,23 +378,6 @@ class SyncAgent:
         else:
             self.hello_confirmed = False
             self._error(f"central refused this device's hello: {item['reason']} (re-enrol the device)")
-
-    def _chunk_ack(self, item: dict) -> None:
-        sha, index = item["record"][5:], item.get("index")
-        if not isinstance(index, int):
-            return
-        if item["status"] in acks_mod.DONE:
-            self.window.chunk_acked((sha, index))
-            if outbox.mark_chunk_acked(sha, index):
-                self.sending.pop(sha, None)
-                log.info("file %s complete at the central", sha[:12])
-        else:
-            self.window.chunk_sent((sha, index), self.clock())  # offered again after ack_timeout_s
-            if item["reason"] == "file_hash_mismatch":  # the central dropped its chunks: start the file over
-                media = self.sending.get(sha)
-                if media is not None:
-                    outbox.file_progress(sha, name=media.name, size=media.size, chunks=0)
-            self._error(f"central refused chunk {index} of file {sha[:12]}: {item['reason']}")
 
     # --- bookkeeping -------------------------------------------------------------------------------------
 

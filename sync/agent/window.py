@@ -55,6 +55,20 @@ class SendWindow:
         """The pass over the outbox has reached ``entry_id`` (offered or skipped)."""
         self.cursor = entry_id
 
+    def still_sending(self, key, now: float) -> None:
+        """A record (key: outbox id) or chunk (key: (sha256, index)) not yet taken by the broker: restart its
+        ack timeout (it is still in the send queue; sending it again would only queue a second copy)."""
+        if key in self.inflight:
+            self.inflight[key] = now
+        elif key in self.chunks:
+            self.chunks[key] = now
+
+    def release(self, entry_id: int) -> None:
+        """Offer ``entry_id`` again now (no longer in flight, the pass goes back to it)."""
+        self.inflight.pop(entry_id, None)
+        self.retry_after.pop(entry_id, None)
+        self.rewind(entry_id)
+
     def rewind(self, entry_id: int) -> None:
         self.cursor = min(self.cursor, entry_id - 1)
 

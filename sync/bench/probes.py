@@ -29,10 +29,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 class Process:
     """A child process with its output collected on a thread (a full pipe must never block it)."""
 
-    def __init__(self, args: list[str], log_path: Path):
+    def __init__(self, args: list[str], log_path: Path, prefix: list[str] = ()):
+        """``python args...``; ``prefix`` goes before it (e.g. ``ip netns exec NS`` for the thin link)."""
         self.lines: list[str] = []
         self.log_path = log_path
-        self.proc = subprocess.Popen([sys.executable, *args], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([*prefix, sys.executable, *args], cwd=REPO_ROOT, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -54,7 +55,9 @@ class Process:
             time.sleep(0.05)
 
     def describe(self) -> str:
-        return " ".join(self.proc.args[1:4])
+        args = self.proc.args
+        start = args.index(sys.executable) + 1 if sys.executable in args else 1
+        return " ".join(args[start:start + 3])
 
     def tail(self, n: int = 3) -> str:
         return " | ".join(self.lines[-n:]) or "(no output)"

@@ -21,10 +21,9 @@ module or this one refuses.
 from __future__ import annotations
 
 import collections
-import datetime as dt
+import hashlib
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +32,10 @@ from typing import NamedTuple
 import peewee as pw
 
 from device.store.records import db_proxy, utcnow
+from sync.central import record_rows
 from sync.central.files import store_chunk
-from sync.central.models import ENTITIES, Device, IngestError, ReceivedRecord
+from sync.central.models import Device, IngestError
+from sync.wire import batch as batch_mod
 from sync.wire import envelope as env_mod
 from sync.wire import keyproof, keys
 from sync.wire.acks import ack_item
@@ -43,8 +44,6 @@ from sync.wire.keyproof import normal_fingerprint
 from sync.wire.status import parse_status
 
 log = logging.getLogger("allscope.central")
-
-_RECORD_RE = re.compile(r"^([a-z]+):([0-9]{1,18})$")
 
 
 class _DeviceRow(NamedTuple):
@@ -90,7 +89,7 @@ class Ingestor:
         envelope = None
         try:
             envelope = env_mod.parse(payload)
-            ack = self._ingest(topic_device_id, envelope, via)
+            acks = self._ingest(topic_device_id, envelope, via)
         except Rejected as error:  # the envelope module's refusals and ours alike
             return self._rejection(topic_device_id, envelope, payload, error.reason, str(error))
         except Exception as error:  # noqa: BLE001 - a receiver must survive anything a message causes
@@ -99,8 +98,12 @@ class Ingestor:
                 _reconnect_later()
             return self._rejection(topic_device_id, envelope, payload, "internal_error",
                                    f"{type(error).__name__}: {' '.join(str(error).split())}"[:500])
-        self.counts[ack["status"]] += 1
-        return [ack]
+        if isinstance(acks, dict):
+            acks = [acks]
+        for ack in acks:
+            if ack["status"] != "rejected":  # rejected batch items are counted where they are recorded
+                self.counts[ack["status"]] += 1
+        return acks
 
     def handle_status(self, topic_device_id: str, payload: bytes, retained: bool = False) -> None:
         """A device's status ({"state": "online", "backlog": N, "software": ..., "model": {...}}, or the last
@@ -135,7 +138,7 @@ class Ingestor:
 
     # --- the checks --------------------------------------------------------------------------------------
 
-    def _ingest(self, topic_device_id: str | None, envelope, via: str = MQTT) -> dict:
+    def _ingest(self, topic_device_id: str | None, envelope, via: str = MQTT) -> dict | list[dict]:
         device = self._device(envelope.device)
         if device is None:
             raise Rejected("unknown_device", f"device {envelope.device!r} is not enrolled")
@@ -151,9 +154,12 @@ class Ingestor:
                                          f"the key the device printed at enrolment (allscope central "
                                          f"register-key), then import again")
             raise Rejected("no_key", "no signing key pinned yet: the device must send its hello first")
+        listed = batch_mod.items(envelope) if envelope.kind == batch_mod.KIND else None
         env_mod.verify(envelope, self._public_key(device.signing_public_key))
         plaintext = self._open(envelope)
         self._touch(device)
+        if listed is not None:
+            return self._batch(device, envelope, listed, plaintext)
         if envelope.kind == "chunk":
             return store_chunk(device.id, envelope, plaintext, self.data_dir)
         return self._record(device, envelope, plaintext)
@@ -220,36 +226,42 @@ class Ingestor:
     def _record(self, device: "_DeviceRow", envelope, plaintext: bytes) -> dict:
         if envelope.kind != "record":
             raise Rejected("malformed", f"unknown kind {envelope.kind!r}")
-        entity, record_id = _split_record(envelope.record)
-        if entity not in ENTITIES:
-            raise Rejected("malformed", f"unknown entity {entity!r}")
-        if envelope.version < 1:
-            raise Rejected("malformed", f"version {envelope.version} < 1")
-        try:
-            payload = json.loads(plaintext.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise Rejected("malformed", "record payload is not JSON") from None
-        if not isinstance(payload, dict):
-            raise Rejected("malformed", "record payload is not a JSON object")
-        if "id" in payload and payload["id"] != record_id:
-            raise Rejected("malformed", f"payload id {payload['id']!r} differs from {envelope.record!r}")
-        try:  # insert first: a new version is the common case, a replay the exception
-            with db_proxy.atomic():
-                _insert_record(device=device.id, entity=entity, record_id=record_id, version=envelope.version,
-                               content_sha256=envelope.content_sha256, payload=payload,
-                               created_at=_parse_time(envelope.created), received_at=utcnow(),
-                               patient_identifier=_patient_identifier(entity, payload))
-            return ack_item(envelope, "stored")
-        except pw.IntegrityError:  # this version is already here (a resend, or another receiver was faster)
-            existing = ReceivedRecord.select(ReceivedRecord.content_sha256).where(
-                (ReceivedRecord.device == device.id) & (ReceivedRecord.entity == entity) &
-                (ReceivedRecord.record_id == record_id) & (ReceivedRecord.version == envelope.version)).first()
-            if existing is None:
-                raise
-        if existing.content_sha256 == envelope.content_sha256:
-            return ack_item(envelope, "duplicate")
-        raise Rejected("replay_conflict", f"{envelope.record} version {envelope.version} already stored with "
-                                          f"other content")
+        row = record_rows.prepare(device.id, envelope.record, envelope.version, envelope.content_sha256,
+                                  envelope.created, plaintext)
+        return ack_item(envelope, record_rows.store_one(row))
+
+    def _batch(self, device: "_DeviceRow", envelope, listed: list[dict], plaintext: bytes) -> list[dict]:
+        """A batch envelope (sync/wire/batch.py), already verified and decrypted: one ack item per entry.
+
+        An item that fails its own checks (hash, JSON, id) is rejected alone; the others are stored
+        in one transaction (``record_rows.store_many``).
+        """
+        acks: list[dict | None] = []
+        rows, places = [], []
+        for item, piece in zip(listed, batch_mod.split(listed, plaintext)):
+            try:
+                if hashlib.sha256(piece).hexdigest() != item["sha256"]:
+                    raise Rejected("hash_mismatch", "content does not match its sha256")
+                rows.append(record_rows.prepare(device.id, item["record"], item["version"], item["sha256"],
+                                                item["created"], piece))
+                places.append(len(acks))
+                acks.append(None)
+            except Rejected as error:
+                acks.append(self._item_rejected(device.device_id, item, error.reason, str(error)))
+        for place, row, (status, reason) in zip(places, rows, record_rows.store_many(rows)):
+            item = listed[place]
+            if status == "rejected":
+                acks[place] = self._item_rejected(device.device_id, item, reason, f"{item['record']} version "
+                                                  f"{item['version']} already stored with other content")
+            else:
+                acks[place] = _item_ack(item, status)
+        return acks
+
+    def _item_rejected(self, device_id: str, item: dict, reason: str, detail: str) -> dict:
+        self._record_error(device_id, reason, f"{detail} (batch item {item['record']} v{item['version']} "
+                                              f"entry {item['entry']})")
+        self.counts["rejected"] += 1
+        return _item_ack(item, "rejected", reason)
 
     # --- bookkeeping -------------------------------------------------------------------------------------
 
@@ -268,6 +280,11 @@ class Ingestor:
         entry = _entry_of(envelope, payload)
         if entry is None:
             return []
+        if envelope is not None and envelope.kind == batch_mod.KIND:
+            try:  # every entry of the batch learns why, when the items themselves are readable
+                return [_item_ack(item, "rejected", reason) for item in batch_mod.items(envelope)]
+            except Rejected:
+                pass
         if envelope is not None:
             return [ack_item(envelope, "rejected", reason)]
         return [{"entry": entry[0], "record": entry[1], "version": entry[2], "status": "rejected", "reason": reason}]
@@ -282,32 +299,6 @@ class Ingestor:
             log.exception("could not record the ingestion error")
 
 
-# (placeholder, quote characters) -> (SQL, fields). Keyed by the dialect, not by id(database): a new database
-# object can reuse a freed one's id (a PostgreSQL statement was once run on SQLite that way).
-_INSERT_SQL: dict[tuple[str, str], tuple[str, list]] = {}
-
-
-def _insert_record(**values) -> None:
-    """INSERT one ReceivedRecord with SQL built once per database (building it through the ORM cost more than
-    decrypting the envelope). Values still pass through each field's db_value, as with Model.insert."""
-    database = db_proxy.obj
-    dialect = (database.param, database.quote)
-    cached = _INSERT_SQL.get(dialect)
-    if cached is None:
-        fields = [ReceivedRecord._meta.fields[name] for name in values]
-        open_quote, close_quote = database.quote[0], database.quote[-1]  # '""' on SQLite and PostgreSQL
-
-        def quote(name: str) -> str:
-            return f"{open_quote}{name}{close_quote}"
-
-        columns = ", ".join(quote(field.column_name) for field in fields)
-        placeholders = ", ".join([database.param] * len(fields))
-        table = quote(ReceivedRecord._meta.table_name)
-        cached = _INSERT_SQL[dialect] = (f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", fields)
-    sql, fields = cached
-    database.execute_sql(sql, [field.db_value(values[field.name]) for field in fields])
-
-
 def _reconnect_later() -> None:
     """Drop a connection the server may have closed (PostgreSQL restart): the next query opens a new one."""
     try:
@@ -317,6 +308,11 @@ def _reconnect_later() -> None:
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
+
+def _item_ack(item: dict, status: str, reason: str = "") -> dict:
+    return {"entry": item["entry"], "record": item["record"], "version": item["version"], "status": status,
+            "reason": reason}
+
 
 def _entry_of(envelope, payload: bytes):
     """(entry, record, version) of a rejected message: from the parsed envelope, else best effort from the JSON."""
@@ -330,27 +326,3 @@ def _entry_of(envelope, payload: bytes):
         version = data.get("version") if type(data.get("version")) is int else 0
         return data["entry"], data["record"][:80], version
     return None
-
-
-def _split_record(record: str) -> tuple[str, int]:
-    match = _RECORD_RE.match(record)
-    if not match:
-        raise Rejected("malformed", f"record {record[:80]!r} is not <entity>:<id>")
-    return match.group(1), int(match.group(2))
-
-
-def _patient_identifier(entity: str, payload: dict) -> str:
-    value = payload.get("patient_identifier")
-    if not value and entity == "patient":
-        value = payload.get("identifier")
-    return str(value or "")[:64]
-
-
-def _parse_time(text: str) -> dt.datetime:
-    try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise Rejected("malformed", f"created {text[:40]!r} is not an ISO 8601 time") from None
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return value

@@ -1,11 +1,11 @@
-"""Envelope v1: what a device sends to the central server, sealed end to end on top of TLS.
+"""Envelopes (v1, and v2 for batches): what a device sends to the central server, sealed end to end on top of TLS.
 
 The broker relays envelopes but cannot read them (encrypted to the central's
 X25519 key) nor forge or alter them (signed with the device's own Ed25519 key,
 which never leaves the device). Wire format: one UTF-8 JSON object::
 
-    format  "allscope-envelope"     v        1
-    kind    record | chunk | hello  device   device id (the TLS certificate's CN)
+    format  "allscope-envelope"     v        1 (record, chunk, hello) or 2 (batch)
+    kind    record | chunk | hello | batch   device   device id (the TLS certificate's CN)
     record  "patient:12", "file:<sha256>", "hello"
     version per-record sync version entry    device outbox id (0 for hello)
     created ISO 8601 UTC            content_sha256  hex SHA-256 of the plaintext
@@ -14,7 +14,8 @@ which never leaves the device). Wire format: one UTF-8 JSON object::
     nonce   base64 12-byte AES-GCM nonce ("" when none)
     ct      base64 ciphertext (the plaintext itself when none)
     extra   object (chunk: index/count/size/name; hello: signing_key and, since the
-            key is bound to enrolment, proof: see sync/wire/keyproof.py)
+            key is bound to enrolment, proof: see sync/wire/keyproof.py; batch: the
+            items, see sync/wire/batch.py)
     sig     base64 Ed25519 signature
 
 Key: a fresh ephemeral X25519 key per envelope; ECDH with the central's key;
@@ -24,6 +25,12 @@ field but ``ct`` and ``sig``, so device, record, version, entry and time are
 bound to the ciphertext; the signature covers canonical JSON of every field but
 ``sig`` (ciphertext included). Receivers: :func:`parse` (strict), then
 :func:`verify` with the pinned device key, and only then :func:`decrypt`.
+
+Version 2 adds one kind, "batch": several outbox entries in one envelope (one key
+exchange, one signature, one MQTT message and one ack for all of them), with the
+same fields and rules; every other kind stays version 1, so a receiver of this
+version reads what older devices send, and a device falls back to single-record
+envelopes when an older central answers "unsupported_version" (sync/agent/batches.py).
 
 Note that ``content_sha256`` (and a file's hash in its ``record``) travels in
 clear: it lets the central deduplicate before decrypting, and lets anyone who
@@ -56,7 +63,9 @@ from sync.wire.topics import DEVICE_ID_RE
 
 FORMAT = "allscope-envelope"
 VERSION = 1
-KINDS = ("record", "chunk", "hello")
+BATCH_VERSION = 2
+KIND_VERSIONS = {"record": 1, "chunk": 1, "hello": 1, "batch": 2}  # the envelope version each kind is sent as
+KINDS = tuple(KIND_VERSIONS)
 ENC_AEAD = "x25519-hkdf-sha256-aes256gcm"
 ENC_NONE = "none"
 ENCS = (ENC_AEAD, ENC_NONE)
@@ -182,7 +191,8 @@ def seal(plaintext: bytes, *, kind: str, device_id: str, record: str, version: i
          signing_key: Ed25519PrivateKey, server_public: X25519PublicKey | None, extra: dict | None = None) -> bytes:
     """Encrypt to ``server_public`` (or not, when None: the bench's plaintext mode), sign, and serialise."""
     fields = {
-        "format": FORMAT, "v": VERSION, "kind": kind, "device": device_id, "record": record, "version": version,
+        "format": FORMAT, "v": KIND_VERSIONS.get(kind, VERSION), "kind": kind, "device": device_id, "record": record,
+        "version": version,
         "entry": entry, "created": created, "content_sha256": hashlib.sha256(plaintext).hexdigest(),
         "extra": dict(extra or {}),
     }
@@ -307,17 +317,19 @@ def parse(data: bytes, max_bytes: int = MAX_ENVELOPE_BYTES) -> Envelope:
         raise EnvelopeError(MALFORMED, "envelope is not a JSON object")
     if fields.get("format") != FORMAT:
         raise EnvelopeError(MALFORMED, "not an allscope envelope (format)")
-    if fields.get("v") != VERSION or isinstance(fields.get("v"), bool):
+    if fields.get("v") not in (VERSION, BATCH_VERSION) or isinstance(fields.get("v"), bool):
         raise EnvelopeError(UNSUPPORTED_VERSION, f"envelope version {str(fields.get('v'))[:20]} is not supported "
-                                                 f"(this software reads version {VERSION})")
+                                                 f"(this software reads versions {VERSION} and {BATCH_VERSION})")
     if set(fields) != KEYS:
         missing, unknown = sorted(KEYS - set(fields)), sorted(set(fields) - KEYS)
         detail = "; ".join(part for part in (missing and f"missing {', '.join(missing)}",
                                              unknown and f"unknown {', '.join(k[:40] for k in unknown[:5])}") if part)
-        raise EnvelopeError(MALFORMED, f"envelope fields do not match version 1: {detail}")
+        raise EnvelopeError(MALFORMED, f"envelope fields do not match version {fields['v']}: {detail}")
     if fields["enc"] not in ENCS:
         raise EnvelopeError(UNSUPPORTED_VERSION, f"envelope encryption {str(fields['enc'])[:40]!r} is not supported")
     _check_header(fields)
+    if fields["v"] != KIND_VERSIONS[fields["kind"]]:
+        raise EnvelopeError(MALFORMED, f"a {fields['kind']} envelope must be version {KIND_VERSIONS[fields['kind']]}")
     for name in ("ct", "sig"):
         if not isinstance(fields[name], str):
             raise EnvelopeError(MALFORMED, f"envelope {name} is not a string")

@@ -202,7 +202,7 @@ def test_malformed_messages_are_counted_and_never_raise(greeted):
     assert greeted.ingestor.handle(DEVICE, b"\xff not json") == []
     assert greeted.ingestor.handle(DEVICE, b"[1, 2]") == []
     fields = json.loads(greeted.record())
-    fields["v"] = 2
+    fields["v"] = 3
     ack = greeted.send(json.dumps(fields).encode())  # the entry is still readable: acked as rejected
     assert (ack["entry"], ack["reason"]) == (fields["entry"], "unsupported_version")
     not_json = greeted.seal(b"not json", record="patient:3")

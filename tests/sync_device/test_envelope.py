@@ -198,8 +198,8 @@ def test_parse_refuses_malformed_input_with_one_line(device_key, server_key):
 
 def test_parse_refuses_unknown_versions_and_ciphers(device_key, server_key):
     good = _fields(_sealed(device_key, server_key))
-    assert _reason(lambda: parse(canonical({**good, "v": 2}))) == "unsupported_version"
-    assert _reason(lambda: parse(canonical({"format": "allscope-envelope", "v": 2, "whatever": 1}))) \
+    assert _reason(lambda: parse(canonical({**good, "v": 3}))) == "unsupported_version"
+    assert _reason(lambda: parse(canonical({"format": "allscope-envelope", "v": 3, "whatever": 1}))) \
         == "unsupported_version"
     assert _reason(lambda: parse(canonical({**good, "enc": "rot13"}))) == "unsupported_version"
 

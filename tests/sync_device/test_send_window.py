@@ -93,3 +93,21 @@ def test_the_chunk_window_bounds_chunks_and_a_refused_chunk_goes_again_after_the
 
 def test_periodic_messages_are_due_after_their_interval():
     assert due(10.0, last=0.0, interval=10.0) and not due(9.99, last=0.0, interval=10.0)
+
+
+def test_what_the_broker_has_not_taken_yet_does_not_time_out_and_a_release_offers_again_now():
+    w = window()
+    offer(w, [1, 2], now=0.0)
+    w.chunk_sent(("ab" * 32, 0), 0.0)
+    w.still_sending(1, 50.0)             # still in the send queue at 50 s (a thin link): its timeout restarts
+    w.still_sending(("ab" * 32, 0), 50.0)
+    w.still_sending(99, 50.0)            # not in flight: nothing happens
+    w.expire(60.0)
+    assert set(w.inflight) == {1} and w.chunk_in_flight(("ab" * 32, 0)) and 99 not in w.inflight
+    w.expire(110.0)
+    assert w.idle() and not w.chunk_in_flight(("ab" * 32, 0))
+    offer(w, [3], now=120.0)
+    w.record_acked(3, done=False, reason="malformed", now=121.0)
+    assert not w.may_offer(3)
+    w.release(3)                          # e.g. a batch an older central could not read: offered again at once
+    assert w.may_offer(3) and w.cursor == 2
