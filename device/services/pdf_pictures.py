@@ -69,14 +69,19 @@ def _dashed_rect(draw: ImageDraw.ImageDraw, box, colour, width: int, dash: int =
             position += 2 * dash
 
 
-def frame_jpeg(source, cells: list[dict], px: int = FRAME_PX) -> bytes | None:
-    """A frame (bytes or path) scaled to ``px`` wide with the outline of each of ``cells``, as a JPEG, or None."""
+def frame_jpeg(source, cells: list[dict], px: int = FRAME_PX, frame_width: int | None = None) -> bytes | None:
+    """A frame (bytes or path) scaled to ``px`` wide with the outline of each of ``cells``, as a JPEG, or None.
+
+    ``frame_width``: the width of the frame the cells' boxes refer to, when ``source`` is a smaller picture of it
+    (the thumbnail kept once the full frame is pruned, device/services/retention.py)."""
     image = _open(source)
     if image is None:
         return None
-    scale = min(1.0, px / image.width)
-    if scale < 1.0:
-        image = image.resize((px, max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
+    frame_width = frame_width or image.width
+    target = min(px, frame_width)
+    scale = target / frame_width
+    if image.width != target:
+        image = image.resize((target, max(1, round(image.height * target / image.width))), Image.Resampling.LANCZOS)
     draw = ImageDraw.Draw(image)
     # the open flagged cells last: drawn on top
     for cell in sorted(cells, key=lambda c: _open_flag(c)):
