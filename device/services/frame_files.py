@@ -63,7 +63,7 @@ def pixels_sha256(rgb: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _pillow(rgb: np.ndarray, fmt: str, **options) -> bytes:
+def pillow_bytes(rgb: np.ndarray, fmt: str, **options) -> bytes:
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -77,15 +77,15 @@ def _pillow(rgb: np.ndarray, fmt: str, **options) -> bytes:
 def encode_still(rgb: np.ndarray, choice: str = DEFAULT_STILL) -> tuple[bytes, str]:
     """(bytes, format) of raw pixels: WebP lossless (method 0, the fast one, measured), PNG, or JPEG q95 4:4:4."""
     if choice == "png":
-        return _pillow(rgb, "PNG", compress_level=1), "png"
+        return pillow_bytes(rgb, "PNG", compress_level=1), "png"
     if choice == "jpeg95":
-        return _pillow(rgb, "JPEG", quality=95, subsampling=0), "jpeg"
-    return _pillow(rgb, "WEBP", lossless=True, quality=0, method=0), "webp"
+        return pillow_bytes(rgb, "JPEG", quality=95, subsampling=0), "jpeg"
+    return pillow_bytes(rgb, "WEBP", lossless=True, quality=0, method=0), "webp"
 
 
 def encode_crop(rgb: np.ndarray) -> bytes:
     """A cell crop as JPEG q95, 4:4:4."""
-    return _pillow(rgb, "JPEG", quality=CROP_QUALITY, subsampling=0)
+    return pillow_bytes(rgb, "JPEG", quality=CROP_QUALITY, subsampling=0)
 
 
 def encode_thumbnail(rgb: np.ndarray, width: int = THUMB_WIDTH) -> bytes:

@@ -54,7 +54,7 @@ def interrupted_captures() -> list[int]:
 
 
 def store_crops(data: DataDir, capture_id: int, rgb: np.ndarray, cells) -> list[str]:
-    return [data.store_crop(capture_id, i, encode_crop(_crop(rgb, cell)), ".jpg") for i, cell in enumerate(cells)]
+    return [data.store_crop(capture_id, i, encode_crop(crop_pixels(rgb, cell)), ".jpg") for i, cell in enumerate(cells)]
 
 
 def store_pictures(data: DataDir, capture: Capture, rgb: np.ndarray, cells) -> tuple[list[str], dict]:
@@ -87,7 +87,7 @@ def crop_box(x: float, y: float, w: float, h: float, width: int, height: int,
     return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
 
 
-def _crop(rgb: np.ndarray, cell) -> np.ndarray:
+def crop_pixels(rgb: np.ndarray, cell) -> np.ndarray:
     x0, y0, x1, y1 = crop_box(cell.x, cell.y, cell.w, cell.h, rgb.shape[1], rgb.shape[0])
     return rgb[y0:y1, x0:x1]
 

@@ -200,7 +200,7 @@ class PruneTimer:
                 result = prune(self.data, self.policy)
                 if result.pruned or result.swept:
                     log.info("retention: %s", result.summary())
-            except Exception:  # noqa: BLE001 - a failed run is logged; the next one tries again
+            except Exception:  # a failed run is logged; the next one tries again
                 log.exception("retention: pruning failed")
             finally:
                 if not db_proxy.is_closed():

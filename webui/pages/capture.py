@@ -99,7 +99,8 @@ def _render_sample(sample: Sample, capture_form: CaptureForm, upload_form: Uploa
     return render_template("capture/sample.html", sample=sample, patient=sample.patient, captures=captures,
                            capture_form=capture_form, upload_form=upload_form, discard_form=DiscardForm(formdata=None),
                            camera_status=device.camera_status(), has_camera=device.grabber is not None,
-                           links=links, locked=signoff.frames_locked(sample), progress=sample_progress(sample)), status
+                           links=links, locked=signoff.frames_locked(sample), progress=sample_progress(sample),
+                           disk=device.disk_guard.state()), status
 
 
 def sample_progress(sample: Sample) -> dict:
