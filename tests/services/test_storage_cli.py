@@ -24,7 +24,7 @@ def _cli(*args: str, config: Path | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.pop("ALLSCOPE_CONFIG", None)
     command = [sys.executable, "-m", "device.cli", "storage", *args] + (["--config", str(config)] if config else [])
-    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120)
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120, check=False)
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def small_disk(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
     made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True,
-                          text=True)
+                          text=True, check=False)
     if made.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
     try:

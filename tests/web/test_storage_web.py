@@ -63,7 +63,7 @@ def test_the_frame_comes_back_as_uploaded_and_crops_are_jpeg(app, client, analys
     assert capture.sha256 == hashlib.sha256(frame.data).hexdigest()
     crop = client.get(f"/cells/{cell.id}/crop")
     assert crop.status_code == 200 and crop.mimetype == "image/jpeg" and crop.data[:3] == b"\xff\xd8\xff"
-    assert "cell-%d.jpg" % cell.id in crop.headers["Content-Disposition"]
+    assert f"cell-{cell.id}.jpg" in crop.headers["Content-Disposition"]
 
 
 def _prune(app, capture_id: int) -> Capture:
