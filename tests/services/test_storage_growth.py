@@ -278,3 +278,19 @@ def test_days_left_come_from_the_recent_rate_of_writes(data, sample):
     warned = DiskGuard(data, reserve_mb=1, warn_days=10**6).state(now)
     assert warned.level == "warn" and "days at the recent rate" in warned.message
     assert DiskGuard(data).bytes_per_day(now + dt.timedelta(days=60)) == 0.0  # nothing recent: no estimate
+
+
+def test_a_pruned_frame_is_not_asked_of_the_sync_agent_and_its_payload_says_so(data, sample, analysed):
+    import json
+
+    from sync.agent.media import file_names
+
+    _acknowledge(analysed.id)
+    _sign(sample)
+    prune(data, Policy(after_ack=True))
+    cursor = db_proxy.execute_sql("SELECT payload FROM outbox WHERE entity = 'capture' ORDER BY id DESC LIMIT 1")
+    payload = json.loads(cursor.fetchone()[0])  # the pruning is a change of the record: it travels
+    assert payload["frame_pruned_at"] and payload["sha256"] == analysed.sha256 and payload["thumb_path"]
+    crops = [c["crop_path"] for c in payload["cells"]]
+    assert file_names(payload, "frames") == crops  # the frame is gone: the agent does not look for it
+    assert file_names(dict(payload, frame_pruned_at=None), "frames") == [analysed.image_path] + crops
