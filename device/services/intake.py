@@ -10,7 +10,8 @@ image (its SHA-256 is the record; a camera still is encoded losslessly, see
 and rename), then the row and its
 audit event are written in one transaction, and only then is the analysis
 queued. The same image twice for one sample is refused (same decoded pixels,
-whatever the file): it would be counted twice in the report. Before anything is
+whatever the file; against a frame stored before v7, by the hash of the PNG it was
+kept as): it would be counted twice in the report. Before anything is
 decoded or stored the disk-space guard (``device/services/disk_guard.py``) refuses
 a capture that would eat into the database's reserve (507). A sample whose report is signed takes no frame (409, with
 the reason) until an amendment is open: it would be analysed but never reviewed.
@@ -30,6 +31,7 @@ from device.services.actor import Actor
 from device.services.decode_budget import Busy, DecodeBudget
 from device.services.disk_guard import DiskFull, DiskGuard
 from device.services.frame_files import DEFAULT_STILL, SUFFIXES, encode_still, kept_format, pixels_sha256
+from device.services.job_store import encode_png
 from device.store.datadir import DataDir
 from device.store.records import Capture, Sample, audit, db_proxy
 
@@ -106,8 +108,12 @@ def store_frame(sample: Sample, rgb: np.ndarray, source: str, *, actor: Actor, d
     else:
         blob, fmt = encode_still(rgb, still_format)
     digest = hashlib.sha256(blob).hexdigest()
+    digests = [digest]
+    if Capture.select().where((Capture.sample == sample.id) & (Capture.pixels_sha256 == "")).exists():
+        # the sample has frames stored before v7, named by the hash of a PNG of their pixels: compare with that
+        digests.append(hashlib.sha256(encode_png(rgb)).hexdigest())
     earlier = Capture.get_or_none((Capture.sample == sample.id) &
-                                  ((Capture.pixels_sha256 == pixels) | (Capture.sha256 == digest)))
+                                  ((Capture.pixels_sha256 == pixels) | Capture.sha256.in_(digests)))
     if earlier is not None:
         if earlier.status == "discarded":  # kept for the record (device/services/discard.py), counted nowhere
             raise DuplicateFrame(f"{original_name or 'This frame'}: the same image is capture #{earlier.id} of this "

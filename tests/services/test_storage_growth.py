@@ -85,6 +85,18 @@ def test_the_same_pixels_in_another_file_are_one_image(data, sample):
     assert Capture.select().count() == 1
 
 
+def test_a_frame_stored_before_v7_is_still_found_as_a_duplicate(data, sample):
+    from device.services.jobs import encode_png
+
+    content = _jpeg()
+    relative, digest = data.store_image(encode_png(load_image_bytes(content, "old")))  # how frames were kept
+    Capture.create(sample=sample, image_path=relative, sha256=digest, source="upload")  # no pixels_sha256
+    with pytest.raises(DuplicateFrame, match="already capture #1"):
+        store_upload(sample, "frame.jpg", content, actor=TECH, data=data, worker=None)
+    other = Sample.create(patient=sample.patient)  # another sample: no duplicate, kept as received
+    assert store_upload(other, "frame.jpg", content, actor=TECH, data=data, worker=None).original_format == "jpeg"
+
+
 def test_png_tiff_and_webp_uploads_are_kept_a_bmp_is_encoded_losslessly(data, sample):
     rgb = load_image(DEMO / "BloodImage_00010.jpg")
     files = {"f.png": _as("PNG", rgb), "f.tif": _as("TIFF", rgb, compression="tiff_lzw"),
