@@ -1,9 +1,11 @@
 """The pictures of the PDF report, as small JPEGs at their printed size.
 
-A stored frame is the file as it arrived and a crop a JPEG q95 at the camera's resolution (before issue 15 both
-were lossless PNGs; a 2592x1944 frame's crop is ~250 px): embedded as it is, fpdf2 keeps every pixel, and a 7-frame report weighed 4.7 MB (15 MB for 100 cells
-of 2592x1944 frames). Here each picture is scaled to what the page prints (a 26 mm tile: 128 px, ~125 dpi; a
-frame: 640 px wide, drawn from its thumbnail once the full frame is pruned) and JPEG-encoded, which fpdf2 embeds as it is (DCTDecode): ~5 kB a crop, ~60 kB a frame.
+A stored frame is the file as it arrived and a crop a JPEG q95 at the camera's resolution (before issue 15
+both were lossless PNGs; a 2592x1944 frame's crop is ~250 px): embedded as it is, fpdf2 keeps every pixel,
+and a 7-frame report weighed 4.7 MB (15 MB for 100 cells of 2592x1944 frames). Here each picture is scaled
+to what the page prints (a 26 mm tile: 128 px, ~125 dpi; a frame: 640 px wide, drawn from its thumbnail once
+the full frame is pruned) and JPEG-encoded, which fpdf2 embeds as it is (DCTDecode): ~5 kB a crop, ~60 kB a
+frame.
 
 A frame's picture carries the outline of each of its cells, coloured by the final label like the review page
 (blast red, normal green, other purple, unusable grey; flagged and not yet reviewed: thick orange; edge
