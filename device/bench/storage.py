@@ -47,6 +47,7 @@ def measure_storage(frames: list[tuple[str, bytes]], analyzer) -> dict:
             crop = np.ascontiguousarray(crop_pixels(rgb, cell))
             add(crops, "crop_png_kb", len(pillow_bytes(crop, "PNG", compress_level=1)) / 1024)
             add(crops, "crop_jpeg95_kb", len(encode_crop(crop)) / 1024)
-            add(crops, "crop_webp_lossless_kb", len(pillow_bytes(crop, "WEBP", lossless=True, quality=0, method=0)) / 1024)
+            webp = pillow_bytes(crop, "WEBP", lossless=True, quality=0, method=0)
+            add(crops, "crop_webp_lossless_kb", len(webp) / 1024)
     return {key: statistics.median(values) for key, values in {**rows, **crops}.items()} | \
         {"crops_measured": len(crops.get("crop_png_kb", []))}

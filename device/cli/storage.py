@@ -155,7 +155,8 @@ def cmd_space(args: argparse.Namespace) -> int:
     state = DiskGuard.from_config(data, config.storage).state()
     days = "unknown (no capture in the last 7 days)" if state.days_left is None else f"{state.days_left:.0f}"
     print(f"data directory {data.root}: {state.free_bytes / 2**20:.0f} MB free, reserve "
-          f"{state.reserve_bytes / 2**20:.0f} MB, {state.bytes_per_day / 2**20:.1f} MB a day recently, days left {days}")
+          f"{state.reserve_bytes / 2**20:.0f} MB, {state.bytes_per_day / 2**20:.1f} MB a day recently, "
+          f"days left {days}")
     if state.message:
         print(state.message)
     return 2 if state.level == "full" else 1 if state.level == "warn" else 0

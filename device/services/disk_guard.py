@@ -89,8 +89,9 @@ class DiskGuard:
         return DiskState(free, self.reserve_bytes, rate, days, level, message)
 
     def _refusal(self, free: int) -> str:
-        return (f"Capture refused: only {free / MB:.0f} MB free on the data disk, below the {self.reserve_bytes / MB:.0f}"
-                " MB kept for the database: free space or prune frames (allscope storage prune)")
+        return (f"Capture refused: only {free / MB:.0f} MB free on the data disk, below the "
+                f"{self.reserve_bytes / MB:.0f} MB kept for the database: free space or prune frames "
+                "(allscope storage prune)")
 
     def check_room(self) -> None:
         """DiskFull (one line) when the free space is below the reserve."""

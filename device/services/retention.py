@@ -61,9 +61,9 @@ class PruneResult:
 
     def summary(self, dry_run: bool = False) -> str:
         verb = "would prune" if dry_run else "pruned"
+        swept = f", deleted {self.swept} left-over file{'' if self.swept == 1 else 's'}" if self.swept else ""
         return (f"{verb} {len(self.pruned)} frame{'' if len(self.pruned) == 1 else 's'} "
-                f"({self.freed_bytes / 1024 / 1024:.1f} MB)" + (f", deleted {self.swept} left-over file"
-                                                               f"{'' if self.swept == 1 else 's'}" if self.swept else ""))
+                f"({self.freed_bytes / 1024 / 1024:.1f} MB){swept}")
 
 
 def _pending_captures() -> set[int]:
