@@ -36,7 +36,8 @@ def write_result(capture_id: int, result: FrameResult, crop_paths: list[str], ti
         after = {"status": "done", "flag": result.flag, "cell_count": result.cell_count,
                  "blast_count": result.blast_count, "review_count": result.review_count, "model_id": model_id}
         Capture.update(**after, **(analysed_with or {}), **(kept or {}), quality=result.quality, timings_ms=timings,
-                       error="", analysed_at=utcnow(), version=Capture.version + 1).where(Capture.id == capture_id).execute()
+                       error="", analysed_at=utcnow(), version=Capture.version + 1) \
+            .where(Capture.id == capture_id).execute()
         audit("analyse", "capture", capture_id, username=username, before={"status": capture.status}, after=after)
 
 
