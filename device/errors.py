@@ -5,6 +5,7 @@ kinds below (or of a class deriving from one), never an HTTP status: the web
 layer maps the kind to its status in one place (``webui/kit/errors.py``):
 
     InvalidInput 400 · UnsupportedMedia 415 · Forbidden 403 · NotFound 404 · Conflict 409 · Unavailable 503
+    · InsufficientStorage 507
 
 A bare :class:`AllscopeError` (a broken model file, an unreadable data
 directory) is not a request's fault: a page that meets one shows the
@@ -38,6 +39,10 @@ class Conflict(AllscopeError):
 
 class Unavailable(AllscopeError):
     """A device resource the request needs is not there now (no camera running); try again later."""
+
+
+class InsufficientStorage(Unavailable):
+    """The data disk has no room for this without eating into the database's reserve: free space first."""
 
 
 class ImageLoadError(AllscopeError):

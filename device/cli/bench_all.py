@@ -17,6 +17,8 @@ percentile would only restate them):
 * memory and writes: the device service's resident memory idle, with the model,
   after K frames, and its storage writes and stored bytes per analysed frame
   (``device.cli.bench_memory``).
+* storage: what a frame, its thumbnail and its crops weigh in each format, and the encode times
+  (``device.bench.storage``, issue 15).
 
 A benchmark, never a test: nothing here passes or fails on speed. The exit
 status is 1 only when a run saw something wrong (records lost, pages failing, a
@@ -174,7 +176,20 @@ def section_memory(repeats: int, sizes: Sizes, model: Path, work_root: Path) -> 
             "concurrent_uploads": len(burst)}
 
 
-SECTIONS = ("per_cell", "frames", "web", "sync", "memory")
+def section_storage(sizes: Sizes, model: Path) -> dict:
+    from device.bench.frames import upload_files
+    from device.bench.storage import measure_storage
+    from device.core.analysis import Analyzer
+    from device.inference.classifier import CellClassifier
+
+    frames = upload_files(sizes.memory_frames)
+    figures = measure_storage(frames, Analyzer(CellClassifier.load(model)))
+    crops = figures.pop("crops_measured")
+    return {"figures": {key: spread([value]) for key, value in figures.items()}, "frames_per_run": len(frames),
+            "crops_measured": crops}
+
+
+SECTIONS = ("per_cell", "frames", "web", "sync", "memory", "storage")
 
 
 def run_all(repeats: int = DEFAULT_REPEATS, out_dir: Path = DEFAULT_OUT, sizes: Sizes = Sizes(), *,
@@ -200,6 +215,7 @@ def run_all(repeats: int = DEFAULT_REPEATS, out_dir: Path = DEFAULT_OUT, sizes: 
         "web": lambda: section_web(repeats, sizes, model),
         "sync": lambda: section_sync(repeats, sizes, model),
         "memory": lambda: section_memory(repeats, sizes, model, work_root),
+        "storage": lambda: section_storage(sizes, model),  # sizes are exact: one run is enough
     }
     try:
         for name in sections:

@@ -20,9 +20,9 @@ each spool an upload over 512 KB to a temporary file and delete it); the net
 of the two is what reached the storage. The database's growth includes its WAL file.
 
 Around those K frames the service's ``write_bytes`` from /proc/<pid>/io (what
-the process sent to the block layer: image PNGs and crops written with fsync,
+the process sent to the block layer: the frame files, crops and thumbnails written with fsync,
 SQLite pages and its WAL; not sockets, not page-cache reads) and the growth
-of the data directory on disk (images, crops, database files) are measured,
+of the data directory on disk (images, crops, thumbnails, database files) are measured,
 both per frame. The data directory is made under the results directory so it
 sits on the same storage as the figures (on a Pi: the SD card); a tmpfs
 there would show zero writes.
@@ -55,13 +55,13 @@ def proc_io(pid: int) -> dict[str, int]:
 
 
 def disk_usage(root: Path) -> dict[str, int]:
-    """Bytes on disk (allocated blocks) of the images, the crops and the database files."""
-    out = {"images": 0, "crops": 0, "database": 0}
+    """Bytes on disk (allocated blocks) of the images, the crops, the thumbnails and the database files."""
+    out = {"images": 0, "crops": 0, "thumbs": 0, "database": 0}
     for path in root.rglob("*"):
         if not path.is_file():
             continue
         top = path.relative_to(root).parts[0]
-        kind = top if top in ("images", "crops") else "database" if path.name.startswith("allscope.db") else None
+        kind = top if top in ("images", "crops", "thumbs") else "database" if path.name.startswith("allscope.db") else None
         if kind:
             out[kind] += path.stat().st_blocks * 512
     return out
@@ -221,4 +221,8 @@ def run_memory_once(work_root: Path, frames: list[tuple[str, bytes]], model: Pat
         "stored_image_kb_per_frame": stored["images"] / 1024,
         "stored_crops_kb_per_frame": stored["crops"] / 1024,
         "stored_database_kb_per_frame": stored["database"] / 1024,
+        "stored_thumbs_kb_per_frame": stored["thumbs"] / 1024,
+        "stored_crop_kb_per_cell": stored["crops"] / 1024 / max(cells, 1) * count,
+        # what a frame keeps once the retention policy pruned its full frame (device/services/retention.py)
+        "stored_after_prune_kb_per_frame": (stored["crops"] + stored["thumbs"] + stored["database"]) / 1024,
     }

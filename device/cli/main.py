@@ -281,7 +281,7 @@ COMMAND_GROUPS = {
     "config": ("check or show the configuration file", (config_cli,)),
     "camera": ("list cameras, take a snapshot", (camera_cli,)),
     "backup": ("local backups: create, list, restore", (backup_cli,)),
-    "storage": ("encryption at rest: key management", (storage_cli,)),
+    "storage": ("encryption at rest, retention of frames, disk space", (storage_cli,)),
 }
 # Single commands defined in their own modules (each has ``register_command(subparsers)``).
 COMMAND_MODULES = (doctor,)

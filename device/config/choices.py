@@ -14,11 +14,13 @@ CameraKind = Literal["replay", "opencv", "picamera2"]
 DelegateKind = Literal["cpu", "edgetpu", "external"]
 MediaPolicy = Literal["frames", "crops", "none"]
 SqliteSynchronous = Literal["full", "normal"]
+StillFormat = Literal["webp-lossless", "png", "jpeg95"]  # how a camera still is kept (frame_files.py)
 
 CAMERA_KINDS: tuple[str, ...] = get_args(CameraKind)
 DELEGATE_KINDS: tuple[str, ...] = get_args(DelegateKind)
 MEDIA_POLICIES: tuple[str, ...] = get_args(MediaPolicy)
 SQLITE_SYNCHRONOUS: tuple[str, ...] = get_args(SqliteSynchronous)
+STILL_FORMATS: tuple[str, ...] = get_args(StillFormat)
 
 # A cell's label. The AI answers only "blast" or "normal"; a reviewer may also give the white cell's class
 # (a manual differential), "normal" (a normal white cell, class not given), "other" (a white cell of another

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from device.config.choices import CameraKind, DelegateKind, MediaPolicy, SqliteSynchronous
 from device.config.errors import problem_lines
 from device.config.monitoring import MonitoringSection, check_networks
+from device.config.retention import StorageGrowth
 from device.errors import AllscopeError, ConfigError  # noqa: F401  (ConfigError: raised here, imported from here)
 
 ENV_VAR = "ALLSCOPE_CONFIG"
@@ -216,7 +217,7 @@ class LoginSection(_Section):
                                                        "address and hour; the rest are counted in one event.")
 
 
-class StorageSection(_Section):
+class StorageSection(_Section, StorageGrowth):  # the storage-growth keys: device/config/retention.py
     synchronous: SqliteSynchronous = Field(
         "full", description="SQLite synchronous mode: full survives a power cut with every committed record; "
                             "normal is faster but may lose the last commits.")

@@ -32,6 +32,7 @@ from device.config.schema import AllscopeConfig
 from device.resources import model_in_force
 from device.services.actor import Actor
 from device.services.decode_budget import DecodeBudget
+from device.services.disk_guard import DiskGuard
 from device.services.settings import DeviceSettings, valid_defaults
 from device.store.datadir import DataDir
 from device.store.records import open_database
@@ -91,6 +92,8 @@ class Appliance:
         self._lock = threading.Lock()
         self._settings = DeviceSettings.load(self.defaults)
         self.decode_budget = DecodeBudget.from_config(self.config)  # uploads: pixel limit, decodes at a time
+        self.disk_guard = DiskGuard.from_config(self.data, self.config.storage)  # refuses captures at the reserve
+        self.pruner = None            # device.services.retention.PruneTimer once started (when a policy is set)
 
     # --- the settings in force ----------------------------------------------------------------------------
     @property
@@ -160,6 +163,10 @@ class Appliance:
                                      delegate=DelegateConfig.from_section(self.config.inference),
                                      watchdog_seconds=self.config.inference.watchdog_seconds).start()
         self.start_camera(settings.camera_kind, settings.camera_source or None)
+        from device.services.retention import Policy, PruneTimer
+
+        storage = self.config.storage
+        self.pruner = PruneTimer(self.data, Policy.from_config(storage), storage.prune_interval_hours).start()
         return self
 
     def start_camera(self, kind: str, source: str | None) -> None:
@@ -196,6 +203,8 @@ class Appliance:
             self.grabber.stop()
         if self.worker is not None:
             self.worker.stop()
+        if self.pruner is not None:
+            self.pruner.stop()
 
     def close(self) -> None:
         """Stop the services and close the database."""

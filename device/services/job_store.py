@@ -1,6 +1,7 @@
-"""What an analysis job reads and writes: the stored frame, cell crops, and the result rows.
+"""What an analysis job reads and writes: the stored frame, cell crops, its thumbnail, and the result rows.
 
-The crops are written first (content-addressed files, atomic), then the cells and the capture's
+The crops (JPEG q95, device/services/frame_files.py) and the thumbnail are written first (atomic), then the
+cells and the capture's
 result in one IMMEDIATE transaction with its audit event: a crash leaves at most orphan crop files,
 never rows without files or half a result. A failure marks the capture failed with one line.
 """
@@ -11,6 +12,7 @@ import numpy as np
 
 from device.core.analysis import FrameResult
 from device.errors import AllscopeError, ImageLoadError
+from device.services.frame_files import encode_crop, encode_thumbnail
 from device.store.datadir import DataDir
 from device.store.records import Capture, Cell, audit, db_proxy, utcnow
 
@@ -18,8 +20,9 @@ CROP_MARGIN = 0.25  # of the cell's box, each side: enough context for a reviewe
 
 
 def write_result(capture_id: int, result: FrameResult, crop_paths: list[str], timings: dict, model_id: str,
-                 username: str, analysed_with: dict | None = None) -> None:
-    """Cells, counts, quality, timings and the model that ran, in one transaction with its audit event."""
+                 username: str, analysed_with: dict | None = None, kept: dict | None = None) -> None:
+    """Cells, counts, quality, timings and the model that ran, in one transaction with its audit event.
+    ``kept``: ``thumb_path`` and ``stored_bytes`` (frame, crops and thumbnail) from :func:`store_pictures`."""
     # IMMEDIATE: this transaction reads before it writes, and in WAL mode a deferred one whose snapshot
     # went stale (an upload committed meanwhile) fails at once with "database is locked", busy_timeout or not.
     with db_proxy.atomic("IMMEDIATE"):
@@ -32,8 +35,9 @@ def write_result(capture_id: int, result: FrameResult, crop_paths: list[str], ti
                 for c, path in zip(result.cells, crop_paths)]).execute()
         after = {"status": "done", "flag": result.flag, "cell_count": result.cell_count,
                  "blast_count": result.blast_count, "review_count": result.review_count, "model_id": model_id}
-        Capture.update(**after, **(analysed_with or {}), quality=result.quality, timings_ms=timings, error="",
-                       analysed_at=utcnow(), version=Capture.version + 1).where(Capture.id == capture_id).execute()
+        Capture.update(**after, **(analysed_with or {}), **(kept or {}), quality=result.quality, timings_ms=timings,
+                       error="", analysed_at=utcnow(), version=Capture.version + 1) \
+            .where(Capture.id == capture_id).execute()
         audit("analyse", "capture", capture_id, username=username, before={"status": capture.status}, after=after)
 
 
@@ -51,7 +55,16 @@ def interrupted_captures() -> list[int]:
 
 
 def store_crops(data: DataDir, capture_id: int, rgb: np.ndarray, cells) -> list[str]:
-    return [data.store_crop(capture_id, i, encode_png(_crop(rgb, cell))) for i, cell in enumerate(cells)]
+    return [data.store_crop(capture_id, i, encode_crop(crop_pixels(rgb, cell)), ".jpg") for i, cell in enumerate(cells)]
+
+
+def store_pictures(data: DataDir, capture: Capture, rgb: np.ndarray, cells) -> tuple[list[str], dict]:
+    """The crops and the thumbnail of an analysed frame: (crop paths, the capture's ``thumb_path`` and
+    ``stored_bytes``: what it keeps on disk, for the disk-space guard)."""
+    crops = store_crops(data, capture.id, rgb, cells)
+    thumb = data.store_thumb(capture.id, encode_thumbnail(rgb))
+    kept = data.stored_size(capture.image_path) + data.stored_size(thumb) + sum(map(data.stored_size, crops))
+    return crops, {"thumb_path": thumb, "stored_bytes": kept}
 
 
 def load_stored(data: DataDir, relative: str) -> np.ndarray:
@@ -75,7 +88,7 @@ def crop_box(x: float, y: float, w: float, h: float, width: int, height: int,
     return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
 
 
-def _crop(rgb: np.ndarray, cell) -> np.ndarray:
+def crop_pixels(rgb: np.ndarray, cell) -> np.ndarray:
     x0, y0, x1, y1 = crop_box(cell.x, cell.y, cell.w, cell.h, rgb.shape[1], rgb.shape[0])
     return rgb[y0:y1, x0:x1]
 

@@ -43,6 +43,7 @@ from device.services.job_store import (  # noqa: F401  (crop_box, encode_png: on
     load_stored,
     mark_failed,
     store_crops,
+    store_pictures,
     write_result,
 )
 from device.services.watchdog import Ticket, Watchdog
@@ -288,13 +289,14 @@ class AnalysisWorker:
         self._record_inference(result)
         self._set_stage(capture_id, "saving results")
         started = time.perf_counter()
-        crop_paths = store_crops(self.data, capture_id, rgb, result.cells)
+        crop_paths, kept = store_pictures(self.data, capture, rgb, result.cells)
         timings = dict(result.timings_ms, crops=round((time.perf_counter() - started) * 1000.0, 1))
         if self._stop.is_set():
             raise JobAbandoned()
         write_result(capture_id, result, crop_paths, timings, analyzer.classifier.info.short_id, self.username,
                      {"model_identity": analyzer.classifier.info.identity(),  # which model ran, and with
-                      "decision": analyzer.decision.as_dict()})               # which threshold (issue 11)
+                      "decision": analyzer.decision.as_dict()},               # which threshold (issue 11)
+                     kept)
         self._forget(capture_id)  # final states are read from the capture row
 
     def _fail_safely(self, capture_id: int, error: BaseException) -> None:

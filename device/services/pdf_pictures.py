@@ -1,9 +1,11 @@
 """The pictures of the PDF report, as small JPEGs at their printed size.
 
-A stored crop or frame is a lossless PNG at the camera's resolution (a 2592x1944 frame's crop is ~250 px and
-~150 kB): embedded as it is, fpdf2 keeps every pixel, and a 7-frame report weighed 4.7 MB (15 MB for 100 cells
-of 2592x1944 frames). Here each picture is scaled to what the page prints (a 26 mm tile: 128 px, ~125 dpi; a
-frame: 640 px wide) and JPEG-encoded, which fpdf2 embeds as it is (DCTDecode): ~5 kB a crop, ~60 kB a frame.
+A stored frame is the file as it arrived and a crop a JPEG q95 at the camera's resolution (before issue 15
+both were lossless PNGs; a 2592x1944 frame's crop is ~250 px): embedded as it is, fpdf2 keeps every pixel,
+and a 7-frame report weighed 4.7 MB (15 MB for 100 cells of 2592x1944 frames). Here each picture is scaled
+to what the page prints (a 26 mm tile: 128 px, ~125 dpi; a frame: 640 px wide, drawn from its thumbnail once
+the full frame is pruned) and JPEG-encoded, which fpdf2 embeds as it is (DCTDecode): ~5 kB a crop, ~60 kB a
+frame.
 
 A frame's picture carries the outline of each of its cells, coloured by the final label like the review page
 (blast red, normal green, other purple, unusable grey; flagged and not yet reviewed: thick orange; edge
@@ -69,14 +71,19 @@ def _dashed_rect(draw: ImageDraw.ImageDraw, box, colour, width: int, dash: int =
             position += 2 * dash
 
 
-def frame_jpeg(source, cells: list[dict], px: int = FRAME_PX) -> bytes | None:
-    """A frame (bytes or path) scaled to ``px`` wide with the outline of each of ``cells``, as a JPEG, or None."""
+def frame_jpeg(source, cells: list[dict], px: int = FRAME_PX, frame_width: int | None = None) -> bytes | None:
+    """A frame (bytes or path) scaled to ``px`` wide with the outline of each of ``cells``, as a JPEG, or None.
+
+    ``frame_width``: the width of the frame the cells' boxes refer to, when ``source`` is a smaller picture of it
+    (the thumbnail kept once the full frame is pruned, device/services/retention.py)."""
     image = _open(source)
     if image is None:
         return None
-    scale = min(1.0, px / image.width)
-    if scale < 1.0:
-        image = image.resize((px, max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
+    frame_width = frame_width or image.width
+    target = min(px, frame_width)
+    scale = target / frame_width
+    if image.width != target:
+        image = image.resize((target, max(1, round(image.height * target / image.width))), Image.Resampling.LANCZOS)
     draw = ImageDraw.Draw(image)
     # the open flagged cells last: drawn on top
     for cell in sorted(cells, key=lambda c: _open_flag(c)):

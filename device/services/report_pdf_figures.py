@@ -63,7 +63,7 @@ def frames_section(pdf, captures: list[dict], cells: list[dict], frame_file) -> 
                 source = frame_file(cap)
             except (OSError, ValueError):
                 source = None
-            _picture(pdf, frame_jpeg(source, by_capture.get(cap["id"], [])), x, top, width,
+            _picture(pdf, frame_jpeg(source, by_capture.get(cap["id"], []), frame_width=cap["width"]), x, top, width,
                      width * cap["height"] / cap["width"])
             pdf.set_xy(x, top + height + 0.5)
             pdf.font(7.5)

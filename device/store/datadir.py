@@ -3,8 +3,10 @@
 Layout (default ``./var``, or ``--data-dir`` / ``$ALLSCOPE_DATA_DIR``)::
 
     allscope.db            SQLite records (WAL)
-    images/ab/abcdef….png  captured and uploaded frames, named by SHA-256
-    crops/<capture>/…png   cell crops cut from a frame after analysis
+    images/ab/abcdef….jpg  captured and uploaded frames, named by the SHA-256 of the file: an upload as received
+                           (.jpg/.png/.tif/.webp), a camera still as WebP lossless (device/services/frame_files.py)
+    crops/<capture>/…jpg   cell crops cut from a frame after analysis (older ones .png)
+    thumbs/<capture>.jpg   a small picture of each analysed frame, kept when the frame is pruned
     secret_key             Flask session key, generated, mode 0600
     at-rest.json           present when the database and files are encrypted (device/store/atrest.py)
 
@@ -60,22 +62,41 @@ class DataDir:
             raise ValueError(f"path outside the data directory: {relative}")
         return target
 
-    def store_image(self, png_bytes: bytes) -> tuple[str, str]:
+    def store_image(self, blob: bytes, suffix: str = ".png") -> tuple[str, str]:
         """Store an encoded image by content hash; returns (relative path, sha256). Idempotent.
 
-        The hash is of the image itself, also when the file on disk is encrypted.
+        The hash is of the image file itself, also when the file on disk is encrypted.
         """
-        digest = hashlib.sha256(png_bytes).hexdigest()
-        relative = f"images/{digest[:2]}/{digest}.png"
+        digest = hashlib.sha256(blob).hexdigest()
+        relative = f"images/{digest[:2]}/{digest}{suffix}"
         target = self.root / relative
         if not target.exists():
-            write_atomic(target, self._sealed(png_bytes, relative))
+            write_atomic(target, self._sealed(blob, relative))
         return relative, digest
 
-    def store_crop(self, capture_id: int, index: int, png_bytes: bytes) -> str:
-        relative = f"crops/{capture_id}/{index:04d}.png"
-        write_atomic(self.root / relative, self._sealed(png_bytes, relative))
+    def store_crop(self, capture_id: int, index: int, blob: bytes, suffix: str = ".png") -> str:
+        relative = f"crops/{capture_id}/{index:04d}{suffix}"
+        write_atomic(self.root / relative, self._sealed(blob, relative))
         return relative
+
+    def store_thumb(self, capture_id: int, jpeg: bytes) -> str:
+        relative = f"thumbs/{capture_id}.jpg"
+        write_atomic(self.root / relative, self._sealed(jpeg, relative))
+        return relative
+
+    def exists(self, relative: str) -> bool:
+        """Whether a stored file is there (False for an empty path or one outside the data directory)."""
+        try:
+            return bool(relative) and self.absolute(relative).is_file()
+        except ValueError:
+            return False
+
+    def stored_size(self, relative: str) -> int:
+        """Bytes on disk of a stored file, 0 when it is missing."""
+        try:
+            return self.absolute(relative).stat().st_size if relative else 0
+        except (OSError, ValueError):
+            return 0
 
     def read_bytes(self, relative: str) -> bytes:
         """The bytes of a stored image or crop (decrypted when the data is encrypted at rest).

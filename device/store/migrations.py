@@ -174,8 +174,6 @@ def _v5_differential(database: pw.SqliteDatabase) -> None:
         _sync_triggers(database, entity, _V5_COLUMNS)
 
 
-
-
 # v6: patient identifiers are unique ignoring case and surrounding spaces ("mrn-2024-0117" and
 # "MRN-2024-0117 " are one patient); the identifier is kept as typed. No new column (so no sync payload
 # change): a unique index on the normalised expression, which the application's own check
@@ -198,8 +196,32 @@ def _v6_patient_identifier_nocase(database: pw.SqliteDatabase) -> None:
     database.execute_sql(f'CREATE UNIQUE INDEX "patient_identifier_nocase" ON "patient" ({IDENTIFIER_KEY}){where}')
 
 
+# v7 (issue 15, storage growth): a capture keeps the file as it arrived (an upload's own bytes; a camera still as
+# WebP lossless) instead of a PNG of the decoded pixels. ``sha256`` stays the hash of the stored frame file (so of
+# the original from v7 on); ``original_format`` says what it is ("" for frames stored before v7: a PNG of the
+# decoded pixels); ``pixels_sha256`` is the hash of the decoded pixels (the duplicate check; "" before v7);
+# ``thumb_path`` the small picture written at analysis time; ``stored_bytes`` what the capture keeps on disk
+# (frame, crops, thumbnail: the disk-space guard's rate of writes); ``frame_pruned_at`` when the retention policy
+# deleted the full frame (device/services/retention.py). All travel (the central keeps payloads as they come).
+_V7_CAPTURE = {"capture": (_V5_COLUMNS["capture"][0] + " original_format pixels_sha256 thumb_path stored_bytes "
+                                                       "frame_pruned_at",
+                           _V5_COLUMNS["capture"][1], _V5_COLUMNS["capture"][2])}
+
+
+def _v7_frame_storage(database: pw.SqliteDatabase) -> None:
+    for statement in ('ADD COLUMN "original_format" VARCHAR(16) NOT NULL DEFAULT \'\'',
+                      'ADD COLUMN "pixels_sha256" VARCHAR(64) NOT NULL DEFAULT \'\'',
+                      'ADD COLUMN "thumb_path" VARCHAR(255) NOT NULL DEFAULT \'\'',
+                      'ADD COLUMN "stored_bytes" INTEGER NOT NULL DEFAULT 0',
+                      'ADD COLUMN "frame_pruned_at" DATETIME'):
+        database.execute_sql(f'ALTER TABLE "capture" {statement}')
+    for verb in ("insert", "update"):
+        database.execute_sql(f"DROP TRIGGER sync_capture_{verb}")
+    _sync_triggers(database, "capture", _V7_CAPTURE)
+
+
 MIGRATIONS = [_v1_initial, _v2_sync_outbox, _v3_session_epoch, _v4_capture_model, _v5_differential,
-              _v6_patient_identifier_nocase]
+              _v6_patient_identifier_nocase, _v7_frame_storage]
 
 
 def schema_version(database: pw.SqliteDatabase) -> int:

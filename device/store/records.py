@@ -145,6 +145,15 @@ class Capture(BaseModel):
     # None for captures analysed before v4: reports say "model not recorded".
     model_identity = JSONField(null=True)
     decision = JSONField(null=True)
+    # v7 (issue 15): what the frame file is ("jpeg", "png", "tiff", "webp"; "" before v7: a PNG of the decoded
+    # pixels), the hash of the decoded pixels (duplicates), the thumbnail, the bytes kept on disk, and when the
+    # retention policy pruned the full frame (None: kept). See device/services/frame_files.py and retention.py.
+    # Defaults in SQL only (migration v7), so rows written by older code paths still insert (peewee omits them).
+    original_format = pw.CharField(max_length=16, constraints=[pw.SQL("DEFAULT ''")])
+    pixels_sha256 = pw.CharField(max_length=64, constraints=[pw.SQL("DEFAULT ''")])
+    thumb_path = pw.CharField(constraints=[pw.SQL("DEFAULT ''")])
+    stored_bytes = pw.IntegerField(constraints=[pw.SQL("DEFAULT 0")])
+    frame_pruned_at = pw.DateTimeField(null=True)
 
 
 class Cell(BaseModel):

@@ -62,7 +62,7 @@ def file_names(payload: dict, policy: str) -> list[str]:
     if policy == "none":
         return []
     names = []
-    if policy == "frames" and payload.get("image_path"):
+    if policy == "frames" and payload.get("image_path") and not payload.get("frame_pruned_at"):  # pruned: gone
         names.append(payload["image_path"])
     for cell in payload.get("cells") or []:
         if isinstance(cell, dict) and cell.get("crop_path"):

@@ -34,7 +34,10 @@ EXPECTED = {  # figures each section must have
                "after_frames_rss_mb", "after_frames_peak_rss_mb", "cells_per_frame", "net_written_kb_per_frame",
                "written_kb_per_frame", "cancelled_kb_per_frame", "stored_kb_per_frame", "stored_image_kb_per_frame",
                "stored_crops_kb_per_frame", "stored_database_kb_per_frame", "concurrent4_peak_rss_mb",
-               "concurrent4_refused_busy"},
+               "concurrent4_refused_busy", "stored_thumbs_kb_per_frame",
+               "stored_crop_kb_per_cell", "stored_after_prune_kb_per_frame"},
+    "storage": {"original_kb", "png1_kb", "png1_ms", "webp_lossless_kb", "webp_lossless_ms", "jpeg95_kb",
+                "jpeg95_ms", "thumb_kb", "crop_png_kb", "crop_jpeg95_kb", "crop_webp_lossless_kb"},
 }
 
 FLOAT_FIGURES = {"float32_1t_ms", "float32_2t_ms", "float32_over_int8_1t", "float32_over_int8_2t"}
@@ -89,6 +92,13 @@ def test_sections_measure_what_they_say(smoke):
     assert memory["idle_rss_mb"]["median"] > 0 and memory["stored_image_kb_per_frame"]["median"] > 0
     assert memory["net_written_kb_per_frame"]["median"] >= 0
     assert memory["after_frames_peak_rss_mb"]["median"] >= memory["idle_peak_rss_mb"]["median"]  # VmHWM only grows
+    # issue 15: the upload is kept as received, and a pruned frame keeps only crops, thumbnail and its rows
+    assert memory["stored_thumbs_kb_per_frame"]["median"] > 0
+    assert memory["stored_after_prune_kb_per_frame"]["median"] < memory["stored_kb_per_frame"]["median"]
+    storage = sections["storage"]["figures"]
+    assert storage["webp_lossless_kb"]["median"] < storage["png1_kb"]["median"]  # both lossless, on real frames
+    assert storage["crop_jpeg95_kb"]["median"] < storage["crop_png_kb"]["median"]
+    assert sections["storage"]["crops_measured"] > 0
     if find_mosquitto():
         assert sections["sync"]["correct"] is True and sections["sync"]["records"] == TINY.sync_records
 

@@ -112,12 +112,16 @@ def stored_state_ok(app, data_dir: Path) -> list[str]:
 def test_disk_full_during_upload_and_capture(small_disk, users_database):
     from device.camera.backends import ReplayCamera
     from device.camera.grabber import FrameGrabber
+    from device.services.disk_guard import DiskGuard
     from device.store.records import Capture
     from webui.app import create_app
 
     shutil.copyfile(users_database, small_disk / "allscope.db")
     app = create_app(data_dir=small_disk, start_workers=False)
     app.testing = True
+    # No reserve: this is the disk running out under a write (ENOSPC) itself. The disk-space guard, which refuses
+    # a capture before that (507 below storage.reserve_mb), is tested in tests/services/test_storage_cli.py.
+    app.appliance.disk_guard = DiskGuard(app.appliance.data, reserve_mb=0)
     grabber = FrameGrabber(ReplayCamera(hold_s=0), max_fps=50).start()
     app.appliance.grabber = grabber
     database = app.appliance.database

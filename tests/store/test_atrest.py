@@ -22,6 +22,7 @@ from device.store.datadir import DataDir  # noqa: E402
 from device.store.records import Capture, Cell, Patient, db_proxy, open_database  # noqa: E402
 
 DEMO = REPO_ROOT / "device" / "demo"
+JPEG_SIGNATURE = b"\xff\xd8\xff"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NAME = "Zéphyrine Quillfeather"
 
@@ -90,10 +91,10 @@ def test_the_app_works_end_to_end_and_nothing_readable_is_left_on_disk(tmp_path,
 
         # The image and a crop come back decrypted through the web UI.
         image = client.get(f"/captures/{capture_id}/image")
-        assert image.status_code == 200 and image.data.startswith(PNG_SIGNATURE)
+        assert image.status_code == 200 and image.data == jpeg  # the upload as it arrived, bit-exact (issue 15)
         assert hashlib.sha256(image.data).hexdigest() == capture.sha256
         assert client.get(f"/captures/{capture_id}/image?w=320").data[:2] == b"\xff\xd8"  # thumbnail (JPEG)
-        assert client.get(f"/cells/{cells[0].id}/crop").data.startswith(PNG_SIGNATURE)
+        assert client.get(f"/cells/{cells[0].id}/crop").data.startswith(JPEG_SIGNATURE)
 
         # A pathologist signs; the PDF report carries the (decrypted) crops.
         auth.logout()
@@ -118,8 +119,9 @@ def test_the_app_works_end_to_end_and_nothing_readable_is_left_on_disk(tmp_path,
     for path, blob in files:
         assert not any(n in blob for n in name_bytes), f"{path} holds the patient in the clear"
         assert PNG_SIGNATURE not in blob and b"IHDR" not in blob, f"{path} holds a PNG in the clear"
-    stored = [p for p, _ in files if p.suffix == ".png"]
-    assert len(stored) == 1 + len(cells) and all(p.read_bytes().startswith(atrest.MAGIC) for p in stored)
+        assert not blob.startswith(JPEG_SIGNATURE) and b"JFIF" not in blob, f"{path} holds a JPEG in the clear"
+    stored = [p for p, _ in files if p.suffix in (".png", ".jpg")]  # the frame, its crops and its thumbnail
+    assert len(stored) == 2 + len(cells) and all(p.read_bytes().startswith(atrest.MAGIC) for p in stored)
 
 
 def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:

@@ -123,7 +123,7 @@ def _check(data_dir: Path, committed: dict) -> int:
         for image_path, sha in connection.execute("SELECT image_path, sha256 FROM capture"):
             assert hashlib.sha256(read(image_path)).hexdigest() == sha
         for (crop_path,) in connection.execute("SELECT crop_path FROM cell"):
-            assert read(crop_path)[:4] == b"\x89PNG", f"cell row without its crop {crop_path}"
+            assert read(crop_path)[:3] == b"\xff\xd8\xff", f"cell row without its crop {crop_path}"  # JPEG
         for entity in ("patient", "sample", "capture"):
             rows = {r[0]: r[1:] for r in connection.execute(f'SELECT id, version, {"status" if entity == "capture" else "NULL"} FROM "{entity}"')}
             versions = dict(connection.execute("SELECT record_id, version FROM sync_version WHERE entity = ?",

@@ -37,7 +37,7 @@ def _upload(client, sample_id: int, *files: tuple[bytes, str]):
                        follow_redirects=True)
 
 
-def test_upload_of_a_real_jpeg_stores_a_png_of_the_decoded_frame_and_audits(app, client, auth):
+def test_upload_of_a_real_jpeg_is_kept_as_received_and_audited(app, client, auth):
     sample_id = _sample(app)
     auth.login("tech")
     response = _upload(client, sample_id, (JPEG, "../../etc/Blood Image 1.jpg"))
@@ -47,8 +47,8 @@ def test_upload_of_a_real_jpeg_stores_a_png_of_the_decoded_frame_and_audits(app,
         capture = Capture.get()
         assert (capture.source, capture.status, capture.original_name) == ("upload", "queued", "etc_Blood_Image_1.jpg")
         stored = app.appliance.data.absolute(capture.image_path)
-        assert stored.suffix == ".png" and stored.read_bytes()[:4] == b"\x89PNG"
-        assert np.array_equal(load_image(stored), load_image_bytes(JPEG, "x"))  # lossless copy of what was decoded
+        assert stored.suffix == ".jpg" and stored.read_bytes() == JPEG  # the file as it arrived (issue 15)
+        assert np.array_equal(load_image(stored), load_image_bytes(JPEG, "x"))  # decodes to what was analysed
         assert (capture.width, capture.height) == (640, 480) and capture.created_by == "tech"
         event = AuditEvent.get(AuditEvent.action == "create", AuditEvent.entity == "capture")
         assert event.after["sha256"] == capture.sha256 and event.after["source"] == "upload"
@@ -159,7 +159,7 @@ def test_images_thumbnails_and_path_traversal(app, client, auth):
     auth.login("tech")
     _upload(client, sample_id, (JPEG, "one.jpg"))
     full = client.get("/captures/1/image")
-    assert full.status_code == 200 and full.mimetype == "image/png"
+    assert full.status_code == 200 and full.mimetype == "image/jpeg" and full.data == JPEG
     thumb = client.get("/captures/1/image?w=200")
     assert thumb.mimetype == "image/jpeg" and load_image_bytes(thumb.data, "t").shape == (150, 200, 3)
     with app.app_context():

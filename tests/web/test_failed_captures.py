@@ -4,7 +4,6 @@ explicit acknowledgement that the report goes out without it (the report lists i
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from conftest import csrf_from
@@ -13,8 +12,8 @@ from review_data import DEMO_FRAME, add_capture, add_sample, api_headers
 
 from device.core.imageio import load_image
 from device.services.actor import Actor
+from device.services.frame_files import pixels_sha256
 from device.services.intake import DuplicateFrame, NotFailed, reanalyse, store_upload
-from device.services.jobs import encode_png
 from device.store.records import AuditEvent, Capture, Sample
 
 FAILURE = "model file is corrupt: sha256 does not match"
@@ -77,9 +76,9 @@ def test_capture_page_offers_reanalysis_and_the_duplicate_upload_points_to_it(ap
     sample_id, _cells, failed_id = with_failed_capture(app)
     with app.app_context():  # the failed capture is of the demo frame itself: re-uploading it is a duplicate
         demo = Capture.select().where(Capture.sample == sample_id, Capture.status == "done").get()
-        Capture.update(sha256="d" * 64).where(Capture.id == demo.id).execute()
-        digest = hashlib.sha256(encode_png(load_image(DEMO_FRAME))).hexdigest()
-        Capture.update(sha256=digest).where(Capture.id == failed_id).execute()
+        Capture.update(sha256="d" * 64, pixels_sha256="d" * 64).where(Capture.id == demo.id).execute()
+        digest = pixels_sha256(load_image(DEMO_FRAME))  # duplicates are found by their pixels (issue 15)
+        Capture.update(pixels_sha256=digest).where(Capture.id == failed_id).execute()
         try:
             store_upload(Sample.get_by_id(sample_id), "again.jpg", Path(DEMO_FRAME).read_bytes(),
                          actor=Actor(username="tech"), data=app.appliance.data, worker=None)

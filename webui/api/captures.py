@@ -44,7 +44,8 @@ def api_capture_upload(sample_id: int):
         return jsonify(error="no file sent: use multipart form field 'files'"), 400
     device = appliance()
     stored, failed = store_uploads(sample, upload_contents(files), actor=actor(), data=device.data,
-                                   worker=device.worker, budget=device.decode_budget)
+                                   worker=device.worker, budget=device.decode_budget,
+                                   guard=device.disk_guard)
     report = [{"name": c.original_name, "capture_id": c.id} for c in stored] + \
              [{"name": name, "error": str(error)} for name, error in failed]
     if stored:
@@ -61,7 +62,8 @@ def api_capture_still(sample_id: int):
     sample = _sample(sample_id)
     device = appliance()  # no camera (503) and a duplicate frame (409) are answered by the one error handler
     capture = store_still(sample, device.grabber, actor=actor(), data=device.data, worker=device.worker,
-                          camera_status=device.camera_status())
+                          camera_status=device.camera_status(), guard=device.disk_guard,
+                          still_format=device.config.storage.still_format)
     return jsonify(capture=capture_summary(capture, device.worker)), 201
 
 

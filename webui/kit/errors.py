@@ -14,7 +14,16 @@ from typing import Callable
 
 from flask import Flask
 
-from device.errors import AllscopeError, Conflict, Forbidden, InvalidInput, NotFound, Unavailable, UnsupportedMedia
+from device.errors import (
+    AllscopeError,
+    Conflict,
+    Forbidden,
+    InsufficientStorage,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+    UnsupportedMedia,
+)
 
 STATUS_OF_KIND: dict[type[AllscopeError], int] = {
     UnsupportedMedia: 415,
@@ -22,6 +31,7 @@ STATUS_OF_KIND: dict[type[AllscopeError], int] = {
     Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
+    InsufficientStorage: 507,
     Unavailable: 503,
 }
 

@@ -40,7 +40,7 @@ def status():
     device = appliance()
     sections = [("Model", admin_status.model_checks(device)),
                 ("Camera", admin_status.camera_checks(device)),
-                ("Storage", admin_status.disk_checks(device.data) +
+                ("Storage", admin_status.disk_checks(device.data, device.disk_guard) +
                  admin_status.database_checks(device.database, device.data)),
                 ("Sync", [admin_status.Check("Sync", "not configured (a later release adds encrypted sync)",
                                              "info")])]

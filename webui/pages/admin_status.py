@@ -17,6 +17,7 @@ from typing import Any
 import peewee as pw
 
 from device.services.appliance import Appliance
+from device.services.disk_guard import DiskGuard
 from device.store.datadir import DataDir
 from device.store.records import CAPTURE_STATES, AuditEvent, Capture, Patient, Sample
 
@@ -147,14 +148,22 @@ def camera_checks(device: Appliance) -> list[Check]:
     return checks
 
 
-def disk_checks(data: DataDir) -> list[Check]:
+def disk_checks(data: DataDir, guard: DiskGuard | None = None) -> list[Check]:
     usage = shutil.disk_usage(data.root)
     free_fraction = usage.free / usage.total if usage.total else 0.0
     low = usage.free < LOW_DISK_BYTES or free_fraction < LOW_DISK_FRACTION
-    return [Check("Data directory", str(data.root), "info"),
-            Check("Free disk space", f"{human_bytes(usage.free)} of {human_bytes(usage.total)} "
-                                     f"({100 * free_fraction:.0f} % free)" +
-                  (": running low, archive or export old records" if low else ""), "warn" if low else "ok")]
+    checks = [Check("Data directory", str(data.root), "info"),
+              Check("Free disk space", f"{human_bytes(usage.free)} of {human_bytes(usage.total)} "
+                                       f"({100 * free_fraction:.0f} % free)" +
+                    (": running low, archive or export old records" if low else ""), "warn" if low else "ok")]
+    if guard is not None:  # issue 15: days left at the recent rate, and the reserve that refuses captures
+        state = guard.state()
+        rate = (f"{human_bytes(state.bytes_per_day)} a day over the last 7 days, about "
+                f"{state.days_left:.0f} days left" if state.days_left is not None else "no capture in the last 7 days")
+        checks.append(Check("Space left", f"{rate}; captures refused below {human_bytes(state.reserve_bytes)}" +
+                            (f": {state.message}" if state.message else ""),
+                            {"full": "error", "warn": "warn"}.get(state.level, "ok")))
+    return checks
 
 
 def database_checks(database: pw.SqliteDatabase, data: DataDir) -> list[Check]:

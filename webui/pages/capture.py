@@ -18,15 +18,16 @@ from peewee import fn
 from wtforms import StringField, SubmitField
 from wtforms.validators import Length
 
-from device.errors import AllscopeError
 from device.services import reporting, signoff
 from device.services.differential import count_progress
 from device.services.discard import DiscardRefused, discard_capture, discard_refusal
+from device.services.frame_files import mimetype
 from device.services.intake import IntakeError, reanalyse, store_still, store_uploads
 from device.store.records import Capture, Cell, Patient, Report, Sample, audit, db_proxy
 from webui.forms.captures import capture_summary, chosen_files, upload_contents
 from webui.kit.access import CLINICAL, PATHOLOGIST, allow
 from webui.kit.runtime import actor, appliance, count_policy
+from webui.pages.frame_pictures import frame_response, stored_file
 
 bp = Blueprint("capture", __name__)
 
@@ -98,7 +99,8 @@ def _render_sample(sample: Sample, capture_form: CaptureForm, upload_form: Uploa
     return render_template("capture/sample.html", sample=sample, patient=sample.patient, captures=captures,
                            capture_form=capture_form, upload_form=upload_form, discard_form=DiscardForm(formdata=None),
                            camera_status=device.camera_status(), has_camera=device.grabber is not None,
-                           links=links, locked=signoff.frames_locked(sample), progress=sample_progress(sample)), status
+                           links=links, locked=signoff.frames_locked(sample), progress=sample_progress(sample),
+                           disk=device.disk_guard.state()), status
 
 
 def sample_progress(sample: Sample) -> dict:
@@ -121,7 +123,8 @@ def capture_still(sample_id: int):
     device = appliance()
     try:
         capture = store_still(sample, device.grabber, actor=actor(), data=device.data, worker=device.worker,
-                              camera_status=device.camera_status())
+                              camera_status=device.camera_status(), guard=device.disk_guard,
+                              still_format=device.config.storage.still_format)
     except IntakeError as error:
         flash(str(error), "error")
     else:
@@ -139,7 +142,8 @@ def upload(sample_id: int):
     device = appliance()
     try:
         stored, failed = store_uploads(sample, upload_contents(chosen_files(form.images.data)), actor=actor(),
-                                       data=device.data, worker=device.worker, budget=device.decode_budget)
+                                       data=device.data, worker=device.worker, budget=device.decode_budget,
+                                       guard=device.disk_guard)
     except IntakeError as error:  # the sample's report is signed
         flash(str(error), "error")
         return redirect(url_for("capture.sample_capture", sample_id=sample.id))
@@ -181,43 +185,21 @@ def discard(capture_id: int):
     return redirect(url_for("capture.sample_capture", sample_id=capture.sample_id))
 
 
-# --- stored images -----------------------------------------------------------------------------------------
-def _stored_file(relative: str) -> bytes:
-    """A stored PNG's bytes (decrypted when the data is encrypted at rest); 404 when there is none."""
-    if not relative:
-        abort(404)
-    try:
-        return appliance().data.read_bytes(relative)
-    except (ValueError, OSError, AllscopeError):  # outside the data directory, missing, does not decrypt
-        abort(404)
-
-
+# --- stored images (webui/pages/frame_pictures.py) ------------------------------------------------------------
 @bp.get("/captures/<int:capture_id>/image")
 @allow(*CLINICAL)
 def capture_image(capture_id: int):
     capture = Capture.get_or_none(Capture.id == capture_id) or abort(404)
-    png = _stored_file(capture.image_path)
-    width = request.args.get("w", type=int)
-    if not width:
-        return send_file(io.BytesIO(png), mimetype="image/png", download_name=f"capture-{capture.id}.png")
-    from PIL import Image
-
-    width = min(max(width, THUMB_WIDTHS[0]), THUMB_WIDTHS[1])
-    with Image.open(io.BytesIO(png)) as image:
-        image = image.convert("RGB")
-        if image.width > width:
-            image = image.resize((width, max(1, round(image.height * width / image.width))), Image.Resampling.BILINEAR)
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=82)
-    return Response(buffer.getvalue(), mimetype="image/jpeg")
+    return frame_response(appliance().data, capture, request.args.get("w", type=int), THUMB_WIDTHS)
 
 
 @bp.get("/cells/<int:cell_id>/crop")
 @allow(*CLINICAL)
 def cell_crop(cell_id: int):
     cell = Cell.get_or_none(Cell.id == cell_id) or abort(404)
-    return send_file(io.BytesIO(_stored_file(cell.crop_path)), mimetype="image/png",
-                     download_name=f"cell-{cell.id}.png")
+    extension = cell.crop_path[cell.crop_path.rfind("."):] if "." in cell.crop_path else ""
+    return send_file(io.BytesIO(stored_file(appliance().data, cell.crop_path)), mimetype=mimetype(cell.crop_path),
+                     download_name=f"cell-{cell.id}{extension}")
 
 
 # --- live view ---------------------------------------------------------------------------------------------

@@ -81,12 +81,16 @@ def report_pdf(report_id: int):
         except (ValueError, OSError, AllscopeError):  # outside the data directory, missing, does not decrypt
             return None
 
-    def frame_file(capture: dict):
+    def frame_file(capture: dict):  # the full frame, or its thumbnail once pruned (device/services/retention.py)
         stored = Capture.get_or_none(Capture.id == capture["id"])
-        try:
-            return data.read_bytes(stored.image_path) if stored is not None and stored.image_path else None
-        except (ValueError, OSError, AllscopeError):
-            return None
+        for relative in ((stored.image_path, stored.thumb_path) if stored is not None else ()):
+            if not relative or (relative == stored.image_path and stored.frame_pruned_at is not None):
+                continue
+            try:
+                return data.read_bytes(relative)
+            except (ValueError, OSError, AllscopeError):
+                continue
+        return None
 
     pdf = render_report_pdf(content, crop_file, frame_file=frame_file)
     inline = request.args.get("inline") == "1"

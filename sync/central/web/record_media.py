@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from sync.central.models import ReceivedFile, ReceivedRecord
 
 TRANSIENT_CAPTURE_STATES = ("queued", "analysing")
-IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",  # issue 15
+               ".tif": "image/tiff", ".tiff": "image/tiff"}  # camera stills (WebP lossless), uploads as received
 
 
 @dataclass(frozen=True)
