@@ -14,7 +14,6 @@ Loaded by ``tests/conftest.py`` (``pytest_plugins = ["sync_fixtures"]``); helper
 
 from __future__ import annotations
 
-import glob
 import os
 import pwd
 import queue
@@ -167,25 +166,18 @@ def receive(client, timeout: float = WAIT):
 # --- PostgreSQL ---------------------------------------------------------------------------------------------
 
 def _postgres_bin() -> Path | None:
-    for directory in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]),
-                            reverse=True):
-        if os.access(os.path.join(directory, "initdb"), os.X_OK):
-            return Path(directory)
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
+    from sync.bench.postgres import _bindir
+
+    return _bindir()
 
 
 def _postgres_user() -> str | None:
     """initdb and postgres refuse to run as root: as root, run them as the `postgres` (or `nobody`) user."""
+    from sync.bench.postgres import _user
+
     if os.geteuid() != 0:
         return None
-    for name in ("postgres", "nobody"):
-        try:
-            pwd.getpwnam(name)
-            return name
-        except KeyError:
-            continue
-    pytest.skip("running as root and there is no postgres or nobody user to run PostgreSQL as")
+    return _user() or pytest.skip("running as root and there is no postgres or nobody user to run PostgreSQL as")
 
 
 class PostgresServer:

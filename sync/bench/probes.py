@@ -185,3 +185,24 @@ def agent_main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(agent_main(sys.argv[1:]))
+
+
+def wait_for_progress(read_state, done, processes: list[Process], stalled, stall_s: float,
+                      interval: float = 0.05) -> None:
+    """Poll ``read_state()`` until ``done(state)``; one line if a process dies or the state stops changing.
+
+    ``stalled(state)`` says, for the message, where it stood after ``stall_s`` seconds without change.
+    """
+    last, since = None, time.monotonic()
+    while True:
+        state = read_state()
+        if done(state):
+            return
+        for process in processes:
+            if process.proc.poll() is not None:
+                raise AllscopeError(f"{process.describe()} exited ({process.proc.returncode}): {process.tail()}")
+        if state != last:
+            last, since = state, time.monotonic()
+        elif time.monotonic() - since > stall_s:
+            raise AllscopeError(f"no progress for {stall_s:.0f} s ({stalled(state)})")
+        time.sleep(interval)

@@ -48,7 +48,7 @@ from typing import TextIO
 import numpy as np
 
 from device.errors import AllscopeError
-from sync.bench.probes import Process, WireObserver, cli, cpu_seconds, envelope_costs
+from sync.bench.probes import Process, WireObserver, cli, cpu_seconds, envelope_costs, wait_for_progress
 
 TARGET_RECORDS_PER_S = 1000.0  # issue 15 (was 500 before batch envelopes)
 STALL_S = 90.0          # no progress for this long: the run is broken, stop with one line
@@ -128,21 +128,12 @@ def _count(path: Path, sql: str) -> int:
 
 def _wait_synced(device_db: Path, central_db: Path, total: int, processes: list[Process]) -> None:
     """Until the outbox is empty and the central holds ``total`` records; one line if it stalls or dies."""
-    last, last_change = None, time.monotonic()
-    while True:
-        state = (_count(device_db, "SELECT COUNT(*) FROM outbox"),
-                 _count(central_db, "SELECT COUNT(*) FROM received_record"))
-        if state[0] == 0 and state[1] >= total:
-            return
-        for process in processes:
-            if process.proc.poll() is not None:
-                raise AllscopeError(f"{process.describe()} exited ({process.proc.returncode}): {process.tail()}")
-        if state != last:
-            last, last_change = state, time.monotonic()
-        elif time.monotonic() - last_change > STALL_S:
-            raise AllscopeError(f"no progress for {STALL_S:.0f} s ({state[0]} pending on the device, "
-                                f"{state[1]}/{total} at the central): agent: {processes[1].tail()}")
-        time.sleep(0.05)
+    wait_for_progress(
+        lambda: (_count(device_db, "SELECT COUNT(*) FROM outbox"),
+                 _count(central_db, "SELECT COUNT(*) FROM received_record")),
+        lambda state: state[0] == 0 and state[1] >= total, processes,
+        lambda state: f"{state[0]} pending on the device, {state[1]}/{total} at the central; "
+                      f"agent: {processes[1].tail()}", STALL_S)
 
 
 def _parse_time(text: str) -> dt.datetime:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TextIO
 
 from device.errors import AllscopeError
-from sync.bench.probes import Process, cli
+from sync.bench.probes import Process, cli, wait_for_progress
 from sync.bench.thinlink_net import ThinLink, unavailable
 
 STALL_S = 180.0
@@ -89,21 +89,12 @@ def _query(path: Path, sql: str) -> list[tuple]:
 
 
 def _wait_drained(device_db: Path, central_db: Path, crops: int, processes: list[Process]) -> None:
-    last, since = None, time.monotonic()
-    while True:
-        state = (_query(device_db, "SELECT COUNT(*) FROM outbox")[0][0],
-                 _query(central_db, "SELECT COUNT(*) FROM received_file WHERE complete")[0][0])
-        if state[0] == 0 and state[1] >= crops:
-            return
-        for process in processes:
-            if process.proc.poll() is not None:
-                raise AllscopeError(f"{process.describe()} exited ({process.proc.returncode}): {process.tail()}")
-        if state != last:
-            last, since = state, time.monotonic()
-        elif time.monotonic() - since > STALL_S:
-            raise AllscopeError(f"no progress for {STALL_S:.0f} s ({state[0]} records pending, {state[1]}/{crops} "
-                                f"crops complete): agent: {processes[-1].tail()}")
-        time.sleep(0.2)
+    wait_for_progress(
+        lambda: (_query(device_db, "SELECT COUNT(*) FROM outbox")[0][0],
+                 _query(central_db, "SELECT COUNT(*) FROM received_file WHERE complete")[0][0]),
+        lambda state: state[0] == 0 and state[1] >= crops, processes,
+        lambda state: f"{state[0]} records pending, {state[1]}/{crops} crops complete; "
+                      f"agent: {processes[-1].tail()}", STALL_S, interval=0.2)
 
 
 def run_thinlink_bench(frames: int = 4, *, rate: str = "256kbit", day_frames: int = 200, day_cells: int = 8,

@@ -113,6 +113,8 @@ def test_csrf_on_every_state_changing_central_route(central, central_records, ce
         "people.user_password": {f"p{tech}-password": "a-new-long-passphrase", f"p{tech}-confirm":
                                  "a-new-long-passphrase"},
         "people.user_roles": {f"r{tech}-roles": "pathologist"},
+        "people.user_create": {"new-username": "newpath", "new-roles": "pathologist",
+                               "new-password": "a-new-long-passphrase", "new-confirm": "a-new-long-passphrase"},
     }
     refused = changed = 0
     problems = []
@@ -145,7 +147,7 @@ def test_csrf_on_every_state_changing_central_route(central, central_records, ce
         if rule.endpoint in SESSION_ENDING:
             central_cookies.update({name: login_cookie(central, name, CENTRAL_COOKIE) for name in CENTRAL_USERS})
     assert not problems, "\n".join(problems)
-    assert refused == 20 and changed == 9  # 10 routes x (no token, forged); 9 with a body (setup 404s)
+    assert refused == 22 and changed == 10  # 11 routes x (no token, forged); 10 with a body (setup 404s)
     report("CSRF: state-changing requests refused without a valid token (device + central)", refused)
     report("CSRF: control requests with a token that changed the database", changed)
 
