@@ -2,7 +2,7 @@
 
 On the bench's upload frames (ALL-IDB1 JPEG files, 2592x1944, when the shared data is there): the file as
 uploaded (kept as received), the decoded frame as PNG level 1 (what was stored before issue 15), WebP lossless
-(the default for camera stills) and JPEG q95 4:4:4 (``storage.still_format = "jpeg95"``) with their encode times,
+(``storage.still_format = "webp-lossless"``) and JPEG q95 4:4:4 (the default for camera stills) with their encode times,
 the thumbnail; and every cell crop the analysis cuts from them as PNG, JPEG q95 4:4:4 (what is stored) and WebP
 lossless. Medians per frame and per crop. A benchmark: nothing passes or fails on these figures.
 """

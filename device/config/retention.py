@@ -2,7 +2,7 @@
 the disk-space guard. Mixed into ``StorageSection`` (device/config/schema.py)::
 
     [storage]
-    still_format = "webp-lossless"   # camera stills: webp-lossless | png | jpeg95 (uploads are kept as received)
+    still_format = "jpeg95"          # camera stills: jpeg95 | webp-lossless | png (uploads are kept as received)
     prune_after_ack = false          # prune a full frame once the central acknowledged its capture and the
                                      # sample's report is signed
     prune_offline_days = 0           # prune full frames older than N days even without an ack (0: never)
@@ -22,9 +22,9 @@ class StorageGrowth(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     still_format: StillFormat = Field(
-        "webp-lossless", description="How a camera still is kept: webp-lossless (smallest lossless, measured), png "
-                                     "or jpeg95 (JPEG quality 95, 4:4:4: a third of the lossless size, not lossless). "
-                                     "Uploads are kept as received.")
+        "jpeg95", description="How a camera still is kept: jpeg95 (JPEG quality 95, 4:4:4, ~47 dB PSNR: a third of "
+                              "the smallest lossless size, measured), webp-lossless (smallest lossless) or png. "
+                              "Uploads are kept as received.")
     prune_after_ack: bool = Field(False, description="Delete a full frame once the central has acknowledged its "
                                                      "capture and the sample's report is signed (crops, thumbnail "
                                                      "and hashes are kept).")

@@ -3,9 +3,13 @@
 - An upload that arrived as a compressed file (JPEG, PNG, TIFF, WebP) is kept **as received, bit-exact**: its
   SHA-256 is the capture's ``sha256`` and names the file (``images/ab/<sha256>.<ext>``). Decoding the kept file
   again gives the pixels the analysis saw (the same decoder, ``device.core.imageio``).
-- Anything else (a camera still: raw pixels; an uncompressed BMP upload) is encoded as ``storage.still_format``:
-  by default WebP lossless, the smallest lossless encoding measured on the 2592x1944 ALL-IDB1 frames (table in
-  the README, "Measured figures"); ``jpeg95`` (JPEG q95 4:4:4) is a third of that where lossless is not needed.
+- A camera still (raw pixels) is encoded as ``storage.still_format``: by default ``jpeg95``, JPEG quality 95 with
+  full chroma resolution (4:4:4), ~47 dB PSNR (visually lossless, the quality of the crops a pathologist reviews)
+  at a third of the smallest lossless encoding measured on the 2592x1944 ALL-IDB1 frames (1.6 MB against 4.7 MB
+  for WebP lossless; table in the README, "Measured figures") and encoded ten times faster: a lossless still
+  alone would keep a 64 GB card for two weeks at 1,000 frames a day. ``webp-lossless`` (the smallest lossless)
+  or ``png`` where lossless stills are required. An uncompressed upload (BMP) is always kept losslessly
+  (``UPLOAD_REENCODE``): the user chose that file.
   The analysis always reads the stored file back, so what is stored is what was analysed.
 - Cell crops are JPEG quality 95 with full chroma resolution (4:4:4): ~44 dB PSNR against the frame, a fifth of
   the lossless PNG (measured on 150 px crops: 6 kB against 30 kB PNG, 20 kB WebP lossless), so a pathologist's
@@ -27,7 +31,8 @@ import numpy as np
 
 from device.errors import AllscopeError
 
-DEFAULT_STILL = "webp-lossless"  # see the module docstring; storage.still_format
+DEFAULT_STILL = "jpeg95"  # camera stills, see the module docstring; storage.still_format
+UPLOAD_REENCODE = "webp-lossless"  # uncompressed uploads (BMP): kept losslessly whatever storage.still_format says
 CROP_QUALITY = 95
 THUMB_WIDTH = 1024
 THUMB_QUALITY = 85

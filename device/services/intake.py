@@ -30,7 +30,8 @@ from device.errors import AllscopeError, Conflict, ImageLoadError, Unavailable, 
 from device.services.actor import Actor
 from device.services.decode_budget import Busy, DecodeBudget
 from device.services.disk_guard import DiskFull, DiskGuard
-from device.services.frame_files import DEFAULT_STILL, SUFFIXES, encode_still, kept_format, pixels_sha256
+from device.services.frame_files import (DEFAULT_STILL, SUFFIXES, UPLOAD_REENCODE, encode_still, kept_format,
+                                         pixels_sha256)
 from device.services.job_store import encode_png
 from device.store.datadir import DataDir
 from device.store.records import Capture, Sample, audit, db_proxy
@@ -166,7 +167,7 @@ def store_upload(sample: Sample, name: str, content: bytes, *, actor: Actor, dat
             except ImageLoadError as error:
                 raise UnreadableImage(str(error)) from None
             return store_frame(sample, rgb, "upload", actor=actor, data=data, worker=worker, original_name=name,
-                               original=content, guard=guard)
+                               original=content, guard=guard, still_format=UPLOAD_REENCODE)
     except Busy as error:
         raise DecodeBusy(str(error)) from None
 

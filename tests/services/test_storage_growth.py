@@ -116,15 +116,18 @@ def test_png_tiff_and_webp_uploads_are_kept_a_bmp_is_encoded_losslessly(data, sa
     assert np.array_equal(load_image_bytes(stored, "stored"), rgb)  # lossless: what is analysed is the upload
 
 
-def test_a_camera_still_is_webp_lossless_or_jpeg95_as_configured(data, sample):
+def test_a_camera_still_is_jpeg95_by_default_or_webp_lossless_as_configured(data, sample):
     rgb = load_image(DEMO / "BloodImage_00022.jpg")
     still = store_frame(sample, rgb, "camera", actor=TECH, data=data, worker=None, camera_meta={"exposure": 1})
-    assert still.original_format == "webp"
-    assert np.array_equal(load_image_bytes(data.read_bytes(still.image_path), "still"), rgb)
+    assert still.original_format == "jpeg" and data.read_bytes(still.image_path)[:3] == b"\xff\xd8\xff"
+    kept = load_image_bytes(data.read_bytes(still.image_path), "still").astype(float)
+    psnr = 10 * np.log10(255 ** 2 / np.mean((kept - rgb) ** 2))
+    assert psnr > 40  # q95 4:4:4: visually lossless
     other = rgb.copy()
     other[0, 0] = 0
-    lossy = store_frame(sample, other, "camera", actor=TECH, data=data, worker=None, still_format="jpeg95")
-    assert lossy.original_format == "jpeg" and data.read_bytes(lossy.image_path)[:3] == b"\xff\xd8\xff"
+    lossless = store_frame(sample, other, "camera", actor=TECH, data=data, worker=None, still_format="webp-lossless")
+    assert lossless.original_format == "webp"
+    assert np.array_equal(load_image_bytes(data.read_bytes(lossless.image_path), "still"), other)
 
 
 # --- analysis: crops and thumbnail --------------------------------------------------------------------------
