@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from test_crosssource import _synthetic
 
 from device.core.imageio import load_image
 from model_conversion.crosssource import LEARNERS, leave_one_source_out
 from model_conversion.looks import lab_stats, recolour
 from model_conversion.nap import nuisance_directions, project_out
-from tests.training.test_crosssource import _synthetic
 
 DEMO = Path(__file__).resolve().parents[2] / "device" / "demo"
 
