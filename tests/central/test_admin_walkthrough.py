@@ -64,6 +64,7 @@ def world():
     server = PostgresServer(_postgres_bin(), _postgres_user(), superuser="postgres")
     world = kit.World(top=str(top), repo=str(REPO_ROOT), python=sys.executable, pg_port=server.port,
                       mqtt_port=free_port(), web_port=free_port(), device_port=free_port())
+    opened = _let_others_traverse(REPO_ROOT)
     try:
         server.start()
         world.save()
@@ -73,8 +74,23 @@ def world():
         if (top / "run").exists():
             kit.stop_all(world)
         server.stop()
+        for path, mode in opened:
+            path.chmod(mode)
         if not os.environ.get("WALKTHROUGH_KEEP"):  # set it to look at the logs and files after a failure
             shutil.rmtree(top, ignore_errors=True)
+
+
+def _let_others_traverse(repo: Path) -> list[tuple[Path, int]]:
+    """The service user runs this checkout's code: a checkout in a 0700 folder (mktemp -d, as CI may clone
+    into) cannot be crossed by it. Add search (x, never read) for others on each folder above the checkout
+    that lacks it, for the test's length; returns what to restore."""
+    opened = []
+    for folder in [repo, *repo.parents]:
+        mode = folder.stat().st_mode & 0o7777
+        if not mode & 0o001:
+            folder.chmod(mode | 0o001)
+            opened.append((folder, mode))
+    return opened
 
 
 def _chown(path: Path, user: str) -> None:
