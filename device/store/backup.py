@@ -19,7 +19,6 @@ After the restore the database must pass ``PRAGMA integrity_check``.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -28,13 +27,14 @@ from pathlib import Path
 
 from device.errors import AllscopeError
 from device.store import atrest
+from device.store import manifest as backup_manifest
 from device.store.atomic import fsync_dir, write_atomic
 from device.store.datadir import DataDir
 from device.store.online_copy import copy_checked
 
 PREFIX = "allscope-backup-"
 TEMP_PREFIX = ".partial-"
-MANIFEST = "manifest.json"
+MANIFEST = backup_manifest.MANIFEST
 DATABASE = "allscope.db"
 FORMAT = 1
 
@@ -142,12 +142,7 @@ def _link_or_copy(source: Path, target: Path, relative: str, previous: dict) -> 
     return _describe(target)
 
 
-def _describe(path: Path) -> dict:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"sha256": digest.hexdigest(), "size": path.stat().st_size}
+_describe = backup_manifest.describe
 
 
 def _latest_manifest(to: Path) -> dict:
@@ -200,25 +195,7 @@ def rotate(to: Path, keep: int) -> list[Path]:
 
 def verify(backup: Path) -> dict:
     """The manifest, after checking that every file it lists is there with its size and hash; BackupError if not."""
-    backup = Path(backup)
-    try:
-        manifest = json.loads((backup / MANIFEST).read_text())
-        files = manifest["files"]
-        if manifest.get("format") != FORMAT or DATABASE not in files:
-            raise ValueError("unknown format")
-    except FileNotFoundError:
-        raise BackupError(f"{backup} is not a backup (no {MANIFEST})") from None
-    except (OSError, ValueError, KeyError, TypeError):
-        raise BackupError(f"{backup}: {MANIFEST} is damaged or of an unknown format") from None
-    for relative, expected in sorted(files.items()):
-        path = (backup / relative).resolve()
-        if backup.resolve() not in path.parents:
-            raise BackupError(f"{backup}: {MANIFEST} names a path outside the backup: {relative}")
-        if not path.is_file():
-            raise BackupError(f"{backup} is damaged: {relative} is missing")
-        if path.stat().st_size != expected.get("size") or _describe(path)["sha256"] != expected.get("sha256"):
-            raise BackupError(f"{backup} is damaged: {relative} does not match its hash in {MANIFEST}")
-    return manifest
+    return backup_manifest.verify(backup, BackupError, "backup", DATABASE, FORMAT)
 
 
 # --- restore -------------------------------------------------------------------------------------------------

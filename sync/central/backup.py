@@ -18,7 +18,6 @@ are moved aside into ``.before-restore-<time>/``, never deleted. The same layout
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -26,12 +25,13 @@ import sqlite3
 from pathlib import Path
 
 from device.errors import AllscopeError
+from device.store import manifest as backup_manifest
 from device.store.atomic import fsync_dir, write_atomic
 from device.store.online_copy import copy_checked
 
 PREFIX = "allscope-central-backup-"
 TEMP_PREFIX = ".partial-"
-MANIFEST = "manifest.json"
+MANIFEST = backup_manifest.MANIFEST
 DATABASE = "central.db"
 FORMAT = 1
 
@@ -47,12 +47,7 @@ def sqlite_path(database: str) -> Path:
     return Path(database).expanduser().resolve()
 
 
-def _sha256(path: Path) -> dict:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+_sha256 = backup_manifest.describe
 
 
 def _data_files(root: Path, skip: tuple[Path, ...]) -> list[str]:
@@ -114,23 +109,7 @@ def create_backup(database: str, data_root: Path, to: Path, now: dt.datetime | N
 
 def verify(backup: Path) -> dict:
     """The manifest, once every file it lists is present with its size and hash; CentralBackupError if not."""
-    backup = Path(backup).expanduser().resolve()
-    try:
-        manifest = json.loads((backup / MANIFEST).read_text())
-        files = manifest["files"]
-        if manifest.get("format") != FORMAT or DATABASE not in files:
-            raise ValueError("unknown format")
-    except FileNotFoundError:
-        raise CentralBackupError(f"{backup} is not a central backup (no {MANIFEST})") from None
-    except (OSError, ValueError, KeyError, TypeError):
-        raise CentralBackupError(f"{backup}: {MANIFEST} is damaged or of an unknown format") from None
-    for relative, expected in sorted(files.items()):
-        path = (backup / relative).resolve()
-        if backup not in path.parents:
-            raise CentralBackupError(f"{backup}: {MANIFEST} names a path outside the backup: {relative}")
-        if not path.is_file() or _sha256(path) != {"size": expected.get("size"), "sha256": expected.get("sha256")}:
-            raise CentralBackupError(f"{backup} is damaged: {relative} is missing or does not match its hash")
-    return manifest
+    return backup_manifest.verify(backup, CentralBackupError, "central backup", DATABASE, FORMAT)
 
 
 def in_use(database: Path) -> bool:
