@@ -2,7 +2,8 @@
 
 On the bench's upload frames (ALL-IDB1 JPEG files, 2592x1944, when the shared data is there): the file as
 uploaded (kept as received), the decoded frame as PNG level 1 (what was stored before issue 15), WebP lossless
-(``storage.still_format = "webp-lossless"``) and JPEG q95 4:4:4 (the default for camera stills) with their encode times,
+(``storage.still_format = "webp-lossless"``), JPEG q95 4:4:4 and JPEG q90 4:4:4 (the default for camera stills) with
+their encode times,
 the thumbnail; and every cell crop the analysis cuts from them as PNG, JPEG q95 4:4:4 (what is stored) and WebP
 lossless. Medians per frame and per crop. A benchmark: nothing passes or fails on these figures.
 """
@@ -38,7 +39,8 @@ def measure_storage(frames: list[tuple[str, bytes]], analyzer) -> dict:
         add(rows, "original_kb", len(content) / 1024)
         for key, encode in (("png1", lambda a: pillow_bytes(a, "PNG", compress_level=1)),
                             ("webp_lossless", lambda a: encode_still(a, "webp-lossless")[0]),
-                            ("jpeg95", lambda a: encode_still(a, "jpeg95")[0])):
+                            ("jpeg95", lambda a: encode_still(a, "jpeg95")[0]),
+                            ("jpeg90", lambda a: encode_still(a, "jpeg90")[0])):
             size, ms = _timed(encode, rgb)
             add(rows, f"{key}_kb", size / 1024)
             add(rows, f"{key}_ms", ms)

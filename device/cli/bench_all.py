@@ -166,11 +166,12 @@ def section_sync(repeats: int, sizes: Sizes, model: Path) -> dict:
 
 def section_memory(repeats: int, sizes: Sizes, model: Path, work_root: Path) -> dict:
     from device.bench.frames import upload_files
-    from device.cli.bench_memory import run_memory_once
+    from device.cli.bench_memory import run_camera_storage_once, run_memory_once
 
     frames = upload_files(sizes.memory_frames)
     burst = upload_files(CONCURRENT_UPLOADS)
-    runs = [run_memory_once(work_root, frames, model, burst) for _ in range(repeats)]
+    runs = [run_memory_once(work_root, frames, model, burst) | run_camera_storage_once(work_root, frames, model)
+            for _ in range(repeats)]
     return {"figures": {key: spread([r[key] for r in runs]) for key in runs[0] if key != "frames"},
             "frames_per_run": len(frames), "frame_names": [name for name, _ in frames],
             "concurrent_uploads": len(burst)}

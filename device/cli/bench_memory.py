@@ -17,7 +17,8 @@ subprocess (the real service: waitress, analysis worker, camera), then
 Writes: ``write_bytes`` counts pages when they are dirtied, ``cancelled_write_bytes``
 those of files deleted or truncated before write-back (waitress and werkzeug
 each spool an upload over 512 KB to a temporary file and delete it); the net
-of the two is what reached the storage. The database's growth includes its WAL file.
+of the two is what reached the storage. The database's growth is measured with its WAL checkpointed
+(copied back into the file by the bench, a copy not in the service's writes): the WAL is reused, not grown.
 
 Around those K frames the service's ``write_bytes`` from /proc/<pid>/io (what
 the process sent to the block layer: the frame files, crops and thumbnails written with fsync,
@@ -30,6 +31,7 @@ there would show zero writes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import shutil
@@ -162,10 +164,11 @@ def _blank_png() -> bytes:
     return encode_png(np.full((480, 640, 3), 200, np.uint8))
 
 
-def run_memory_once(work_root: Path, frames: list[tuple[str, bytes]], model: Path | None,
-                    concurrent: list[tuple[str, bytes]] | None = None) -> dict:
-    """One fresh service: memory at three points and storage writes per analysed frame, then the peak
-    while the ``concurrent`` frames (4 in ``bench all``) arrive at once."""
+@contextlib.contextmanager
+def _served(work_root: Path, model: Path | None, config_text: str = ""):
+    """A fresh data directory with one technician and ``allscope serve`` on it (``config_text``: its TOML
+    configuration), logged in, with a patient and a sample: (data_dir, process, api, patient_id, sample_id,
+    the service's memory once started and idle, before the login)."""
     from webui.bench.web import free_port, memory_mb, start_server, stop_server
 
     data_dir = Path(tempfile.mkdtemp(prefix="allscope-bench-memory-", dir=work_root))
@@ -175,38 +178,77 @@ def run_memory_once(work_root: Path, frames: list[tuple[str, bytes]], model: Pat
         subprocess.run([sys.executable, "-m", "device.cli", "users", "create", USERNAME, "--role", "technician",
                         "--data-dir", str(data_dir)], input=password + "\n", text=True, check=True,
                        capture_output=True, timeout=60)
+        config = None
+        if config_text:
+            config = data_dir / "allscope.toml"
+            config.write_text(config_text)
         port = free_port()
-        process = start_server(data_dir, port, model, data_dir / "server.log")
+        process = start_server(data_dir, port, model, data_dir / "server.log", config=config)
         time.sleep(1.0)  # let start-up threads (camera, worker) settle
         idle = memory_mb(process.pid)
         api = _login(f"http://127.0.0.1:{port}", password)
         _s, patient = api.call("POST", "/api/patients", json.dumps({"identifier": "BENCH-MEM-1",
                                                                      "name": "Bench Memory"}).encode())
         _s, sample = api.call("POST", f"/api/patients/{patient['patient']['id']}/samples", b"{}")
-        sample_id = sample["sample"]["id"]
-        api.wait_done(api.upload(sample_id, "blank.png", _blank_png()))
-        model_loaded = memory_mb(process.pid)
-        io_before, disk_before = proc_io(process.pid), disk_usage(data_dir)
-        cells = 0
-        for name, data in frames:
-            cells += int(api.wait_done(api.upload(sample_id, name, data)).get("cell_count") or 0)
-        io_after, disk_after = proc_io(process.pid), disk_usage(data_dir)
-        after = memory_mb(process.pid)
-        burst: dict = {}
-        if concurrent:
-            _s, other = api.call("POST", f"/api/patients/{patient['patient']['id']}/samples", b"{}")
-            reset = reset_peak(process.pid)
-            burst = concurrent_uploads(api, other["sample"]["id"], concurrent)
-            burst["peak_rss_mb"] = memory_mb(process.pid).get("peak_rss_mb")
-            burst["peak_reset"] = reset
+        yield data_dir, process, api, patient["patient"]["id"], sample["sample"]["id"], idle
     finally:
         if process is not None:
             stop_server(process)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def checkpoint(data_dir: Path) -> None:
+    """Copy the WAL back into the database file and empty it, so that the database's growth is its rows, not
+    the WAL's reused pages (the service's connections are idle between frames; SQLite allows this from another
+    process)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(data_dir / "allscope.db", timeout=30)) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+
+
+def _stored(before: dict, after: dict, count: int, cells: int, prefix: str = "") -> dict:
+    stored = {kind: (after[kind] - before[kind]) / count for kind in after}
+    return {
+        f"{prefix}stored_kb_per_frame": sum(stored.values()) / 1024,
+        f"{prefix}stored_image_kb_per_frame": stored["images"] / 1024,
+        f"{prefix}stored_crops_kb_per_frame": stored["crops"] / 1024,
+        f"{prefix}stored_database_kb_per_frame": stored["database"] / 1024,
+        f"{prefix}stored_thumbs_kb_per_frame": stored["thumbs"] / 1024,
+        f"{prefix}stored_crop_kb_per_cell": stored["crops"] / 1024 / max(cells, 1) * count,
+        # what a frame keeps once the retention policy pruned its full frame (device/services/retention.py)
+        f"{prefix}stored_after_prune_kb_per_frame": (stored["crops"] + stored["thumbs"] + stored["database"]) / 1024,
+    }
+
+
+def run_memory_once(work_root: Path, frames: list[tuple[str, bytes]], model: Path | None,
+                    concurrent: list[tuple[str, bytes]] | None = None) -> dict:
+    """One fresh service: memory at three points and storage writes per analysed frame, then the peak
+    while the ``concurrent`` frames (4 in ``bench all``) arrive at once."""
+    from webui.bench.web import memory_mb
+
+    with _served(work_root, model) as (data_dir, process, api, patient_id, sample_id, idle):
+        api.wait_done(api.upload(sample_id, "blank.png", _blank_png()))
+        model_loaded = memory_mb(process.pid)
+        checkpoint(data_dir)
+        io_before, disk_before = proc_io(process.pid), disk_usage(data_dir)
+        cells = 0
+        for name, data in frames:
+            cells += int(api.wait_done(api.upload(sample_id, name, data)).get("cell_count") or 0)
+        io_after = proc_io(process.pid)
+        checkpoint(data_dir)
+        disk_after = disk_usage(data_dir)
+        after = memory_mb(process.pid)
+        burst: dict = {}
+        if concurrent:
+            _s, other = api.call("POST", f"/api/patients/{patient_id}/samples", b"{}")
+            reset = reset_peak(process.pid)
+            burst = concurrent_uploads(api, other["sample"]["id"], concurrent)
+            burst["peak_rss_mb"] = memory_mb(process.pid).get("peak_rss_mb")
+            burst["peak_reset"] = reset
     count = len(frames)
     written = io_after["write_bytes"] - io_before["write_bytes"]
     cancelled = io_after["cancelled_write_bytes"] - io_before["cancelled_write_bytes"]  # dirtied, then deleted
-    stored = {kind: (disk_after[kind] - disk_before[kind]) / count for kind in disk_after}
     return {
         **({f"concurrent{len(concurrent)}_peak_rss_mb": burst.get("peak_rss_mb"),
             f"concurrent{len(concurrent)}_refused_busy": burst.get("refused_busy")} if concurrent else {}),
@@ -217,12 +259,27 @@ def run_memory_once(work_root: Path, frames: list[tuple[str, bytes]], model: Pat
         "net_written_kb_per_frame": (written - cancelled) / count / 1024,
         "written_kb_per_frame": written / count / 1024,
         "cancelled_kb_per_frame": cancelled / count / 1024,
-        "stored_kb_per_frame": sum(stored.values()) / 1024,
-        "stored_image_kb_per_frame": stored["images"] / 1024,
-        "stored_crops_kb_per_frame": stored["crops"] / 1024,
-        "stored_database_kb_per_frame": stored["database"] / 1024,
-        "stored_thumbs_kb_per_frame": stored["thumbs"] / 1024,
-        "stored_crop_kb_per_cell": stored["crops"] / 1024 / max(cells, 1) * count,
-        # what a frame keeps once the retention policy pruned its full frame (device/services/retention.py)
-        "stored_after_prune_kb_per_frame": (stored["crops"] + stored["thumbs"] + stored["database"]) / 1024,
+        **_stored(disk_before, disk_after, count, cells),
     }
+
+
+def run_camera_storage_once(work_root: Path, frames: list[tuple[str, bytes]], model: Path | None) -> dict:
+    """One fresh service whose replay camera shows ``frames``: a still of each taken through the API (stored in
+    the default ``storage.still_format``, as a camera's raw pixels are) and analysed; what each keeps on disk,
+    with the keys of :func:`run_memory_once` prefixed ``camera_``."""
+    folder = Path(tempfile.mkdtemp(prefix="allscope-bench-replay-", dir=work_root))
+    try:
+        for name, data in frames:
+            (folder / name).write_bytes(data)
+        config = f'[camera]\nbackend = "replay"\nsource = {json.dumps(str(folder))}\n'
+        with _served(work_root, model, config) as (data_dir, _process, api, _patient_id, sample_id, _idle):
+            checkpoint(data_dir)
+            before, cells = disk_usage(data_dir), 0
+            for _ in frames:  # the replay camera never gives the same field twice in a row
+                _s, answer = api.call("POST", f"/api/samples/{sample_id}/capture", b"{}")
+                cells += int(api.wait_done(answer["capture"]["id"]).get("cell_count") or 0)
+            checkpoint(data_dir)
+            after = disk_usage(data_dir)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"camera_cells_per_frame": cells / len(frames), **_stored(before, after, len(frames), cells, "camera_")}

@@ -14,7 +14,7 @@ CameraKind = Literal["replay", "opencv", "picamera2"]
 DelegateKind = Literal["cpu", "edgetpu", "external"]
 MediaPolicy = Literal["frames", "crops", "none"]
 SqliteSynchronous = Literal["full", "normal"]
-StillFormat = Literal["webp-lossless", "png", "jpeg95"]  # how a camera still is kept (frame_files.py)
+StillFormat = Literal["jpeg90", "jpeg95", "webp-lossless", "png"]  # how a camera still is kept (frame_files.py)
 
 CAMERA_KINDS: tuple[str, ...] = get_args(CameraKind)
 DELEGATE_KINDS: tuple[str, ...] = get_args(DelegateKind)

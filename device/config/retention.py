@@ -2,7 +2,7 @@
 the disk-space guard. Mixed into ``StorageSection`` (device/config/schema.py)::
 
     [storage]
-    still_format = "jpeg95"          # camera stills: jpeg95 | webp-lossless | png (uploads are kept as received)
+    still_format = "jpeg90"          # camera stills: jpeg90 | jpeg95 | webp-lossless | png (uploads: as received)
     prune_after_ack = false          # prune a full frame once the central acknowledged its capture and the
                                      # sample's report is signed
     prune_offline_days = 0           # prune full frames older than N days even without an ack (0: never)
@@ -22,9 +22,10 @@ class StorageGrowth(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     still_format: StillFormat = Field(
-        "jpeg95", description="How a camera still is kept: jpeg95 (JPEG quality 95, 4:4:4, ~47 dB PSNR: a third of "
-                              "the smallest lossless size, measured), webp-lossless (smallest lossless) or png. "
-                              "Uploads are kept as received.")
+        "jpeg90", description="How a camera still is kept: jpeg90 (JPEG quality 90, 4:4:4, ~44 dB PSNR, ~1 MB a "
+                              "2592x1944 frame: within the 1.5 MB per frame budget, measured), jpeg95 (~47 dB, "
+                              "1.6 MB), webp-lossless (smallest lossless, 4.7 MB) or png. Uploads are kept as "
+                              "received.")
     prune_after_ack: bool = Field(False, description="Delete a full frame once the central has acknowledged its "
                                                      "capture and the sample's report is signed (crops, thumbnail "
                                                      "and hashes are kept).")

@@ -3,13 +3,15 @@
 - An upload that arrived as a compressed file (JPEG, PNG, TIFF, WebP) is kept **as received, bit-exact**: its
   SHA-256 is the capture's ``sha256`` and names the file (``images/ab/<sha256>.<ext>``). Decoding the kept file
   again gives the pixels the analysis saw (the same decoder, ``device.core.imageio``).
-- A camera still (raw pixels) is encoded as ``storage.still_format``: by default ``jpeg95``, JPEG quality 95 with
-  full chroma resolution (4:4:4), ~47 dB PSNR (visually lossless, the quality of the crops a pathologist reviews)
-  at a third of the smallest lossless encoding measured on the 2592x1944 ALL-IDB1 frames (1.6 MB against 4.7 MB
-  for WebP lossless; table in the README, "Measured figures") and encoded ten times faster: a lossless still
-  alone would keep a 64 GB card for two weeks at 1,000 frames a day. ``webp-lossless`` (the smallest lossless)
-  or ``png`` where lossless stills are required. An uncompressed upload (BMP) is always kept losslessly
-  (``UPLOAD_REENCODE``): the user chose that file.
+- A camera still (raw pixels) is encoded as ``storage.still_format``: by default ``jpeg90``, JPEG quality 90 with
+  full chroma resolution (4:4:4), ~44 dB PSNR, 0.98 MB for a 2592x1944 frame, so that a still with its crops,
+  thumbnail and rows stays within issue 15's 1.5 MB. Chosen by measurement (``python -m
+  device.bench.still_formats``, README "Measured figures"): against the analysis of the camera's own pixels, the
+  stored still's changes no more results at q90 than at q95 (flags of 0 of 105 frames against 2; labels of 8 of
+  467 cells against 9, all of them within 0.2 of the threshold, inside the review band: any re-encoding moves the
+  cells nearest it), and q95 costs 1.6 MB. ``jpeg95`` where a higher quality is wanted, ``webp-lossless`` (the
+  smallest lossless, 4.7 MB) or ``png`` where lossless stills are required. An uncompressed upload (BMP) is
+  always kept losslessly (``UPLOAD_REENCODE``): the user chose that file.
   The analysis always reads the stored file back, so what is stored is what was analysed.
 - Cell crops are JPEG quality 95 with full chroma resolution (4:4:4): ~44 dB PSNR against the frame, a fifth of
   the lossless PNG (measured on 150 px crops: 6 kB against 30 kB PNG, 20 kB WebP lossless), so a pathologist's
@@ -31,8 +33,9 @@ import numpy as np
 
 from device.errors import AllscopeError
 
-DEFAULT_STILL = "jpeg95"  # camera stills, see the module docstring; storage.still_format
+DEFAULT_STILL = "jpeg90"  # camera stills, see the module docstring; storage.still_format
 UPLOAD_REENCODE = "webp-lossless"  # uncompressed uploads (BMP): kept losslessly whatever storage.still_format says
+STILL_JPEG_QUALITY = {"jpeg90": 90, "jpeg95": 95}  # still_format -> JPEG quality (always 4:4:4)
 CROP_QUALITY = 95
 THUMB_WIDTH = 1024
 THUMB_QUALITY = 85
@@ -80,11 +83,11 @@ def pillow_bytes(rgb: np.ndarray, fmt: str, **options) -> bytes:
 
 
 def encode_still(rgb: np.ndarray, choice: str = DEFAULT_STILL) -> tuple[bytes, str]:
-    """(bytes, format) of raw pixels: WebP lossless (method 0, the fast one, measured), PNG, or JPEG q95 4:4:4."""
+    """(bytes, format) of raw pixels: WebP lossless (method 0, the fast one, measured), PNG, or JPEG q90 / q95 4:4:4."""
     if choice == "png":
         return pillow_bytes(rgb, "PNG", compress_level=1), "png"
-    if choice == "jpeg95":
-        return pillow_bytes(rgb, "JPEG", quality=95, subsampling=0), "jpeg"
+    if choice in STILL_JPEG_QUALITY:
+        return pillow_bytes(rgb, "JPEG", quality=STILL_JPEG_QUALITY[choice], subsampling=0), "jpeg"
     return pillow_bytes(rgb, "WEBP", lossless=True, quality=0, method=0), "webp"
 
 

@@ -35,9 +35,13 @@ EXPECTED = {  # figures each section must have
                "written_kb_per_frame", "cancelled_kb_per_frame", "stored_kb_per_frame", "stored_image_kb_per_frame",
                "stored_crops_kb_per_frame", "stored_database_kb_per_frame", "concurrent4_peak_rss_mb",
                "concurrent4_refused_busy", "stored_thumbs_kb_per_frame",
-               "stored_crop_kb_per_cell", "stored_after_prune_kb_per_frame"},
+               "stored_crop_kb_per_cell", "stored_after_prune_kb_per_frame", "camera_cells_per_frame",
+               *(f"camera_stored_{key}" for key in ("kb_per_frame", "image_kb_per_frame", "crops_kb_per_frame",
+                                                     "database_kb_per_frame", "thumbs_kb_per_frame",
+                                                     "crop_kb_per_cell", "after_prune_kb_per_frame"))},
     "storage": {"original_kb", "png1_kb", "png1_ms", "webp_lossless_kb", "webp_lossless_ms", "jpeg95_kb",
-                "jpeg95_ms", "thumb_kb", "crop_png_kb", "crop_jpeg95_kb", "crop_webp_lossless_kb"},
+                "jpeg95_ms", "jpeg90_kb", "jpeg90_ms", "thumb_kb", "crop_png_kb", "crop_jpeg95_kb",
+                "crop_webp_lossless_kb"},
 }
 
 FLOAT_FIGURES = {"float32_1t_ms", "float32_2t_ms", "float32_over_int8_1t", "float32_over_int8_2t"}
@@ -95,9 +99,14 @@ def test_sections_measure_what_they_say(smoke):
     # issue 15: the upload is kept as received, and a pruned frame keeps only crops, thumbnail and its rows
     assert memory["stored_thumbs_kb_per_frame"]["median"] > 0
     assert memory["stored_after_prune_kb_per_frame"]["median"] < memory["stored_kb_per_frame"]["median"]
+    # a camera still of the same field is stored in the default still format: smaller than the JPEG upload, and
+    # the analysis of the stored still finds cells as the upload's did
+    assert 0 < memory["camera_stored_image_kb_per_frame"]["median"] < memory["stored_image_kb_per_frame"]["median"]
+    assert memory["camera_cells_per_frame"]["median"] > 0 and memory["camera_stored_crops_kb_per_frame"]["median"] > 0
     storage = sections["storage"]["figures"]
     assert storage["webp_lossless_kb"]["median"] < storage["png1_kb"]["median"]  # both lossless, on real frames
     assert storage["crop_jpeg95_kb"]["median"] < storage["crop_png_kb"]["median"]
+    assert storage["jpeg90_kb"]["median"] < storage["jpeg95_kb"]["median"] < storage["webp_lossless_kb"]["median"]
     assert sections["storage"]["crops_measured"] > 0
     if find_mosquitto():
         assert sections["sync"]["correct"] is True and sections["sync"]["records"] == TINY.sync_records

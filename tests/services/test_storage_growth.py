@@ -116,13 +116,21 @@ def test_png_tiff_and_webp_uploads_are_kept_a_bmp_is_encoded_losslessly(data, sa
     assert np.array_equal(load_image_bytes(stored, "stored"), rgb)  # lossless: what is analysed is the upload
 
 
-def test_a_camera_still_is_jpeg95_by_default_or_webp_lossless_as_configured(data, sample):
+def test_a_camera_still_is_jpeg_q90_444_by_default_or_webp_lossless_as_configured(data, sample):
+    from PIL import JpegImagePlugin
+
     rgb = load_image(DEMO / "BloodImage_00022.jpg")
     still = store_frame(sample, rgb, "camera", actor=TECH, data=data, worker=None, camera_meta={"exposure": 1})
-    assert still.original_format == "jpeg" and data.read_bytes(still.image_path)[:3] == b"\xff\xd8\xff"
-    kept = load_image_bytes(data.read_bytes(still.image_path), "still").astype(float)
+    stored = data.read_bytes(still.image_path)
+    assert still.original_format == "jpeg" and stored[:3] == b"\xff\xd8\xff"
+    reference = io.BytesIO()
+    Image.fromarray(rgb).save(reference, "JPEG", quality=90, subsampling=0)
+    with Image.open(io.BytesIO(stored)) as kept_image, Image.open(reference) as q90:
+        assert JpegImagePlugin.get_sampling(kept_image) == 0  # 4:4:4: the stain's colour at full resolution
+        assert kept_image.quantization == q90.quantization  # quality 90 (storage.still_format = "jpeg90")
+    kept = load_image_bytes(stored, "still").astype(float)
     psnr = 10 * np.log10(255 ** 2 / np.mean((kept - rgb) ** 2))
-    assert psnr > 40  # q95 4:4:4: visually lossless
+    assert psnr > 40
     other = rgb.copy()
     other[0, 0] = 0
     lossless = store_frame(sample, other, "camera", actor=TECH, data=data, worker=None, still_format="webp-lossless")

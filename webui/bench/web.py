@@ -156,12 +156,15 @@ def free_port() -> int:
 
 
 def start_server(data_dir: Path, port: int, model: Path | None, log_path: Path,
-                 timeout_s: float = 60.0) -> subprocess.Popen:
+                 timeout_s: float = 60.0, config: Path | None = None) -> subprocess.Popen:
+    """``allscope serve`` on 127.0.0.1:``port`` once its login page answers; ``config``: its configuration file."""
     command = [sys.executable, "-m", "device.cli", "serve", "--data-dir", str(data_dir),
                "--host", "127.0.0.1", "--port", str(port)]
     if model is not None:
         command += ["--model", str(model)]
     env = dict(os.environ, ALLSCOPE_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
+    if config is not None:
+        env["ALLSCOPE_CONFIG"] = str(config)
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env)
     deadline = time.monotonic() + timeout_s
