@@ -15,8 +15,9 @@ percentile would only restate them):
 * sync: records/s through the mutual-TLS broker to the central, envelopes
   encrypted and plaintext (``sync.bench.run``);
 * memory and writes: the device service's resident memory idle, with the model,
-  after K frames, and its storage writes and stored bytes per analysed frame
-  (``device.cli.bench_memory``).
+  after K frames, and its storage writes and stored bytes per analysed frame, for
+  K uploads kept as they arrived and for K camera stills of the same fields taken
+  through a replay camera (``device.cli.bench_memory``).
 * storage: what a frame, its thumbnail and its crops weigh in each format, and the encode times
   (``device.bench.storage``, issue 15).
 
