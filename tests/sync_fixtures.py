@@ -14,20 +14,15 @@ Loaded by ``tests/conftest.py`` (``pytest_plugins = ["sync_fixtures"]``); helper
 
 from __future__ import annotations
 
-import os
-import pwd
 import queue
-import shutil
-import signal
-import subprocess
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from sync.fleet.broker import Broker, find_mosquitto, free_port
+from device.errors import AllscopeError
+from sync.bench.postgres import TempPostgres, unavailable
+from sync.fleet.broker import Broker, find_mosquitto
 from sync.fleet.pki import Issued, Pki, init_pki, issue, load_certificate, revoked_serials
 
 WAIT = 15.0  # seconds: the longest a helper waits for something that must happen (never a pass condition)
@@ -165,102 +160,26 @@ def receive(client, timeout: float = WAIT):
 
 # --- PostgreSQL ---------------------------------------------------------------------------------------------
 
-def _postgres_bin() -> Path | None:
-    from sync.bench.postgres import _bindir
+class PostgresServer(TempPostgres):
+    """The benchmarks' throw-away server with fsync off, for the tests; one that cannot start fails the test
+    that needs it, in one line (``superuser``: the admin walkthrough's is "postgres", as Debian's)."""
 
-    return _bindir()
+    def __init__(self, superuser: str = "allscope"):
+        super().__init__(superuser=superuser, durable=False)
 
-
-def _postgres_user() -> str | None:
-    """initdb and postgres refuse to run as root: as root, run them as the `postgres` (or `nobody`) user."""
-    from sync.bench.postgres import _user
-
-    if os.geteuid() != 0:
-        return None
-    return _user() or pytest.skip("running as root and there is no postgres or nobody user to run PostgreSQL as")
-
-
-class PostgresServer:
-    """``superuser``: the role initdb creates (the tests' own server: "allscope"; the admin walkthrough's:
-    "postgres", as Debian's)."""
-
-    def __init__(self, bindir: Path, user: str | None, superuser: str = "allscope"):
-        self.bindir, self.user, self.superuser = bindir, user, superuser
-        self.root = Path(tempfile.mkdtemp(prefix="allscope-pg-"))  # not under pytest's 0700 root-only tmp
-        self.data, self.sockets, self.log = self.root / "data", self.root / "run", self.root / "postgres.log"
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-        self.databases = 0
-
-    def _run_as(self):
-        if self.user is None:
-            return {}
-        entry = pwd.getpwnam(self.user)
-        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
-
-    def start(self) -> None:
-        self.sockets.mkdir()
-        if self.user:
-            entry = pwd.getpwnam(self.user)
-            for path in (self.root, self.sockets):
-                os.chown(path, entry.pw_uid, entry.pw_gid)
-        init = subprocess.run([str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.superuser, "-A",
-                               "trust", "-E", "UTF8", "--locale=C", "--no-sync"], capture_output=True, text=True,
-                              timeout=120, cwd=self.root, **self._run_as())
-        if init.returncode != 0:
-            pytest.skip(f"initdb failed: {(init.stderr or init.stdout).strip().splitlines()[-1:]}")
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.sockets),
-                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.root, **self._run_as())
-        import psycopg2
-
-        deadline = time.monotonic() + 60
-        while True:
-            if self.process.poll() is not None:
-                pytest.skip(f"postgres exited at start: {self.log.read_text(errors='replace')[-300:]}")
-            try:
-                psycopg2.connect(host="127.0.0.1", port=self.port, user=self.superuser, dbname="postgres").close()
-                return
-            except psycopg2.OperationalError:
-                if time.monotonic() > deadline:
-                    pytest.fail("postgres did not accept connections within 60 s")
-                time.sleep(0.1)
-
-    def create_database(self) -> str:
-        import psycopg2
-
-        self.databases += 1
-        name = f"allscope_test_{self.databases}"
-        connection = psycopg2.connect(host="127.0.0.1", port=self.port, user="allscope", dbname="postgres")
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE {name}")
-        connection.close()
-        return f"postgresql://allscope@127.0.0.1:{self.port}/{name}"
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # postgres: fast shutdown
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.root, ignore_errors=True)
+    def start(self) -> "PostgresServer":
+        try:
+            return super().start()
+        except AllscopeError as error:
+            pytest.fail(str(error))
 
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    import importlib.util
-
-    if importlib.util.find_spec("psycopg2") is None:
-        pytest.skip("psycopg2 is not installed (pip install psycopg2-binary)")
-    bindir = _postgres_bin()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries not found (Debian: apt-get install postgresql)")
-    server = PostgresServer(bindir, _postgres_user())
+    reason = unavailable()
+    if reason:
+        pytest.skip(f"PostgreSQL: {reason}")
+    server = PostgresServer()
     try:
         server.start()
         yield server

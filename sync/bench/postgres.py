@@ -1,11 +1,12 @@
-"""A throw-away PostgreSQL server for ``allscope bench fleet``: initdb in a temporary directory, one database.
+"""A throw-away PostgreSQL server for ``allscope bench fleet`` and the tests: initdb in a temporary directory.
 
     with TempPostgres() as server:
-        url = server.url   # postgresql://allscope@127.0.0.1:PORT/allscope
+        url = server.create_database("fleet")   # postgresql://allscope@127.0.0.1:PORT/fleet
 
 Uses the Debian server binaries (``/usr/lib/postgresql/<N>/bin``). initdb and postgres refuse to
 run as root, so as root they run as the ``postgres`` (else ``nobody``) user. Durability settings
-are PostgreSQL's defaults (fsync on): the figures are what a real server on this disk gives.
+are PostgreSQL's defaults (fsync on) unless ``durable=False``: a benchmark's figures are what a real server on
+this disk gives.
 :func:`unavailable` says in one line why there is none.
 """
 
@@ -59,13 +60,19 @@ def unavailable() -> str | None:
 
 
 class TempPostgres:
-    def __init__(self, max_connections: int = 100):
+    """``superuser``: the role initdb creates ("allscope"; the admin walkthrough's test: "postgres", as Debian's).
+    ``durable``: PostgreSQL's default durability (benchmarks); False turns fsync and full-page writes off (tests).
+    """
+
+    def __init__(self, max_connections: int = 100, *, superuser: str = "allscope", durable: bool = True):
         self.bindir, self.user = _bindir(), _user()
-        self.root = Path(tempfile.mkdtemp(prefix="allscope-bench-pg-"))
+        self.superuser, self.durable = superuser, durable
+        self.root = Path(tempfile.mkdtemp(prefix="allscope-pg-"))
+        self.log = self.root / "postgres.log"
         self.port = free_port()
         self.max_connections = max_connections
         self.process: subprocess.Popen | None = None
-        self.url = f"postgresql://allscope@127.0.0.1:{self.port}/allscope"
+        self.databases = 0
 
     def _as_user(self) -> dict:
         if self.user is None:
@@ -80,45 +87,45 @@ class TempPostgres:
             entry = pwd.getpwnam(self.user)
             for path in (self.root, sockets):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
-        init = subprocess.run([str(self.bindir / "initdb"), "-D", str(self.root / "data"), "-U", "allscope",
-                               "-A", "trust", "-E", "UTF8", "--locale=C"], capture_output=True, text=True,
+        fast = [] if self.durable else ["--no-sync"]
+        init = subprocess.run([str(self.bindir / "initdb"), "-D", str(self.root / "data"), "-U", self.superuser,
+                               "-A", "trust", "-E", "UTF8", "--locale=C", *fast], capture_output=True, text=True,
                               timeout=180, cwd=self.root, **self._as_user())
         if init.returncode != 0:
             raise AllscopeError(f"initdb failed: {(init.stderr or init.stdout).strip()[-200:]}")
-        with open(self.root / "postgres.log", "ab") as log:
+        fast = [] if self.durable else ["-c", "fsync=off", "-c", "full_page_writes=off"]
+        with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [str(self.bindir / "postgres"), "-D", str(self.root / "data"), "-p", str(self.port), "-k",
-                 str(sockets), "-c", "listen_addresses=127.0.0.1", "-c", f"max_connections={self.max_connections}"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.root, **self._as_user())
+                 str(sockets), "-c", "listen_addresses=127.0.0.1", "-c", f"max_connections={self.max_connections}",
+                 *fast], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.root,
+                **self._as_user())
         import psycopg2
 
         deadline = time.monotonic() + 60
         while True:
             if self.process.poll() is not None:
-                raise AllscopeError(f"postgres exited at start: {(self.root / 'postgres.log').read_text()[-200:]}")
+                raise AllscopeError(f"postgres exited at start: {self.log.read_text(errors='replace')[-200:]}")
             try:
-                connection = psycopg2.connect(host="127.0.0.1", port=self.port, user="allscope", dbname="postgres")
-                break
+                psycopg2.connect(host="127.0.0.1", port=self.port, user=self.superuser, dbname="postgres").close()
+                return self
             except psycopg2.OperationalError:
                 if time.monotonic() > deadline:
                     raise AllscopeError("postgres did not accept connections within 60 s") from None
                 time.sleep(0.1)
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute("CREATE DATABASE allscope")
-        connection.close()
-        return self
 
-    def create_database(self, name: str) -> str:
-        """A fresh database on this server; its URL."""
+    def create_database(self, name: str | None = None) -> str:
+        """A fresh database on this server (``name``, else the next of allscope_1, allscope_2, ...); its URL."""
         import psycopg2
 
-        connection = psycopg2.connect(host="127.0.0.1", port=self.port, user="allscope", dbname="postgres")
+        self.databases += 1
+        name = name or f"allscope_{self.databases}"
+        connection = psycopg2.connect(host="127.0.0.1", port=self.port, user=self.superuser, dbname="postgres")
         connection.autocommit = True
         with connection.cursor() as cursor:
             cursor.execute(f'CREATE DATABASE "{name}"')
         connection.close()
-        return f"postgresql://allscope@127.0.0.1:{self.port}/{name}"
+        return f"postgresql://{self.superuser}@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
         process, self.process = self.process, None

@@ -25,8 +25,9 @@ from pathlib import Path
 import pytest
 import walkthrough_kit as kit
 from conftest import REPO_ROOT
-from sync_fixtures import PostgresServer, _postgres_bin, _postgres_user
+from sync_fixtures import PostgresServer
 
+from sync.bench import postgres
 from sync.fleet.broker import find_mosquitto, free_port
 
 PASSWORD = "walkthrough-password-1"
@@ -38,17 +39,13 @@ DEADLINE = 90.0  # seconds: a bound on waiting for the record, never a measureme
 
 
 def _missing() -> str:
-    import importlib.util
-
     for tool in ("setpriv", "curl", "psql", "createuser"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
     if not find_mosquitto():
         return "mosquitto is not installed (apt-get install mosquitto)"
-    if _postgres_bin() is None:
-        return "PostgreSQL server binaries not found (apt-get install postgresql)"
-    if importlib.util.find_spec("psycopg2") is None:
-        return "psycopg2 is not installed"
+    if postgres.unavailable():
+        return f"PostgreSQL: {postgres.unavailable()}"
     if os.geteuid() != 0:
         return "the walkthrough runs its sudo lines as root (chown, setpriv to the service users)"
     return ""
@@ -61,7 +58,7 @@ def world():
         pytest.skip(reason)
     top = Path(tempfile.mkdtemp(prefix="allscope-walk-"))  # not pytest's 0700 tmp: the service users cross it
     top.chmod(0o755)
-    server = PostgresServer(_postgres_bin(), _postgres_user(), superuser="postgres")
+    server = PostgresServer(superuser="postgres")
     world = kit.World(top=str(top), repo=str(REPO_ROOT), python=sys.executable, pg_port=server.port,
                       mqtt_port=free_port(), web_port=free_port(), device_port=free_port())
     opened = _let_others_traverse(REPO_ROOT)
