@@ -1,8 +1,12 @@
-"""Helpers of the device fault tests: waiting for a condition, distinct real frames to upload."""
+"""Helpers of the device fault tests: waiting for a condition, distinct real frames to upload, a small disk."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT
@@ -29,3 +33,21 @@ def frame_png(index: int) -> bytes:
     rgb[0, 0] = (index % 256, index // 256 % 256, 7)
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     return encoded.tobytes()
+
+
+@contextlib.contextmanager
+def small_tmpfs(mount_point: Path, size_mb: int):
+    """A ``size_mb`` MB tmpfs mounted on ``mount_point`` (made if missing), unmounted afterwards; the test is
+    skipped with the reason where mounting is not permitted (it needs root)."""
+    mount_point.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+    try:
+        yield mount_point
+    finally:
+        if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)

@@ -11,17 +11,15 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
-import os
 import re
 import shutil
-import subprocess
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import REPO_ROOT, Auth, csrf_from
-from fault_helpers import frame_png, wait_for
+from fault_helpers import frame_png, small_tmpfs, wait_for
 from figures import report
 
 DEMO = sorted((REPO_ROOT / "device" / "demo").glob("*.jpg"))
@@ -55,19 +53,8 @@ def clinical_setup(app) -> int:
 @pytest.fixture
 def small_disk(tmp_path):
     """A 3 MB tmpfs as a data directory (unmounted afterwards); skipped where mounting is not permitted."""
-    mount_point = tmp_path / "var"
-    mount_point.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("disk-full tests mount a tmpfs: needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
-    try:
+    with small_tmpfs(tmp_path / "var", 3) as mount_point:
         yield mount_point
-    finally:
-        if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
 
 
 def fill(directory: Path, leave: int = 0) -> Path:

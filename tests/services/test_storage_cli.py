@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fault_helpers import small_tmpfs
 
 from device.services.actor import Actor
 from device.services.disk_guard import DiskGuard
@@ -87,18 +88,8 @@ def test_space_says_the_days_left_and_fails_at_the_reserve(tmp_path, recorded):
 @pytest.fixture
 def small_disk(tmp_path):
     """An 8 MB tmpfs (needs root and mount); skipped with the reason otherwise."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True,
-                          text=True, check=False)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "small", 8) as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_on_a_small_disk_captures_stop_at_the_reserve_and_the_database_still_commits(small_disk):
