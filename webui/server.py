@@ -28,14 +28,7 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     ``allscope bench all``: resident memory after 5 analysed 2592×1944 frames 298 MB (peak 373 MB) without the
     cap, 161 MB (peak 263 MB) with 2 arenas.
     """
-    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        return ctypes.CDLL("libc.so.6").mallopt(-8, arenas) == 1  # -8: M_ARENA_MAX (glibc malloc.h)
-    except (OSError, AttributeError):  # not glibc (musl has no arenas)
-        return False
+    return _mallopt("MALLOC_ARENA_MAX", -8, arenas)  # -8: M_ARENA_MAX (glibc malloc.h)
 
 
 # Blocks at least this large are mapped and unmapped on their own (a 2592×1944 frame is 15 MB).
@@ -50,13 +43,19 @@ def map_large_blocks(threshold: int = MMAP_THRESHOLD) -> bool:
     to the system at once. Measured by ``allscope bench all`` (memory section, issue 15): peak with four
     2592×1944 uploads arriving at once 302 MB without, 245 MB with; after 3 frames 216 → 198 MB.
     """
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") or not sys.platform.startswith("linux"):
+    return _mallopt("MALLOC_MMAP_THRESHOLD_", -3, threshold)  # -3: M_MMAP_THRESHOLD (glibc malloc.h)
+
+
+def _mallopt(variable: str, parameter: int, value: int) -> bool:
+    """glibc's ``mallopt(parameter, value)`` unless the operator set the environment ``variable`` that does the
+    same; True when applied, False elsewhere (not Linux, not glibc: musl has neither knob)."""
+    if os.environ.get(variable) or not sys.platform.startswith("linux"):
         return False
     import ctypes
 
     try:
-        return ctypes.CDLL("libc.so.6").mallopt(-3, threshold) == 1  # -3: M_MMAP_THRESHOLD (glibc malloc.h)
-    except (OSError, AttributeError):  # not glibc
+        return ctypes.CDLL("libc.so.6").mallopt(parameter, value) == 1
+    except (OSError, AttributeError):
         return False
 
 
