@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from device.bench.still_formats import psnr
 from device.core.imageio import load_image, load_image_bytes
 from device.resources import DEFAULT_MODEL
 from device.services.actor import Actor
@@ -128,9 +129,7 @@ def test_a_camera_still_is_jpeg_q90_444_by_default_or_webp_lossless_as_configure
     with Image.open(io.BytesIO(stored)) as kept_image, Image.open(reference) as q90:
         assert JpegImagePlugin.get_sampling(kept_image) == 0  # 4:4:4: the stain's colour at full resolution
         assert kept_image.quantization == q90.quantization  # quality 90 (storage.still_format = "jpeg90")
-    kept = load_image_bytes(stored, "still").astype(float)
-    psnr = 10 * np.log10(255 ** 2 / np.mean((kept - rgb) ** 2))
-    assert psnr > 40
+    assert psnr(rgb, load_image_bytes(stored, "still")) > 40
     other = rgb.copy()
     other[0, 0] = 0
     lossless = store_frame(sample, other, "camera", actor=TECH, data=data, worker=None, still_format="webp-lossless")
